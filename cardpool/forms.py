@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+from django import forms
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.utils.translation import gettext_lazy as _
+
+from shop.models import Product
+
+
+class KeyImportForm(forms.Form):
+    product = forms.ModelChoiceField(label=_("Product"), queryset=Product.objects.order_by("name"))
+    text = forms.CharField(
+        label=_("Paste keys"),
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 12, "spellcheck": "false", "autocomplete": "off"}),
+        help_text=_("One key per line. Blank lines and surrounding spaces are ignored."),
+    )
+    file = forms.FileField(label=_("Or upload a .txt file"), required=False)
+
+    def clean_file(self):
+        upload = self.cleaned_data.get("file")
+        if upload is None:
+            return None
+        if upload.size > settings.CARDPOOL_IMPORT_MAX_BYTES:
+            raise ValidationError(_("The file is larger than the import limit."))
+        raw = upload.read()
+        if b"\x00" in raw[:8192]:
+            raise ValidationError(_("This is not a text file."))
+        for encoding in ("utf-8-sig", "gb18030"):
+            try:
+                return raw.decode(encoding)
+            except UnicodeDecodeError:
+                continue
+        raise ValidationError(_("The file is neither UTF-8 nor GB18030 text."))
+
+    def clean(self):
+        cleaned = super().clean()
+        if not cleaned.get("text", "").strip() and not cleaned.get("file"):
+            if not self.errors:
+                raise ValidationError(_("Paste keys or choose a file."))
+        return cleaned
+
+    def keys_text(self) -> str:
+        return "\n".join(part for part in (self.cleaned_data.get("text") or "", self.cleaned_data.get("file") or "") if part)

@@ -1,0 +1,79 @@
+"""The encrypted key pool. Key status changes only in ``cardpool.services`` and ``delivery.services``."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+
+class CardKeyStatus(models.TextChoices):
+    AVAILABLE = "available", _("Available")
+    RESERVED = "reserved", _("Reserved")
+    SOLD = "sold", _("Sold")
+    VOID = "void", _("Void")
+
+
+class ImportBatch(models.Model):
+    product = models.ForeignKey("shop.Product", on_delete=models.PROTECT, related_name="import_batches")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    source_name = models.CharField(_("source"), max_length=255, blank=True)
+    lines_total = models.PositiveIntegerField(_("lines"), default=0)
+    added = models.PositiveIntegerField(_("added"), default=0)
+    duplicates_in_file = models.PositiveIntegerField(_("duplicates in file"), default=0)
+    duplicates_in_pool = models.PositiveIntegerField(_("duplicates in pool"), default=0)
+    invalid = models.PositiveIntegerField(_("invalid lines"), default=0)
+    created_at = models.DateTimeField(_("imported at"), auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = _("import batch")
+        verbose_name_plural = _("import batches")
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.product} +{self.added}"
+
+
+class CardKey(models.Model):
+    product = models.ForeignKey("shop.Product", on_delete=models.PROTECT, related_name="card_keys")
+    batch = models.ForeignKey(ImportBatch, null=True, blank=True, on_delete=models.SET_NULL, related_name="keys")
+    # AES-256-GCM: nonce || ciphertext || tag, under the key numbered key_version.
+    ciphertext = models.BinaryField()
+    key_version = models.PositiveSmallIntegerField()
+    # HMAC-SHA256 of the normalized secret: finds duplicates without storing plaintext.
+    blind_index = models.CharField(max_length=64)
+    mask = models.CharField(_("key (masked)"), max_length=32)
+    status = models.CharField(_("status"), max_length=16, choices=CardKeyStatus.choices, default=CardKeyStatus.AVAILABLE)
+    order = models.ForeignKey("shop.Order", null=True, blank=True, on_delete=models.PROTECT, related_name="card_keys")
+    created_at = models.DateTimeField(_("added at"), auto_now_add=True)
+    sold_at = models.DateTimeField(_("sold at"), null=True, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        verbose_name = _("card key")
+        verbose_name_plural = _("card keys")
+        constraints = [
+            # Dedupe across the whole pool, sold keys included.
+            models.UniqueConstraint(fields=["product", "blind_index"], name="cardkey_unique_per_product"),
+            # A sold key always names its order; an available one never does.
+            models.CheckConstraint(
+                condition=(models.Q(status="sold", order__isnull=False) | ~models.Q(status="sold")),
+                name="cardkey_sold_has_order",
+            ),
+            models.CheckConstraint(
+                condition=(models.Q(status="available", order__isnull=True) | ~models.Q(status="available")),
+                name="cardkey_available_has_no_order",
+            ),
+        ]
+        indexes = [
+            # Serves the reservation query (product, status=available ORDER BY id LIMIT n) and
+            # stays small however many keys have been sold.
+            models.Index(
+                fields=["product", "id"],
+                name="cardkey_available_idx",
+                condition=models.Q(status="available"),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.mask

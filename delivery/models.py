@@ -1,0 +1,64 @@
+"""Delivery messages (one row per order and channel) and low-stock alerts."""
+
+from __future__ import annotations
+
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+
+class MessageState(models.TextChoices):
+    PENDING = "pending", _("Waiting to send")
+    SENDING = "sending", _("Sending")
+    SENT = "sent", _("Sent")
+    FAILED = "failed", _("Failed")
+
+
+class DeliveryMessage(models.Model):
+    """The email carrying an order's keys. The row exists before the first send is tried."""
+
+    order = models.ForeignKey("shop.Order", on_delete=models.CASCADE, related_name="messages")
+    channel = models.CharField(_("channel"), max_length=16, default="email")
+    recipient = models.CharField(_("recipient"), max_length=254)
+    state = models.CharField(_("state"), max_length=16, choices=MessageState.choices, default=MessageState.PENDING)
+    tries = models.PositiveSmallIntegerField(_("tries"), default=0)
+    next_try_at = models.DateTimeField(_("next try at"), null=True, blank=True)
+    last_error = models.TextField(_("last error"), blank=True)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
+    sent_at = models.DateTimeField(_("sent at"), null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = _("delivery message")
+        verbose_name_plural = _("delivery messages")
+        constraints = [
+            models.UniqueConstraint(fields=["order", "channel"], name="message_one_per_order_channel"),
+        ]
+        indexes = [models.Index(fields=["state", "next_try_at"], name="message_state_next_try")]
+
+    def __str__(self) -> str:
+        return f"{self.channel} → {self.recipient}"
+
+
+class StockAlert(models.Model):
+    """Raised once when a product's available stock falls to its threshold."""
+
+    product = models.ForeignKey("shop.Product", on_delete=models.CASCADE, related_name="stock_alerts")
+    available = models.PositiveIntegerField(_("available when raised"))
+    threshold = models.PositiveIntegerField(_("threshold"))
+    created_at = models.DateTimeField(_("raised at"), auto_now_add=True)
+    resolved_at = models.DateTimeField(_("resolved at"), null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = _("stock alert")
+        verbose_name_plural = _("stock alerts")
+        constraints = [
+            # At most one open alert per product: concurrent sales cannot raise it twice.
+            models.UniqueConstraint(
+                fields=["product"], condition=models.Q(resolved_at__isnull=True), name="stockalert_one_open"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.product}: {self.available}"

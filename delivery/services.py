@@ -1,0 +1,272 @@
+"""Handing keys to paid orders: reserve, email, retry, sweep, exception queue, stock alerts."""
+
+from __future__ import annotations
+
+import logging
+import smtplib
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.mail import EmailMultiAlternatives, get_connection
+from django.db import transaction
+from django.db.models import F, Q
+from django.template.loader import render_to_string
+from django.utils import timezone, translation
+
+from cardpool.models import CardKey
+from cardpool.selectors import available_counts, order_secrets, product_has_stock
+from cardpool.services import cardkeys_reserve_for_order
+from delivery.models import DeliveryMessage, MessageState, StockAlert
+from shop.lock_objects import order_lock
+from shop.models import ContactKind, ExceptionReason, Order, OrderEvent, OrderStatus
+from shop.services import order_exception_enter, order_transition
+
+logger = logging.getLogger(__name__)
+
+
+class DeliveryRefused(Exception):
+    """A staff action that does not apply to the order in its current state."""
+
+
+def order_delivery_schedule(*, order_id: int) -> None:
+    """Send the delivery task once the current transaction commits (never raises on broker errors)."""
+    from delivery import tasks
+
+    tasks.order_deliver.delay_on_commit(order_id)
+
+
+def _order_fulfil(*, order: Order, actor: str) -> bool:
+    """Reserve the order's keys and mark it delivered, or queue it as out_of_stock. Order is locked.
+
+    Raises ReservationContended (transient) when the only shortfall is keys locked by others.
+    """
+    key_ids = cardkeys_reserve_for_order(order=order)
+    if key_ids is None:
+        note = f"needs {order.quantity}, the pool has fewer"
+        if order.status == OrderStatus.EXCEPTION:
+            OrderEvent.objects.create(order=order, type="delivery.retry.out_of_stock", message=note, actor=actor)
+        else:
+            order_exception_enter(order=order, reason=ExceptionReason.OUT_OF_STOCK, note=note, actor=actor)
+        stock_alert_check(product=order.product)
+        return False
+    order_transition(
+        order=order,
+        to=OrderStatus.DELIVERED,
+        event_type="shop.order.delivered",
+        message=f"{len(key_ids)} key(s)",
+        actor=actor,
+    )
+    if order.contact_kind == ContactKind.EMAIL:
+        message, _created = DeliveryMessage.objects.get_or_create(
+            order=order, channel="email", defaults={"recipient": order.contact}
+        )
+        _message_schedule(message_id=message.pk)
+    stock_alert_check(product=order.product)
+    return True
+
+
+def order_deliver(*, order_id: int) -> str:
+    """Deliver a paid order: exactly ``quantity`` keys, once, in one transaction.
+
+    Idempotent: any status but ``paid`` returns at once, so duplicate tasks, the sweeper and a
+    redelivered message after a crash are harmless. Returns the order's status afterwards.
+    Raises ReservationContended (transient).
+    """
+    with transaction.atomic(durable=True):
+        order = order_lock(order_id)
+        if order.status != OrderStatus.PAID:
+            return order.status
+        _order_fulfil(order=order, actor="system")
+    return order.status
+
+
+def order_retry_delivery(*, order_id: int, actor: str) -> str:
+    """Staff action on an exception-queue order: try to deliver it again. Returns the new status.
+
+    delivery_failed: the keys stay; the email is sent again. Other reasons: keys are reserved now
+    (an order never gets a second set). Raises DeliveryRefused outside the exception queue.
+    """
+    with transaction.atomic(durable=True):
+        order = order_lock(order_id)
+        if order.status != OrderStatus.EXCEPTION:
+            raise DeliveryRefused(f"order {order.number} is {order.status}, not in the exception queue")
+        if CardKey.objects.filter(order=order).exists():
+            order_transition(
+                order=order, to=OrderStatus.DELIVERED, event_type="shop.order.delivery_retried", actor=actor
+            )
+            updated = DeliveryMessage.objects.filter(order=order).update(
+                state=MessageState.PENDING, tries=0, next_try_at=None, last_error=""
+            )
+            if updated:
+                for message_id in DeliveryMessage.objects.filter(order=order).values_list("pk", flat=True):
+                    _message_schedule(message_id=message_id)
+        else:
+            OrderEvent.objects.create(order=order, type="delivery.retry.requested", actor=actor)
+            _order_fulfil(order=order, actor=actor)
+    return order.status
+
+
+def _message_schedule(*, message_id: int, countdown: float | None = None) -> None:
+    from delivery import tasks
+
+    if countdown:
+        tasks.message_send.apply_async_on_commit(args=(message_id,), countdown=countdown)
+    else:
+        tasks.message_send.delay_on_commit(message_id)
+
+
+# --- Email ---------------------------------------------------------------------------------
+
+
+class SendFailed(Exception):
+    def __init__(self, reason: str, *, permanent: bool) -> None:
+        super().__init__(reason)
+        self.permanent = permanent
+
+
+def _email_failure(exc: Exception) -> SendFailed:
+    """Classify an SMTP/socket error: 5xx answers are permanent, everything else transient."""
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        codes = [code for code, _msg in exc.recipients.values()]
+        return SendFailed(f"recipient refused: {codes}", permanent=all(500 <= c < 600 for c in codes))
+    if isinstance(exc, smtplib.SMTPResponseException):
+        return SendFailed(f"SMTP {exc.smtp_code}", permanent=500 <= exc.smtp_code < 600)
+    return SendFailed(f"{type(exc).__name__}: {exc}"[:500], permanent=False)
+
+
+def email_render_keys(*, order: Order) -> EmailMultiAlternatives:
+    """The email carrying an order's keys (subject, text and HTML templates), in the shop's language."""
+    context = {
+        "order": order,
+        "product": order.product,
+        "secrets": order_secrets(order=order),
+        "order_url": f"{settings.SITE_URL}/order/{order.access_token}/",
+    }
+    with translation.override(settings.LANGUAGE_CODE):
+        subject = " ".join(render_to_string("delivery/email/keys_subject.txt", context).split())
+        text = render_to_string("delivery/email/keys_body.txt", context)
+        html = render_to_string("delivery/email/keys_body.html", context)
+    email = EmailMultiAlternatives(subject=subject, body=text, to=[order.contact])
+    email.attach_alternative(html, "text/html")
+    return email
+
+
+def message_send(*, message_id: int) -> str:
+    """Send one delivery message if it is due. Returns its state afterwards.
+
+    The row is claimed with a conditional UPDATE first, so two workers never send the same try.
+    Transient failures are retried with exponential backoff up to DELIVERY_EMAIL_MAX_TRIES;
+    permanent ones and the last failure put the order in the exception queue (delivery_failed).
+    """
+    now = timezone.now()
+    claimed = (
+        DeliveryMessage.objects.filter(pk=message_id, state=MessageState.PENDING)
+        .filter(Q(next_try_at__isnull=True) | Q(next_try_at__lte=now))
+        .update(state=MessageState.SENDING, tries=F("tries") + 1, updated_at=now)
+    )
+    if not claimed:
+        return "not-due"
+    message = DeliveryMessage.objects.select_related("order__product").get(pk=message_id)
+    try:
+        email = email_render_keys(order=message.order)
+    except Exception as exc:  # noqa: BLE001 - a bug here must reach staff, not loop forever
+        logger.exception("could not render delivery message %s", message.pk)
+        return _message_failed(message=message, failure=SendFailed(f"render: {type(exc).__name__}", permanent=True))
+    try:
+        email.connection = get_connection(timeout=settings.EMAIL_TIMEOUT)
+        email.send()
+    except (smtplib.SMTPException, OSError) as exc:
+        return _message_failed(message=message, failure=_email_failure(exc))
+    DeliveryMessage.objects.filter(pk=message.pk).update(state=MessageState.SENT, sent_at=timezone.now(), last_error="")
+    OrderEvent.objects.create(order=message.order, type="delivery.email.sent", message=message.recipient)
+    return MessageState.SENT
+
+
+def _message_failed(*, message: DeliveryMessage, failure: SendFailed) -> str:
+    logger.warning("delivery message %s try %s failed: %s", message.pk, message.tries, failure)
+    if not failure.permanent and message.tries < settings.DELIVERY_EMAIL_MAX_TRIES:
+        delay = settings.DELIVERY_EMAIL_RETRY_BASE_SECONDS * 2 ** (message.tries - 1)
+        with transaction.atomic():
+            DeliveryMessage.objects.filter(pk=message.pk).update(
+                state=MessageState.PENDING, next_try_at=timezone.now() + timedelta(seconds=delay), last_error=str(failure)
+            )
+            OrderEvent.objects.create(
+                order_id=message.order_id,
+                type="delivery.email.retry_scheduled",
+                message=f"try {message.tries} failed ({failure}); next in {delay}s",
+            )
+            _message_schedule(message_id=message.pk, countdown=delay)
+        return MessageState.PENDING
+    with transaction.atomic():
+        DeliveryMessage.objects.filter(pk=message.pk).update(state=MessageState.FAILED, last_error=str(failure))
+        order = order_lock(message.order_id)
+        note = f"email to {message.recipient} failed after {message.tries} tries: {failure}"
+        if order.status == OrderStatus.DELIVERED:
+            order_exception_enter(order=order, reason=ExceptionReason.DELIVERY_FAILED, note=note)
+        else:
+            OrderEvent.objects.create(order=order, type="delivery.email.failed", message=note)
+    return MessageState.FAILED
+
+
+# --- Sweeper -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SweepReport:
+    orders: int
+    messages: int
+
+
+def delivery_sweep() -> SweepReport:
+    """Re-drive whatever the broker may have lost: paid orders still undelivered and messages
+    not sent, both older than DELIVERY_SWEEP_AFTER_SECONDS. Safe to run any number of times."""
+    from delivery import tasks
+
+    now = timezone.now()
+    cutoff = now - timedelta(seconds=settings.DELIVERY_SWEEP_AFTER_SECONDS)
+    order_ids = list(
+        Order.objects.filter(status=OrderStatus.PAID, paid_at__lte=cutoff)
+        .order_by("paid_at")
+        .values_list("pk", flat=True)[:1000]
+    )
+    for order_id in order_ids:
+        tasks.order_deliver.send_quietly(order_id)
+    # A worker that died mid-send leaves its try in "sending"; give it back to the queue.
+    DeliveryMessage.objects.filter(state=MessageState.SENDING, updated_at__lte=cutoff).update(
+        state=MessageState.PENDING, next_try_at=now
+    )
+    message_ids = list(
+        DeliveryMessage.objects.filter(state=MessageState.PENDING)
+        .filter(Q(next_try_at__isnull=True, updated_at__lte=cutoff) | Q(next_try_at__lte=cutoff) | Q(next_try_at=now))
+        .values_list("pk", flat=True)[:1000]
+    )
+    for message_id in message_ids:
+        tasks.message_send.send_quietly(message_id)
+    if order_ids or message_ids:
+        logger.info("sweeper re-drove %d orders and %d messages", len(order_ids), len(message_ids))
+    return SweepReport(orders=len(order_ids), messages=len(message_ids))
+
+
+# --- Stock alerts --------------------------------------------------------------------------
+
+
+def stock_alert_check(*, product) -> None:
+    """Raise one StockAlert when available stock is at or below the product's threshold.
+
+    The partial unique index (one open alert per product) makes concurrent sales raise it once.
+    """
+    threshold = product.low_stock_threshold
+    if product_has_stock(product_id=product.pk, quantity=threshold + 1):
+        return
+    available = available_counts(product_ids=[product.pk]).get(product.pk, 0)
+    StockAlert.objects.bulk_create(
+        [StockAlert(product=product, available=available, threshold=threshold)], ignore_conflicts=True
+    )
+
+
+def stock_alerts_resolve(*, product) -> int:
+    """Close a product's open alert once its stock is above the threshold again (after an import)."""
+    if not product_has_stock(product_id=product.pk, quantity=product.low_stock_threshold + 1):
+        return 0
+    return StockAlert.objects.filter(product=product, resolved_at__isnull=True).update(resolved_at=timezone.now())

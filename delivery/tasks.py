@@ -1,0 +1,32 @@
+"""Thin Celery wrappers around delivery services. They take IDs and are safe to run twice."""
+
+from __future__ import annotations
+
+import random
+
+from celery import shared_task
+from django.db import OperationalError
+
+from cardpool.services import ReservationContended
+from delivery import services
+
+
+@shared_task(bind=True, acks_late=True, autoretry_for=(OperationalError,), retry_backoff=True, max_retries=8)
+def order_deliver(self, order_id: int) -> str:
+    try:
+        return services.order_deliver(order_id=order_id)
+    except ReservationContended as exc:
+        # Transient: another delivery holds keys this one may need. Try again shortly; if the
+        # retries run out the order is still "paid" and the sweeper picks it up.
+        raise self.retry(exc=exc, countdown=random.uniform(0.05, 0.5), max_retries=100)
+
+
+@shared_task(acks_late=True, autoretry_for=(OperationalError,), retry_backoff=True, max_retries=8)
+def message_send(message_id: int) -> str:
+    return services.message_send(message_id=message_id)
+
+
+@shared_task
+def delivery_sweep() -> dict:
+    report = services.delivery_sweep()
+    return {"orders": report.orders, "messages": report.messages}

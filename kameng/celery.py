@@ -1,0 +1,40 @@
+"""The Celery app. Tasks subclass ``KamengTask``: they take IDs and are sent after commit."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+
+from celery import Celery
+from celery.contrib.django.task import DjangoTask
+from django.db import transaction
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "kameng.settings")
+
+logger = logging.getLogger(__name__)
+
+
+class KamengTask(DjangoTask):
+    """A task sent only after the surrounding transaction commits.
+
+    Sending never raises into the caller: if the broker is down the error is logged and the
+    database sweeper re-drives the work later (the database, not the broker, is the record of
+    what still has to happen).
+    """
+
+    def delay_on_commit(self, *args, **kwargs) -> None:
+        transaction.on_commit(functools.partial(self.send_quietly, *args, **kwargs))
+
+    def send_quietly(self, *args, **kwargs) -> bool:
+        try:
+            self.apply_async(args=args, kwargs=kwargs)
+        except Exception:  # noqa: BLE001 - any broker failure; the sweeper covers it
+            logger.warning("could not send task %s; the sweeper will re-drive it", self.name, exc_info=True)
+            return False
+        return True
+
+
+app = Celery("kameng", task_cls=KamengTask)
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks()

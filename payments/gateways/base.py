@@ -1,0 +1,82 @@
+"""The payment-gateway interface. Services see only these dataclasses, never SDK objects.
+
+Money is Decimal yuan here; yuan strings and fen integers exist only inside a gateway.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+
+
+@dataclass(frozen=True)
+class PaymentRequest:
+    out_trade_no: str
+    amount: Decimal
+    subject: str
+    notify_url: str
+    return_url: str
+
+
+@dataclass(frozen=True)
+class PaymentAction:
+    """What the buyer's browser does next: go to ``redirect_url`` or show ``qr_content``."""
+
+    redirect_url: str = ""
+    qr_content: str = ""
+
+
+@dataclass(frozen=True)
+class VerifiedNotification:
+    """A notification whose signature, merchant and freshness the gateway has checked."""
+
+    out_trade_no: str
+    transaction_id: str
+    amount: Decimal
+    paid: bool
+
+
+@dataclass(frozen=True)
+class GatewayAck:
+    """The HTTP answer a gateway expects to a notification."""
+
+    status: int
+    body: str
+    content_type: str = "text/plain"
+
+
+@dataclass(frozen=True)
+class PaymentStatus:
+    out_trade_no: str
+    paid: bool
+    amount: Decimal | None = None
+    transaction_id: str = ""
+
+
+class NotificationRejected(Exception):
+    """The notification failed verification; nothing may change because of it."""
+
+
+class PaymentGateway:
+    """Base class of payment gateways, found through ``settings.PAYMENT_GATEWAYS``."""
+
+    identifier: str = ""
+    verbose_name: str = ""
+
+    def is_enabled(self) -> bool:
+        raise NotImplementedError
+
+    def create_payment(self, request: PaymentRequest) -> PaymentAction:
+        raise NotImplementedError
+
+    def parse_notification(self, *, body: bytes, headers: Mapping[str, str], form: Mapping[str, str]) -> VerifiedNotification:
+        """Verify a notification or raise NotificationRejected with a reason."""
+        raise NotImplementedError
+
+    def notification_ack(self, *, accepted: bool, reason: str = "") -> GatewayAck:
+        raise NotImplementedError
+
+    def query(self, *, out_trade_no: str) -> PaymentStatus | None:
+        """Ask the platform about a payment; None when the platform does not know it."""
+        raise NotImplementedError

@@ -1,0 +1,95 @@
+"""A sandbox gateway for the demo and tests: HMAC-SHA256-signed notifications, no real money.
+
+Its pay page signs a notification with ``PAYMENTS_SANDBOX_SECRET`` and posts it to the same
+notify endpoint the real gateways use. Refused unless ``PAYMENTS_SANDBOX_ENABLED`` is on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+from collections.abc import Mapping
+from decimal import Decimal, InvalidOperation
+
+from django.conf import settings
+from django.urls import reverse
+
+from payments.gateways.base import (
+    GatewayAck,
+    NotificationRejected,
+    PaymentAction,
+    PaymentGateway,
+    PaymentRequest,
+    PaymentStatus,
+    VerifiedNotification,
+)
+
+MERCHANT_ID = "kameng-sandbox"
+SIGNED_FIELDS = ("merchant_id", "out_trade_no", "trade_no", "total_amount", "trade_status", "timestamp")
+
+
+def sandbox_signature(fields: Mapping[str, str], secret: str) -> str:
+    """HMAC-SHA256 over ``k=v`` pairs of the signed fields, sorted by name, joined with ``&``."""
+    message = "&".join(f"{name}={fields.get(name, '')}" for name in sorted(SIGNED_FIELDS))
+    return hmac.new(secret.encode(), message.encode(), hashlib.sha256).hexdigest()
+
+
+class SandboxGateway(PaymentGateway):
+    identifier = "sandbox"
+    verbose_name = "Sandbox (test payments)"
+
+    def is_enabled(self) -> bool:
+        return bool(settings.PAYMENTS_SANDBOX_ENABLED and settings.PAYMENTS_SANDBOX_SECRET)
+
+    def create_payment(self, request: PaymentRequest) -> PaymentAction:
+        return PaymentAction(redirect_url=reverse("payments:sandbox-pay", args=[request.out_trade_no]))
+
+    def notification_fields(self, *, out_trade_no: str, amount: Decimal) -> dict[str, str]:
+        """A signed "paid" notification, as the sandbox platform would send it."""
+        fields = {
+            "merchant_id": MERCHANT_ID,
+            "out_trade_no": out_trade_no,
+            "trade_no": "SBX" + secrets.token_hex(12),
+            "total_amount": f"{amount:.2f}",
+            "trade_status": "TRADE_SUCCESS",
+            "timestamp": str(int(time.time())),
+        }
+        fields["sign"] = sandbox_signature(fields, settings.PAYMENTS_SANDBOX_SECRET)
+        return fields
+
+    def parse_notification(self, *, body: bytes, headers: Mapping[str, str], form: Mapping[str, str]) -> VerifiedNotification:
+        missing = [name for name in (*SIGNED_FIELDS, "sign") if not form.get(name)]
+        if missing:
+            raise NotificationRejected(f"missing fields: {', '.join(missing)}")
+        expected = sandbox_signature(form, settings.PAYMENTS_SANDBOX_SECRET)
+        if not hmac.compare_digest(expected, str(form["sign"])):
+            raise NotificationRejected("bad signature")
+        if form["merchant_id"] != MERCHANT_ID:
+            raise NotificationRejected("wrong merchant")
+        try:
+            sent_at = int(form["timestamp"])
+        except ValueError:
+            raise NotificationRejected("bad timestamp") from None
+        if abs(time.time() - sent_at) > settings.PAYMENTS_NOTIFY_MAX_AGE_SECONDS:
+            raise NotificationRejected("stale notification")
+        try:
+            amount = Decimal(form["total_amount"])
+        except InvalidOperation:
+            raise NotificationRejected("bad amount") from None
+        if not amount.is_finite() or amount <= 0 or amount != amount.quantize(Decimal("0.01")):
+            raise NotificationRejected("bad amount")
+        return VerifiedNotification(
+            out_trade_no=form["out_trade_no"],
+            transaction_id=form["trade_no"],
+            amount=amount,
+            paid=form["trade_status"] in ("TRADE_SUCCESS", "TRADE_FINISHED"),
+        )
+
+    def notification_ack(self, *, accepted: bool, reason: str = "") -> GatewayAck:
+        return GatewayAck(status=200, body="success") if accepted else GatewayAck(status=400, body="fail")
+
+    def query(self, *, out_trade_no: str) -> PaymentStatus | None:
+        # The sandbox keeps no state of its own: the notification is its only word.
+        return None

@@ -1,0 +1,67 @@
+"""Payment attempts and the ledger of every notification received."""
+
+from __future__ import annotations
+
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+
+class PaymentState(models.TextChoices):
+    CREATED = "created", _("Created")
+    SUCCEEDED = "succeeded", _("Succeeded")
+    MISMATCHED = "mismatched", _("Paid a different amount")
+
+
+class Payment(models.Model):
+    """One payment attempt of an order at one gateway."""
+
+    order = models.ForeignKey("shop.Order", on_delete=models.PROTECT, related_name="payments")
+    gateway = models.CharField(_("gateway"), max_length=32)
+    out_trade_no = models.CharField(_("out trade no"), max_length=64, unique=True)
+    amount = models.DecimalField(_("amount"), max_digits=12, decimal_places=2)
+    paid_amount = models.DecimalField(_("paid amount"), max_digits=12, decimal_places=2, null=True, blank=True)
+    state = models.CharField(_("state"), max_length=16, choices=PaymentState.choices, default=PaymentState.CREATED)
+    transaction_id = models.CharField(_("gateway transaction id"), max_length=64, blank=True)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    confirmed_at = models.DateTimeField(_("confirmed at"), null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = _("payment")
+        verbose_name_plural = _("payments")
+
+    def __str__(self) -> str:
+        return self.out_trade_no
+
+
+class NotificationVerdict(models.TextChoices):
+    ACCEPTED = "accepted", _("Accepted")
+    DUPLICATE = "duplicate", _("Duplicate")
+    REJECTED = "rejected", _("Rejected")
+
+
+class PaymentNotification(models.Model):
+    """Every asynchronous notification received, verified or not, with its verdict."""
+
+    gateway = models.CharField(_("gateway"), max_length=32)
+    # Empty for notifications that failed verification: they have no trustworthy id.
+    transaction_id = models.CharField(_("gateway transaction id"), max_length=64, null=True, blank=True)
+    out_trade_no = models.CharField(_("out trade no"), max_length=64, blank=True)
+    payment = models.ForeignKey(Payment, null=True, blank=True, on_delete=models.PROTECT, related_name="notifications")
+    raw_payload = models.TextField(_("raw payload"))
+    verdict = models.CharField(_("verdict"), max_length=16, choices=NotificationVerdict.choices)
+    reason = models.CharField(_("reason"), max_length=255, blank=True)
+    times_received = models.PositiveIntegerField(_("times received"), default=1)
+    received_at = models.DateTimeField(_("first received"), auto_now_add=True)
+    last_received_at = models.DateTimeField(_("last received"), auto_now=True)
+
+    class Meta:
+        ordering = ["-received_at"]
+        verbose_name = _("payment notification")
+        verbose_name_plural = _("payment notifications")
+        constraints = [
+            models.UniqueConstraint(fields=["gateway", "transaction_id"], name="notification_unique_transaction"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.gateway}:{self.transaction_id or '-'}"

@@ -1,0 +1,46 @@
+"""Notification endpoints and the sandbox pay page. Views verify nothing themselves: gateways do."""
+
+from __future__ import annotations
+
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, render
+from django.views.decorators.cache import never_cache
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET, require_POST
+
+from payments.models import Payment, PaymentState
+from payments.registry import GatewayNotFound, gateway_get
+from payments.services import notification_receive
+from shop.models import OrderStatus
+
+
+@csrf_exempt  # platforms cannot send a CSRF token; the gateway verifies the signature instead
+@require_POST
+def notify(request: HttpRequest, gateway: str) -> HttpResponse:
+    try:
+        found = gateway_get(gateway)
+    except GatewayNotFound:
+        raise Http404("unknown payment gateway") from None
+    outcome = notification_receive(
+        gateway=found, body=request.body, headers=request.headers, form=request.POST
+    )
+    ack = found.notification_ack(accepted=outcome.accepted, reason=outcome.reason)
+    return HttpResponse(ack.body, status=ack.status, content_type=ack.content_type)
+
+
+@never_cache
+@require_GET
+def sandbox_pay(request: HttpRequest, out_trade_no: str) -> HttpResponse:
+    try:
+        gateway = gateway_get("sandbox")
+    except GatewayNotFound:
+        raise Http404("the sandbox gateway is disabled") from None
+    payment = get_object_or_404(Payment.objects.select_related("order__product"), out_trade_no=out_trade_no, gateway="sandbox")
+    payable = payment.state == PaymentState.CREATED and payment.order.status == OrderStatus.PENDING
+    context = {
+        "payment": payment,
+        "order": payment.order,
+        "payable": payable,
+        "fields": gateway.notification_fields(out_trade_no=payment.out_trade_no, amount=payment.amount) if payable else {},
+    }
+    return render(request, "payments/sandbox_pay.html", context)

@@ -1,0 +1,103 @@
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.db.models import F
+from django.utils.translation import gettext_lazy as _
+
+from cardpool.selectors import available_counts
+from delivery.services import DeliveryRefused, order_retry_delivery
+from shop.models import Category, ExceptionOrder, Order, OrderEvent, OrderStatus, Product
+
+
+@admin.register(Category)
+class CategoryAdmin(admin.ModelAdmin):
+    list_display = ["name", "slug", "sort_order", "is_active"]
+    list_editable = ["sort_order", "is_active"]
+    prepopulated_fields = {"slug": ["name"]}
+
+
+@admin.register(Product)
+class ProductAdmin(admin.ModelAdmin):
+    list_display = ["name", "category", "price", "stock", "low_stock_threshold", "is_active"]
+    list_filter = ["category", "is_active"]
+    list_select_related = ["category"]
+    search_fields = ["name", "slug"]
+    prepopulated_fields = {"slug": ["name"]}
+
+    def get_changelist_instance(self, request):
+        changelist = super().get_changelist_instance(request)
+        self._stock = available_counts(product_ids=[p.pk for p in changelist.result_list])
+        return changelist
+
+    @admin.display(description=_("available"))
+    def stock(self, obj: Product) -> int:
+        return getattr(self, "_stock", {}).get(obj.pk, 0)
+
+
+class OrderEventInline(admin.TabularInline):
+    model = OrderEvent
+    extra = 0
+    can_delete = False
+    fields = ["created_at", "type", "message", "actor"]
+    readonly_fields = fields
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+
+ORDER_READONLY = [
+    "number", "product", "quantity", "unit_price", "total", "contact", "contact_kind", "client_ip", "status",
+    "exception_reason", "exception_note", "created_at", "expires_at", "paid_at", "delivered_at", "exception_at",
+]
+
+
+@admin.register(Order)
+class OrderAdmin(admin.ModelAdmin):
+    list_display = ["number", "product", "quantity", "total", "contact", "status", "exception_reason", "created_at"]
+    list_filter = ["status", "exception_reason", "product"]
+    list_select_related = ["product"]
+    search_fields = ["=number", "contact"]
+    date_hierarchy = "created_at"
+    readonly_fields = ORDER_READONLY
+    fields = ORDER_READONLY
+    inlines = [OrderEventInline]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(ExceptionOrder)
+class ExceptionQueueAdmin(OrderAdmin):
+    list_display = ["number", "exception_reason", "exception_at", "product", "quantity", "total", "contact", "exception_note"]
+    list_filter = ["exception_reason", "product"]
+    date_hierarchy = None
+    actions = ["retry_delivery"]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).filter(status=OrderStatus.EXCEPTION).order_by(F("exception_at").asc(nulls_first=True))
+
+    @admin.action(description=_("Retry delivery"), permissions=["change"])
+    def retry_delivery(self, request, queryset):
+        delivered = 0
+        for order in queryset.order_by("exception_at"):
+            try:
+                status = order_retry_delivery(order_id=order.pk, actor=request.user.get_username())
+            except DeliveryRefused as exc:
+                self.message_user(request, str(exc), messages.WARNING)
+                continue
+            delivered += status == OrderStatus.DELIVERED
+        left = queryset.count()
+        self.message_user(
+            request,
+            _("%(delivered)d delivered; %(left)d still in the queue.") % {"delivered": delivered, "left": left},
+            messages.SUCCESS if delivered else messages.WARNING,
+        )
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return request.user.has_perm("shop.change_order")
+
+    def has_view_permission(self, request, obj=None) -> bool:
+        return request.user.has_perm("shop.view_order") or self.has_change_permission(request, obj)

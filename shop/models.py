@@ -1,0 +1,146 @@
+"""Catalog and orders. Order status changes only in ``shop.services``."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.core.validators import MinValueValidator
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+
+class Category(models.Model):
+    name = models.CharField(_("name"), max_length=100)
+    slug = models.SlugField(_("slug"), unique=True)
+    sort_order = models.PositiveIntegerField(_("sort order"), default=0)
+    is_active = models.BooleanField(_("active"), default=True)
+
+    class Meta:
+        ordering = ["sort_order", "id"]
+        verbose_name = _("category")
+        verbose_name_plural = _("categories")
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Product(models.Model):
+    category = models.ForeignKey(Category, on_delete=models.PROTECT, related_name="products", verbose_name=_("category"))
+    name = models.CharField(_("name"), max_length=200)
+    slug = models.SlugField(_("slug"), unique=True)
+    description = models.TextField(_("description"), blank=True)
+    price = models.DecimalField(
+        _("price"), max_digits=10, decimal_places=2, validators=[MinValueValidator(Decimal("0.01"))]
+    )
+    is_active = models.BooleanField(_("active"), default=True)
+    min_quantity = models.PositiveIntegerField(_("minimum per order"), default=1, validators=[MinValueValidator(1)])
+    max_quantity = models.PositiveIntegerField(_("maximum per order"), default=10, validators=[MinValueValidator(1)])
+    low_stock_threshold = models.PositiveIntegerField(_("low-stock threshold"), default=5)
+    usage_instructions = models.TextField(_("usage instructions"), blank=True, help_text=_("Shown with the keys."))
+    sort_order = models.PositiveIntegerField(_("sort order"), default=0)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+
+    class Meta:
+        ordering = ["sort_order", "id"]
+        verbose_name = _("product")
+        verbose_name_plural = _("products")
+        constraints = [
+            models.CheckConstraint(condition=models.Q(price__gt=0), name="product_price_positive"),
+            models.CheckConstraint(
+                condition=models.Q(max_quantity__gte=models.F("min_quantity")), name="product_quantity_range"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class OrderStatus(models.TextChoices):
+    PENDING = "pending", _("Awaiting payment")
+    PAID = "paid", _("Paid, delivering")
+    DELIVERED = "delivered", _("Delivered")
+    EXPIRED = "expired", _("Expired")
+    CANCELLED = "cancelled", _("Cancelled")
+    EXCEPTION = "exception", _("Needs attention")
+    REFUNDED = "refunded", _("Refunded")
+
+
+class ExceptionReason(models.TextChoices):
+    OUT_OF_STOCK = "out_of_stock", _("Out of stock")
+    AMOUNT_MISMATCH = "amount_mismatch", _("Amount mismatch")
+    PAID_AFTER_EXPIRY = "paid_after_expiry", _("Paid after expiry")
+    DELIVERY_FAILED = "delivery_failed", _("Delivery failed")
+
+
+class ContactKind(models.TextChoices):
+    EMAIL = "email", _("Email")
+    MOBILE = "mobile", _("Mobile")
+
+
+class Order(models.Model):
+    number = models.CharField(_("order number"), max_length=32, unique=True, editable=False)
+    # The secret in the order page's link; the order number alone never opens the page.
+    access_token = models.CharField(max_length=64, unique=True, editable=False)
+    product = models.ForeignKey(Product, on_delete=models.PROTECT, related_name="orders", verbose_name=_("product"))
+    quantity = models.PositiveIntegerField(_("quantity"), validators=[MinValueValidator(1)])
+    unit_price = models.DecimalField(_("unit price"), max_digits=10, decimal_places=2)
+    total = models.DecimalField(_("total"), max_digits=12, decimal_places=2)
+    contact = models.CharField(_("contact"), max_length=254)
+    contact_kind = models.CharField(_("contact kind"), max_length=10, choices=ContactKind.choices)
+    query_password_hash = models.CharField(max_length=200, editable=False)
+    client_ip = models.GenericIPAddressField(_("client IP"), null=True, blank=True)
+    status = models.CharField(
+        _("status"), max_length=16, choices=OrderStatus.choices, default=OrderStatus.PENDING, db_index=True
+    )
+    exception_reason = models.CharField(_("exception reason"), max_length=32, choices=ExceptionReason.choices, blank=True)
+    exception_note = models.TextField(_("exception note"), blank=True)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    expires_at = models.DateTimeField(_("expires at"))
+    paid_at = models.DateTimeField(_("paid at"), null=True, blank=True)
+    delivered_at = models.DateTimeField(_("delivered at"), null=True, blank=True)
+    exception_at = models.DateTimeField(_("exception since"), null=True, blank=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = _("order")
+        verbose_name_plural = _("orders")
+        indexes = [
+            # The sweeper's and the expiry task's scans.
+            models.Index(fields=["status", "paid_at"], name="order_status_paid_at"),
+            models.Index(fields=["status", "expires_at"], name="order_status_expires_at"),
+            models.Index(fields=["contact"], name="order_contact"),
+        ]
+        constraints = [
+            models.CheckConstraint(condition=models.Q(quantity__gte=1), name="order_quantity_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return self.number
+
+
+class OrderEvent(models.Model):
+    """One row per thing that happened to an order, written in the same transaction."""
+
+    order = models.ForeignKey(Order, on_delete=models.CASCADE, related_name="events")
+    type = models.CharField(_("type"), max_length=64)
+    message = models.TextField(_("message"), blank=True)
+    actor = models.CharField(_("actor"), max_length=150, blank=True)
+    created_at = models.DateTimeField(_("time"), auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        verbose_name = _("order event")
+        verbose_name_plural = _("order events")
+
+    def __str__(self) -> str:
+        return self.type
+
+
+class ExceptionOrder(Order):
+    """The exception queue: paid orders that need a person. Same rows as Order."""
+
+    class Meta:
+        proxy = True
+        verbose_name = _("exception queue entry")
+        verbose_name_plural = _("exception queue")

@@ -1,0 +1,215 @@
+"""Order lifecycle: creation, payment received, expiry, the exception queue.
+
+Every status change goes through ``order_transition`` (the table below) on a locked row and
+writes an ``OrderEvent`` in the same transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+from decimal import Decimal
+
+from django.conf import settings
+from django.contrib.auth.hashers import check_password, make_password
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
+from django.db import transaction
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from cardpool.selectors import product_has_stock
+from shop.lock_objects import order_lock
+from shop.models import ContactKind, ExceptionReason, Order, OrderEvent, OrderStatus, Product
+
+logger = logging.getLogger(__name__)
+
+S = OrderStatus
+# The only moves an order's status may make. Anything else raises InvalidTransition.
+ORDER_TRANSITIONS: dict[str, frozenset[str]] = {
+    S.PENDING: frozenset({S.PAID, S.EXPIRED, S.CANCELLED, S.EXCEPTION}),
+    S.PAID: frozenset({S.DELIVERED, S.EXCEPTION}),
+    # Keys are on the order page, but the email could not be sent after every retry.
+    S.DELIVERED: frozenset({S.EXCEPTION}),
+    # Money arrived for an order that had already expired or been cancelled.
+    S.EXPIRED: frozenset({S.EXCEPTION}),
+    S.CANCELLED: frozenset({S.EXCEPTION}),
+    S.EXCEPTION: frozenset({S.DELIVERED, S.REFUNDED}),
+    S.REFUNDED: frozenset(),
+}
+
+MOBILE_RE = re.compile(r"^1[3-9]\d{9}$")
+QUERY_PASSWORD_HASHER = "pbkdf2_sha256_query"
+
+
+class InvalidTransition(Exception):
+    """An order was asked to make a status move the table does not allow."""
+
+
+class OrderRejected(ValidationError):
+    """Checkout refused: a clear, buyer-facing message."""
+
+
+def order_transition(*, order: Order, to: str, event_type: str, message: str = "", actor: str = "system") -> Order:
+    """Move a locked order to ``to`` and write its event. Raises InvalidTransition.
+
+    Callers lock the row (``order_lock``) and re-check state first; this only enforces the table.
+    """
+    if to not in ORDER_TRANSITIONS[order.status]:
+        raise InvalidTransition(f"order {order.number}: {order.status} → {to} is not allowed")
+    now = timezone.now()
+    order.status = to
+    fields = ["status", "updated_at"]
+    if to == S.PAID:
+        order.paid_at = now
+        fields.append("paid_at")
+    elif to == S.DELIVERED:
+        order.delivered_at = order.delivered_at or now
+        order.exception_reason = ""
+        fields += ["delivered_at", "exception_reason"]
+    elif to == S.EXCEPTION:
+        order.exception_at = now
+        fields.append("exception_at")
+    order.save(update_fields=fields)
+    OrderEvent.objects.create(order=order, type=event_type, message=message, actor=actor)
+    return order
+
+
+def order_exception_enter(*, order: Order, reason: str, note: str = "", actor: str = "system") -> Order:
+    """Put a locked order in the exception queue with a reason. Keys and money do not move."""
+    order.exception_reason = reason
+    order.exception_note = note
+    order.save(update_fields=["exception_reason", "exception_note"])
+    return order_transition(
+        order=order, to=S.EXCEPTION, event_type=f"shop.order.exception.{reason}", message=note, actor=actor
+    )
+
+
+def contact_classify(contact: str) -> str:
+    """Return the ContactKind of a buyer's contact, or raise ValidationError."""
+    contact = contact.strip()
+    if MOBILE_RE.match(contact):
+        return ContactKind.MOBILE
+    try:
+        validate_email(contact)
+    except ValidationError:
+        raise ValidationError(_("Enter an email address or an 11-digit mainland mobile number."), code="contact")
+    return ContactKind.EMAIL
+
+
+def _order_number() -> str:
+    # Date for support staff, then 12 random digits: not guessable, not enumerable.
+    return timezone.localtime().strftime("%Y%m%d") + "".join(secrets.choice("0123456789") for _ in range(12))
+
+
+def order_create(
+    *, product: Product, quantity: int, contact: str, query_password: str, client_ip: str | None
+) -> Order:
+    """Create a pending order at the product's current price. Moves no keys and no money.
+
+    Raises OrderRejected when the product is inactive, the quantity is outside its limits or
+    above the available stock.
+    """
+    if not product.is_active:
+        raise OrderRejected(_("This product is not on sale."), code="inactive")
+    if quantity < product.min_quantity or quantity > product.max_quantity:
+        raise OrderRejected(
+            _("Choose between %(min)d and %(max)d per order.") % {"min": product.min_quantity, "max": product.max_quantity},
+            code="quantity",
+        )
+    if not product_has_stock(product_id=product.pk, quantity=quantity):
+        raise OrderRejected(_("Not enough stock for this quantity."), code="stock")
+    contact = contact.strip()
+    kind = contact_classify(contact)
+    if kind == ContactKind.EMAIL:
+        contact = contact.lower()
+    unit_price: Decimal = product.price
+    with transaction.atomic():
+        order = Order.objects.create(
+            number=_order_number(),
+            access_token=secrets.token_urlsafe(32),
+            product=product,
+            quantity=quantity,
+            unit_price=unit_price,
+            total=unit_price * quantity,
+            contact=contact,
+            contact_kind=kind,
+            query_password_hash=make_password(query_password, hasher=QUERY_PASSWORD_HASHER),
+            client_ip=client_ip,
+            expires_at=timezone.now() + timedelta(minutes=settings.ORDER_EXPIRE_MINUTES),
+        )
+        OrderEvent.objects.create(order=order, type="shop.order.created", actor="buyer")
+    return order
+
+
+@dataclass(frozen=True)
+class PaymentReceived:
+    """What happened to an order when a confirmed payment arrived."""
+
+    order_id: int
+    status: str
+    needs_delivery: bool
+
+
+def order_payment_received(*, order_id: int, amount: Decimal, gateway: str, actor: str = "system") -> PaymentReceived:
+    """Record that ``amount`` was paid for an order. Call inside the payment's transaction.
+
+    pending and the amount equals the total → paid (the caller schedules delivery);
+    amount differs → exception ``amount_mismatch``; expired or cancelled → exception
+    ``paid_after_expiry``. An order already past payment records the event and changes nothing.
+    """
+    order = order_lock(order_id)
+    note = f"{gateway}: {amount}"
+    if order.status == S.PENDING:
+        if amount != order.total:
+            order_exception_enter(
+                order=order,
+                reason=ExceptionReason.AMOUNT_MISMATCH,
+                note=f"paid {amount}, expected {order.total} ({gateway})",
+                actor=actor,
+            )
+        else:
+            order_transition(order=order, to=S.PAID, event_type="shop.order.paid", message=note, actor=actor)
+    elif order.status in (S.EXPIRED, S.CANCELLED):
+        order_exception_enter(
+            order=order,
+            reason=ExceptionReason.PAID_AFTER_EXPIRY,
+            note=f"paid {amount} after the order was {order.status} ({gateway})",
+            actor=actor,
+        )
+    else:
+        # A second payment for an order that is already paid: keep the money visible to staff.
+        OrderEvent.objects.create(
+            order=order, type="shop.order.payment_extra", message=f"another payment of {note}; refund it", actor=actor
+        )
+        logger.warning("order %s received an extra payment of %s", order.number, note)
+    return PaymentReceived(order_id=order.pk, status=order.status, needs_delivery=order.status == S.PAID)
+
+
+def order_expire(*, order_id: int) -> bool:
+    """Expire an unpaid order whose time is up. Returns True if it expired it now."""
+    with transaction.atomic(durable=True):
+        order = order_lock(order_id)
+        if order.status != S.PENDING or order.expires_at > timezone.now():
+            return False
+        order_transition(order=order, to=S.EXPIRED, event_type="shop.order.expired")
+    return True
+
+
+def order_check_query_password(*, order: Order, password: str) -> bool:
+    return check_password(password, order.query_password_hash)
+
+
+def order_lookup(*, number: str, password: str) -> Order | None:
+    """Find an order by number and query password; None for either being wrong.
+
+    Always hashes once, so an unknown number and a wrong password take the same time.
+    """
+    order = Order.objects.filter(number=number.strip()).first()
+    if order is None:
+        make_password(password, hasher=QUERY_PASSWORD_HASHER)
+        return None
+    return order if order_check_query_password(order=order, password=password) else None

@@ -1,0 +1,13 @@
+from django.urls import path
+
+from shop import views
+
+app_name = "shop"
+urlpatterns = [
+    path("", views.catalog, name="catalog"),
+    path("p/<slug:slug>/", views.product_detail, name="product"),
+    path("lookup/", views.order_lookup_view, name="lookup"),
+    path("order/<str:token>/", views.order_detail, name="order"),
+    path("order/<str:token>/pay/", views.order_pay, name="order-pay"),
+    path("order/<str:token>/status/", views.order_status, name="order-status"),
+]

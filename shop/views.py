@@ -1,0 +1,128 @@
+"""Storefront views: thin; every rule lives in services."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib import messages
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.translation import gettext as _
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET, require_http_methods
+from django_ratelimit.core import is_ratelimited
+
+from cardpool.selectors import order_secrets
+from payments.registry import GatewayNotFound, gateway_get, gateways_enabled
+from payments.services import PaymentRefused, payment_start
+from shop import selectors
+from shop.forms import CheckoutForm, OrderLookupForm
+from shop.models import Order, OrderStatus
+from shop.services import OrderRejected, order_create, order_lookup
+
+
+def client_ip(request: HttpRequest) -> str | None:
+    return request.META.get(settings.RATELIMIT_IP_META_KEY or "REMOTE_ADDR") or None
+
+
+@require_GET
+def catalog(request: HttpRequest) -> HttpResponse:
+    return render(request, "shop/catalog.html", {"categories": selectors.catalog_categories()})
+
+
+@require_http_methods(["GET", "POST"])
+def product_detail(request: HttpRequest, slug: str) -> HttpResponse:
+    product = selectors.product_for_sale(slug=slug)
+    if product is None:
+        raise Http404("no such product")
+    form = CheckoutForm(request.POST or None, product=product)
+    if request.method == "POST" and form.is_valid():
+        try:
+            order = order_create(
+                product=product,
+                quantity=form.cleaned_data["quantity"],
+                contact=form.cleaned_data["contact"],
+                query_password=form.cleaned_data["query_password"],
+                client_ip=client_ip(request),
+            )
+        except OrderRejected as exc:
+            form.add_error(None, exc)
+        else:
+            return redirect("shop:order-pay", token=order.access_token)
+    return render(request, "shop/product.html", {"product": product, "form": form})
+
+
+def _order_by_token(token: str) -> Order:
+    return get_object_or_404(Order.objects.select_related("product"), access_token=token)
+
+
+@never_cache
+@require_http_methods(["GET", "POST"])
+def order_pay(request: HttpRequest, token: str) -> HttpResponse:
+    order = _order_by_token(token)
+    if order.status != OrderStatus.PENDING:
+        return redirect("shop:order", token=token)
+    if request.method == "POST":
+        try:
+            gateway = gateway_get(request.POST.get("gateway", ""))
+            _payment, action = payment_start(order=order, gateway=gateway)
+        except GatewayNotFound:
+            messages.error(request, _("Choose a payment method."))
+        except PaymentRefused:
+            return redirect("shop:order", token=token)
+        else:
+            if action.redirect_url:
+                return redirect(action.redirect_url)
+    return render(request, "shop/order_pay.html", {"order": order, "gateways": gateways_enabled()})
+
+
+@never_cache
+@require_GET
+def order_detail(request: HttpRequest, token: str) -> HttpResponse:
+    order = _order_by_token(token)
+    secrets = order_secrets(order=order)
+    response = render(
+        request,
+        "shop/order.html",
+        {"order": order, "secrets": secrets, "events": selectors.order_events(order=order)},
+    )
+    response["Cache-Control"] = "no-store"
+    response["Referrer-Policy"] = "no-referrer"
+    return response
+
+
+@never_cache
+@require_GET
+def order_status(request: HttpRequest, token: str) -> JsonResponse:
+    """Polled by the order page. Carries no keys: the page reloads to show them."""
+    order = _order_by_token(token)
+    return JsonResponse(
+        {
+            "status": order.status,
+            "status_display": order.get_status_display(),
+            "has_keys": order.card_keys.exists(),
+        }
+    )
+
+
+@never_cache
+@require_http_methods(["GET", "POST"])
+def order_lookup_view(request: HttpRequest) -> HttpResponse:
+    form = OrderLookupForm(request.POST or None)
+    limited = False
+    if request.method == "POST":
+        limited = is_ratelimited(
+            request, group="order-lookup", key="ip", rate=settings.ORDER_LOOKUP_RATE, method="POST", increment=True
+        )
+        if limited:
+            form.is_valid()
+            form.add_error(None, _("Too many lookups from your network. Please wait a few minutes and try again."))
+        elif form.is_valid():
+            order = order_lookup(number=form.cleaned_data["number"], password=form.cleaned_data["query_password"])
+            if order is not None:
+                return redirect("shop:order", token=order.access_token)
+            form.add_error(None, _("No order matches this number and query password."))
+    return render(request, "shop/lookup.html", {"form": form}, status=429 if limited else 200)
+
+
+def healthz(request: HttpRequest) -> HttpResponse:
+    return HttpResponse("ok", content_type="text/plain")
