@@ -25,6 +25,7 @@ def demo_env_text() -> str:
             f"CARDPOOL_INDEX_KEY={b64(32)}",
             "PAYMENTS_SANDBOX_ENABLED=true",
             f"PAYMENTS_SANDBOX_SECRET={secrets.token_urlsafe(32)}",
+            f"DEMO_ADMIN_PASSWORD={secrets.token_urlsafe(9)}",
             "",
         ]
     )

@@ -1,0 +1,51 @@
+# Kameng: `make run` serves the demo shop, `make test` runs the whole suite.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: run test setup migrate seed messages bench clean
+
+$(VENV)/.installed: requirements.lock
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements.lock
+	touch $@
+
+.env:
+	$(PY) -m kameng.demo_env .env
+
+setup: $(VENV)/.installed .env
+
+migrate: setup
+	$(PY) manage.py migrate --noinput
+
+seed: migrate
+	$(PY) manage.py seed_demo
+
+# Web (runserver), Celery worker and beat on the embedded default (SQLite + filesystem broker).
+# Ctrl-C stops all three.
+run: seed
+	@. ./.env; echo ""; \
+	echo "  Kameng is starting at http://$(HOST):$(PORT)/"; \
+	echo "  Admin: http://$(HOST):$(PORT)/admin/  user: admin  password: $$DEMO_ADMIN_PASSWORD"; \
+	echo ""
+	@trap 'kill 0' INT TERM EXIT; \
+	$(VENV)/bin/celery -A kameng worker --loglevel=INFO --concurrency=2 --without-mingle --without-gossip & \
+	$(VENV)/bin/celery -A kameng beat --loglevel=INFO & \
+	$(PY) manage.py runserver $(HOST):$(PORT) --noreload
+
+test: setup
+	$(PY) -m kameng.services_env > .test-services.env
+	@cat .test-services.env
+	set -a; . ./.test-services.env; set +a; $(PY) -m pytest $(PYTEST_ARGS)
+
+bench: setup
+	$(PY) bench/reserve.py
+
+messages: setup
+	cd shop && ../$(PY) ../manage.py makemessages -l zh_Hans -l en --ignore=.venv
+	$(PY) manage.py compilemessages --ignore=.venv
+
+clean:
+	rm -rf $(VENV) var db.sqlite3* staticfiles .test-services.env

@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+from django.db import connection
+
+from kameng.celery import app as celery_app
+from tests.platforms import SANDBOX_SECRET
+
+REQUIRE_SERVICES = os.environ.get("KAMENG_REQUIRE_SERVICES") == "1"
+REDIS_URL = os.environ.get("KAMENG_TEST_REDIS_URL", "")
+
+
+def _missing_service(node) -> str | None:
+    if node.get_closest_marker("postgres") or node.get_closest_marker("redis"):
+        if connection.vendor != "postgresql":
+            return "needs PostgreSQL (set DATABASE_URL or start it on 127.0.0.1:5432)"
+    if node.get_closest_marker("redis") and not REDIS_URL:
+        return "needs Redis on 127.0.0.1:6379"
+    return None
+
+
+@pytest.fixture(autouse=True)
+def _services_required(request):
+    reason = _missing_service(request.node)
+    if reason:
+        if REQUIRE_SERVICES:
+            pytest.fail(f"KAMENG_REQUIRE_SERVICES=1: {reason}")
+        pytest.skip(reason)
+
+
+@pytest.fixture(autouse=True)
+def _shop_settings(settings, request):
+    settings.PAYMENTS_SANDBOX_ENABLED = True
+    settings.PAYMENTS_SANDBOX_SECRET = SANDBOX_SECRET
+    settings.SITE_URL = "http://testserver"
+    settings.DELIVERY_EMAIL_RETRY_BASE_SECONDS = 30
+    settings.DELIVERY_EMAIL_MAX_TRIES = 3
+    settings.SECURE_SSL_REDIRECT = False
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": request.node.nodeid}}
+    # Tests without a real worker run tasks in-process when their transaction commits.
+    eager = request.node.get_closest_marker("redis") is None
+    celery_app.conf.task_always_eager = eager
+    celery_app.conf.task_eager_propagates = eager
+    if not eager:
+        celery_app.conf.broker_url = REDIS_URL
+        celery_app.conf.broker_transport_options = {"visibility_timeout": 3600}
+    yield
+
+
+@pytest.fixture
+def on_commit(django_capture_on_commit_callbacks):
+    """Run on-commit callbacks (task sends) when the block ends, as a real commit would."""
+    return lambda: django_capture_on_commit_callbacks(execute=True)
+
+
+def wait_until(predicate, *, timeout: float = 30.0, interval: float = 0.05, message: str = "condition"):
+    """Poll ``predicate`` until it returns truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {message}")
+        time.sleep(interval)

@@ -1,0 +1,29 @@
+"""A buyer's steps through the storefront over HTTP, for tests."""
+
+from __future__ import annotations
+
+from django.test import Client
+from django.urls import reverse
+
+from payments.models import Payment
+from shop.models import Order
+
+
+def checkout(client: Client, product, *, quantity: int = 1, contact: str = "buyer@example.com", password: str = "secret-pw") -> Order:
+    response = client.post(
+        reverse("shop:product", args=[product.slug]),
+        {"quantity": quantity, "contact": contact, "query_password": password},
+    )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    return Order.objects.get(access_token=response["Location"].rstrip("/").split("/")[-2])
+
+
+def start_sandbox_payment(client: Client, order: Order) -> Payment:
+    response = client.post(reverse("shop:order-pay", args=[order.access_token]), {"gateway": "sandbox"})
+    assert response.status_code == 302
+    assert "/payments/sandbox/pay/" in response["Location"]
+    return Payment.objects.filter(order=order).latest("created_at")
+
+
+def post_notification(client: Client, fields: dict, gateway: str = "sandbox"):
+    return client.post(reverse("payments:notify", args=[gateway]), fields)
