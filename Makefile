@@ -44,7 +44,7 @@ bench: setup
 	$(PY) bench/reserve.py
 
 messages: setup
-	cd shop && ../$(PY) ../manage.py makemessages -l zh_Hans -l en --ignore=.venv
+	$(PY) manage.py makemessages -l zh_Hans --ignore=.venv --ignore=tests --ignore=bench
 	$(PY) manage.py compilemessages --ignore=.venv
 
 clean:
