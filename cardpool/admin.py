@@ -54,11 +54,13 @@ class CardKeyAdmin(admin.ModelAdmin):
                     source_name=upload.name if upload else "pasted",
                 )
             except ImportRefused as exc:
-                form.add_error(None, str(exc))
+                messages.error(request, str(exc))
             else:
                 messages.success(request, _("Imported %(added)d keys.") % {"added": report.added})
                 if not report.invalid:
                     return redirect(reverse("admin:cardpool_importbatch_change", args=[report.batch_id]))
+            # Never echo pasted keys back into the page.
+            form = KeyImportForm(initial={"product": form.cleaned_data["product"]})
         context = {
             **self.admin_site.each_context(request),
             "title": _("Import card keys"),

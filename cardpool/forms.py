@@ -8,12 +8,19 @@ from django.utils.translation import gettext_lazy as _
 from shop.models import Product
 
 
+class SecretTextarea(forms.Textarea):
+    """A textarea that never renders its value back, so pasted keys do not reappear in the page."""
+
+    def format_value(self, value):
+        return None
+
+
 class KeyImportForm(forms.Form):
     product = forms.ModelChoiceField(label=_("Product"), queryset=Product.objects.order_by("name"))
     text = forms.CharField(
         label=_("Paste keys"),
         required=False,
-        widget=forms.Textarea(attrs={"rows": 12, "spellcheck": "false", "autocomplete": "off"}),
+        widget=SecretTextarea(attrs={"rows": 12, "spellcheck": "false", "autocomplete": "off"}),
         help_text=_("One key per line. Blank lines and surrounding spaces are ignored."),
     )
     file = forms.FileField(label=_("Or upload a .txt file"), required=False)

@@ -1,0 +1,209 @@
+"""The encrypted key pool: import, dedupe, masking, and no plaintext at rest."""
+
+from __future__ import annotations
+
+import base64
+import io
+import logging
+
+import pytest
+from cryptography.exceptions import InvalidTag
+from django.core.exceptions import ImproperlyConfigured
+from django.core.management import call_command
+from django.db import connection
+from django.urls import reverse
+
+from cardpool.crypto import keyring_parse, secret_decrypt, secret_encrypt
+from cardpool.models import CardKey, CardKeyStatus, ImportBatch
+from cardpool.services import ImportRefused, cardkeys_import_text
+from tests.factories import ProductFactory, stock_product
+from tests.platforms import sandbox_notification
+from tests.storefront import checkout, post_notification, start_sandbox_payment
+
+pytestmark = pytest.mark.django_db
+
+
+def test_import_reports_added_duplicates_and_invalid_lines(settings):
+    settings.CARDPOOL_IMPORT_MAX_LINE_LENGTH = 40
+    product = ProductFactory()
+    stock_product(product, 0)
+    cardkeys_import_text(product=product, text="ALREADY-1\n")
+    text = "\n".join(["  AAAA-1111  ", "", "BBBB-2222", "AAAA-1111", "ALREADY-1", "X" * 41, "bad\x07line", "\t", "CCCC-3333"])
+
+    report = cardkeys_import_text(product=product, text=text, source_name="supplier.txt")
+
+    assert report.added == 3
+    assert report.duplicates_in_file == 1
+    assert report.duplicates_in_pool == 1
+    assert [(line.line_number, line.reason) for line in report.invalid] == [
+        (6, "longer than 40 characters"),
+        (7, "contains control characters"),
+    ]
+    batch = ImportBatch.objects.get(pk=report.batch_id)
+    assert (batch.added, batch.duplicates_in_file, batch.duplicates_in_pool, batch.invalid) == (3, 1, 1, 2)
+    assert CardKey.objects.filter(product=product, status=CardKeyStatus.AVAILABLE).count() == 4
+
+
+def test_import_dedupes_against_sold_keys_too(client, on_commit):
+    product = ProductFactory()
+    keys = stock_product(product, 1)
+    order = checkout(client, product)
+    payment = start_sandbox_payment(client, order)
+    with on_commit():
+        post_notification(client, sandbox_notification(out_trade_no=payment.out_trade_no, amount=order.total))
+    assert CardKey.objects.get().status == CardKeyStatus.SOLD
+
+    report = cardkeys_import_text(product=product, text=keys[0])
+
+    assert report.added == 0 and report.duplicates_in_pool == 1
+
+
+def test_import_treats_full_width_and_padded_copies_as_duplicates():
+    product = ProductFactory()
+
+    report = cardkeys_import_text(product=product, text="ABC-123\nＡＢＣ－１２３\n  ABC-123\t")
+
+    assert report.added == 1 and report.duplicates_in_file == 2
+
+
+def test_same_key_may_exist_in_two_products():
+    first, second = ProductFactory(), ProductFactory()
+    cardkeys_import_text(product=first, text="SHARED-KEY")
+
+    assert cardkeys_import_text(product=second, text="SHARED-KEY").added == 1
+
+
+@pytest.mark.parametrize("text", ["", "\n\n   \n", "abc\x00def"], ids=["empty", "blank-lines", "binary"])
+def test_import_of_unusable_input_is_refused_and_adds_nothing(text):
+    product = ProductFactory()
+
+    with pytest.raises(ImportRefused):
+        cardkeys_import_text(product=product, text=text)
+
+    assert not CardKey.objects.exists() and not ImportBatch.objects.exists()
+
+
+def test_ciphertext_is_bound_to_its_product_and_tamper_evident():
+    version, ciphertext = secret_encrypt(secret="SECRET-1", product_id=1)
+
+    assert secret_decrypt(ciphertext=ciphertext, key_version=version, product_id=1) == "SECRET-1"
+    with pytest.raises(InvalidTag):
+        secret_decrypt(ciphertext=ciphertext, key_version=version, product_id=2)
+    flipped = ciphertext[:-1] + bytes([ciphertext[-1] ^ 1])
+    with pytest.raises(InvalidTag):
+        secret_decrypt(ciphertext=flipped, key_version=version, product_id=1)
+
+
+def test_old_key_versions_still_decrypt_after_a_new_key_is_added(settings):
+    old_key = base64.b64encode(b"o" * 32).decode()
+    new_key = base64.b64encode(b"n" * 32).decode()
+    settings.CARDPOOL_KEYS = f"1:{old_key}"
+    version, ciphertext = secret_encrypt(secret="OLD-SECRET", product_id=7)
+    settings.CARDPOOL_KEYS = f"1:{old_key},2:{new_key}"
+
+    assert version == 1
+    assert secret_decrypt(ciphertext=ciphertext, key_version=1, product_id=7) == "OLD-SECRET"
+    assert secret_encrypt(secret="NEW", product_id=7)[0] == 2
+
+
+@pytest.mark.parametrize(
+    "keys, index_key, variable",
+    [
+        ("", base64.b64encode(b"i" * 32).decode(), "CARDPOOL_KEYS"),
+        ("1:notbase64!!", base64.b64encode(b"i" * 32).decode(), "CARDPOOL_KEYS"),
+        ("1:" + base64.b64encode(b"short").decode(), base64.b64encode(b"i" * 32).decode(), "CARDPOOL_KEYS"),
+        ("v1" + base64.b64encode(b"k" * 32).decode(), base64.b64encode(b"i" * 32).decode(), "CARDPOOL_KEYS"),
+        ("1:" + base64.b64encode(b"k" * 32).decode(), "", "CARDPOOL_INDEX_KEY"),
+    ],
+    ids=["empty", "not-base64", "short", "no-version", "no-index-key"],
+)
+def test_malformed_key_settings_name_the_variable(keys, index_key, variable):
+    with pytest.raises(ImproperlyConfigured, match=variable):
+        keyring_parse(keys_setting=keys, index_key_setting=index_key)
+
+
+def test_no_plaintext_key_in_the_database_dump_admin_or_logs(admin_client, client, on_commit, caplog):
+    caplog.set_level(logging.DEBUG)
+    product = ProductFactory()
+    keys = stock_product(product, 3)
+    order = checkout(client, product)
+    payment = start_sandbox_payment(client, order)
+    with on_commit():
+        post_notification(client, sandbox_notification(out_trade_no=payment.out_trade_no, amount=order.total))
+
+    dumped = []
+    with connection.cursor() as cursor:
+        for table in connection.introspection.table_names():
+            cursor.execute(f"SELECT * FROM {connection.ops.quote_name(table)}")
+            for row in cursor.fetchall():
+                dumped.append(repr(row))
+                dumped.extend(bytes(v).decode("latin-1") for v in row if isinstance(v, (bytes, memoryview)))
+    fixture = io.StringIO()
+    call_command("dumpdata", stdout=fixture)
+    admin_pages = [
+        admin_client.get(reverse("admin:cardpool_cardkey_changelist")).content.decode(),
+        admin_client.get(reverse("admin:cardpool_cardkey_change", args=[CardKey.objects.first().pk])).content.decode(),
+        admin_client.get(reverse("admin:shop_order_change", args=[order.pk])).content.decode(),
+    ]
+
+    haystacks = ["\n".join(dumped), fixture.getvalue(), caplog.text, *admin_pages]
+    for secret in keys:
+        assert all(secret not in haystack for haystack in haystacks), secret
+    assert CardKey.objects.first().mask in admin_pages[0]
+
+
+def test_admin_import_by_paste_shows_the_batch(admin_client):
+    product = ProductFactory()
+
+    response = admin_client.post(
+        reverse("admin:cardpool_cardkey_import"), {"product": product.pk, "text": "K-1\nK-2\nK-2\n"}, follow=True
+    )
+
+    batch = ImportBatch.objects.get()
+    assert batch.added == 2 and batch.duplicates_in_file == 1
+    assert response.redirect_chain[-1][0] == reverse("admin:cardpool_importbatch_change", args=[batch.pk])
+
+
+def test_admin_import_of_a_gbk_text_file(admin_client):
+    product = ProductFactory()
+    upload = io.BytesIO("卡密一号\n卡密二号\n".encode("gbk"))
+    upload.name = "keys.txt"
+
+    admin_client.post(reverse("admin:cardpool_cardkey_import"), {"product": product.pk, "file": upload})
+
+    assert CardKey.objects.filter(product=product).count() == 2
+    assert CardKey.objects.order_by("id").first().mask == "****"
+
+
+def test_admin_import_report_lists_invalid_lines_without_secrets(admin_client, settings):
+    settings.CARDPOOL_IMPORT_MAX_LINE_LENGTH = 10
+    product = ProductFactory()
+
+    response = admin_client.post(
+        reverse("admin:cardpool_cardkey_import"), {"product": product.pk, "text": "GOOD-1\nTOO-LONG-SECRET-123\n"}
+    )
+    page = response.content.decode()
+
+    assert response.status_code == 200
+    assert "TOO-LONG-SECRET-123" not in page
+    assert CardKey.objects.filter(product=product).count() == 1
+
+
+def test_admin_import_of_a_binary_file_is_refused(admin_client):
+    product = ProductFactory()
+    upload = io.BytesIO(b"\x89PNG\r\n\x1a\n\x00\x00\x00")
+    upload.name = "picture.txt"
+
+    response = admin_client.post(reverse("admin:cardpool_cardkey_import"), {"product": product.pk, "file": upload})
+
+    assert response.status_code == 200 and "errorlist" in response.content.decode()
+    assert not CardKey.objects.exists()
+
+
+def test_admin_import_with_nothing_is_refused(admin_client):
+    product = ProductFactory()
+
+    response = admin_client.post(reverse("admin:cardpool_cardkey_import"), {"product": product.pk, "text": "  "})
+
+    assert "errorlist" in response.content.decode()
+    assert not ImportBatch.objects.exists()

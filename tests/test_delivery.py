@@ -1,0 +1,288 @@
+"""Delivery: reservation, email with retries, the exception queue, the sweeper, stock alerts."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.core import mail
+from django.urls import reverse
+from django.utils import timezone
+
+from cardpool.models import CardKey, CardKeyStatus
+from cardpool.services import cardkeys_import_text
+from delivery.models import DeliveryMessage, MessageState, StockAlert
+from delivery.services import delivery_sweep, order_deliver
+from shop.models import ExceptionReason, Order, OrderStatus
+from tests import email_backends
+from tests.email_backends import PERMANENT, TEMPORARY, fail_next
+from tests.factories import ProductFactory, stock_product
+from tests.platforms import sandbox_notification
+from tests.storefront import checkout, post_notification, start_sandbox_payment
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def scripted_smtp(settings):
+    settings.EMAIL_BACKEND = "tests.email_backends.ScriptedSMTPBackend"
+    yield email_backends
+    email_backends.FAILURES.clear()
+
+
+def pay(client, on_commit, product, quantity=1, contact="buyer@example.com"):
+    order = checkout(client, product, quantity=quantity, contact=contact)
+    payment = start_sandbox_payment(client, order)
+    with on_commit():
+        response = post_notification(client, sandbox_notification(out_trade_no=payment.out_trade_no, amount=order.total))
+    assert response.content == b"success"
+    order.refresh_from_db()
+    return order
+
+
+def order_page(client, order) -> str:
+    return client.get(reverse("shop:order", args=[order.access_token])).content.decode()
+
+
+def test_delivery_sells_exactly_the_quantity_paid_for(client, on_commit):
+    product = ProductFactory()
+    keys = stock_product(product, 5)
+
+    order = pay(client, on_commit, product, quantity=3)
+
+    assert order.status == OrderStatus.DELIVERED
+    sold = CardKey.objects.filter(order=order, status=CardKeyStatus.SOLD)
+    assert sold.count() == 3
+    page = order_page(client, order)
+    assert sum(k in page for k in keys) == 3
+    assert list(order.events.values_list("type", flat=True)) == [
+        "shop.order.created",
+        "payments.payment.started",
+        "shop.order.paid",
+        "shop.order.delivered",
+        "delivery.email.sent",
+    ]
+
+
+def test_not_enough_keys_delivers_nothing_and_queues_the_order(client, on_commit):
+    product = ProductFactory()
+    stock_product(product, 2)
+    order = checkout(client, product, quantity=2)
+    CardKey.objects.filter(pk=CardKey.objects.first().pk).update(status=CardKeyStatus.VOID)  # stock fell meanwhile
+    payment = start_sandbox_payment(client, order)
+
+    with on_commit():
+        post_notification(client, sandbox_notification(out_trade_no=payment.out_trade_no, amount=order.total))
+
+    order.refresh_from_db()
+    assert order.status == OrderStatus.EXCEPTION and order.exception_reason == ExceptionReason.OUT_OF_STOCK
+    assert not CardKey.objects.filter(order=order).exists()
+    assert CardKey.objects.filter(status=CardKeyStatus.AVAILABLE).count() == 1
+    assert not mail.outbox
+
+
+def test_exception_queue_retry_after_restock_delivers(admin_client, client, on_commit):
+    product = ProductFactory()
+    stock_product(product, 1)
+    order = checkout(client, product)
+    CardKey.objects.update(status=CardKeyStatus.VOID)
+    payment = start_sandbox_payment(client, order)
+    with on_commit():
+        post_notification(client, sandbox_notification(out_trade_no=payment.out_trade_no, amount=order.total))
+    queue = admin_client.get(reverse("admin:shop_exceptionorder_changelist")).content.decode()
+    assert order.number in queue
+    new_keys = stock_product(product, 1, prefix="RESTOCK")
+
+    with on_commit():
+        admin_client.post(
+            reverse("admin:shop_exceptionorder_changelist"),
+            {"action": "retry_delivery", "_selected_action": [order.pk]},
+        )
+
+    order.refresh_from_db()
+    assert order.status == OrderStatus.DELIVERED
+    assert new_keys[0] in order_page(client, order)
+    assert order.events.filter(type="shop.order.delivered", actor="admin").exists()
+    assert order.number not in admin_client.get(reverse("admin:shop_exceptionorder_changelist")).content.decode()
+
+
+def test_exception_queue_retry_while_still_out_of_stock_keeps_the_order_queued(admin_client, client, on_commit):
+    product = ProductFactory()
+    stock_product(product, 1)
+    order = checkout(client, product)
+    CardKey.objects.update(status=CardKeyStatus.VOID)
+    payment = start_sandbox_payment(client, order)
+    with on_commit():
+        post_notification(client, sandbox_notification(out_trade_no=payment.out_trade_no, amount=order.total))
+
+    with on_commit():
+        admin_client.post(
+            reverse("admin:shop_exceptionorder_changelist"), {"action": "retry_delivery", "_selected_action": [order.pk]}
+        )
+
+    order.refresh_from_db()
+    assert order.status == OrderStatus.EXCEPTION
+    assert order.events.filter(type="delivery.retry.out_of_stock").exists()
+
+
+def test_email_failing_temporarily_is_retried_with_backoff_then_sent(client, on_commit, scripted_smtp, settings):
+    product = ProductFactory()
+    stock_product(product, 1)
+    fail_next(TEMPORARY)
+
+    order = pay(client, on_commit, product)
+
+    message = DeliveryMessage.objects.get(order=order)
+    assert message.state == MessageState.PENDING and message.tries == 1
+    assert timedelta(seconds=25) < message.next_try_at - timezone.now() <= timedelta(seconds=30)
+    assert not mail.outbox
+    # The backoff elapses; the sweeper (or the countdown task) sends the next try.
+    DeliveryMessage.objects.filter(pk=message.pk).update(next_try_at=timezone.now() - timedelta(seconds=120))
+    with on_commit():
+        delivery_sweep()
+
+    message.refresh_from_db()
+    assert message.state == MessageState.SENT and message.tries == 2
+    assert len(mail.outbox) == 1
+    order.refresh_from_db()
+    assert order.status == OrderStatus.DELIVERED
+
+
+def test_email_failing_every_try_lands_in_the_exception_queue_with_keys_kept(client, on_commit, scripted_smtp, settings):
+    settings.DELIVERY_EMAIL_RETRY_BASE_SECONDS = 0
+    product = ProductFactory()
+    keys = stock_product(product, 1)
+    fail_next(TEMPORARY, TEMPORARY, TEMPORARY)
+
+    order = pay(client, on_commit, product)
+
+    message = DeliveryMessage.objects.get(order=order)
+    assert message.state == MessageState.FAILED and message.tries == 3
+    assert order.status == OrderStatus.EXCEPTION and order.exception_reason == ExceptionReason.DELIVERY_FAILED
+    assert keys[0] in order_page(client, order)
+    assert CardKey.objects.filter(order=order).count() == 1
+
+
+def test_email_refused_permanently_goes_to_the_queue_at_once(client, on_commit, scripted_smtp):
+    product = ProductFactory()
+    stock_product(product, 1)
+    fail_next(PERMANENT)
+
+    order = pay(client, on_commit, product)
+
+    message = DeliveryMessage.objects.get(order=order)
+    assert message.state == MessageState.FAILED and message.tries == 1
+    assert order.exception_reason == ExceptionReason.DELIVERY_FAILED
+
+
+def test_retry_of_a_failed_email_resends_the_same_keys(admin_client, client, on_commit, scripted_smtp):
+    product = ProductFactory()
+    keys = stock_product(product, 2)
+    fail_next(PERMANENT)
+    order = pay(client, on_commit, product)
+
+    with on_commit():
+        admin_client.post(
+            reverse("admin:shop_exceptionorder_changelist"), {"action": "retry_delivery", "_selected_action": [order.pk]}
+        )
+
+    order.refresh_from_db()
+    assert order.status == OrderStatus.DELIVERED
+    assert CardKey.objects.filter(order=order).count() == 1
+    assert len(mail.outbox) == 1 and sum(k in mail.outbox[0].body for k in keys) == 1
+
+
+def test_mobile_contact_gets_keys_on_the_page_and_no_email(client, on_commit):
+    product = ProductFactory()
+    keys = stock_product(product, 1)
+
+    order = pay(client, on_commit, product, contact="13900139000")
+
+    assert order.status == OrderStatus.DELIVERED
+    assert keys[0] in order_page(client, order)
+    assert not mail.outbox
+
+
+def test_email_carries_keys_and_usage_instructions_in_chinese(client, on_commit):
+    product = ProductFactory(name="Steam & 充值卡", usage_instructions="登录后兑换")
+    keys = stock_product(product, 2)
+
+    order = pay(client, on_commit, product, quantity=2)
+
+    email = mail.outbox[0]
+    assert email.subject == f"您购买的 Steam & 充值卡 卡密（订单 {order.number}）"
+    assert all(k in email.body for k in keys) and "登录后兑换" in email.body
+    html = email.alternatives[0][0]
+    assert all(k in html for k in keys) and "Steam &amp; 充值卡" in html
+    assert f"/order/{order.access_token}/" in email.body
+
+
+def test_running_delivery_twice_delivers_once(client, on_commit):
+    product = ProductFactory()
+    stock_product(product, 3)
+    order = pay(client, on_commit, product)
+
+    assert order_deliver(order_id=order.pk) == OrderStatus.DELIVERED
+    assert CardKey.objects.filter(order=order).count() == 1
+    assert len(mail.outbox) == 1
+
+
+def test_sweeper_redrives_a_paid_order_whose_task_was_lost(client, settings):
+    product = ProductFactory()
+    keys = stock_product(product, 1)
+    order = checkout(client, product)
+    payment = start_sandbox_payment(client, order)
+    # No on-commit execution: the delivery task is never sent, as if the broker lost it.
+    post_notification(client, sandbox_notification(out_trade_no=payment.out_trade_no, amount=order.total))
+    order.refresh_from_db()
+    assert order.status == OrderStatus.PAID
+    assert delivery_sweep().orders == 0  # too young: the task may still be on its way
+    Order.objects.filter(pk=order.pk).update(paid_at=timezone.now() - timedelta(seconds=61))
+
+    report = delivery_sweep()
+
+    assert report.orders == 1
+    order.refresh_from_db()
+    assert order.status == OrderStatus.DELIVERED and keys[0] in order_page(client, order)
+
+
+def test_sweeper_gives_back_a_send_left_hanging_by_a_dead_worker(client, on_commit):
+    product = ProductFactory()
+    stock_product(product, 1)
+    order = pay(client, on_commit, product)
+    mail.outbox.clear()
+    long_ago = timezone.now() - timedelta(minutes=5)
+    DeliveryMessage.objects.filter(order=order).update(state=MessageState.SENDING, updated_at=long_ago, sent_at=None)
+
+    with on_commit():
+        delivery_sweep()
+
+    assert DeliveryMessage.objects.get(order=order).state == MessageState.SENT
+    assert len(mail.outbox) == 1
+
+
+def test_stock_alert_is_raised_once_when_stock_falls_to_the_threshold(admin_client, client, on_commit):
+    product = ProductFactory(low_stock_threshold=2)
+    stock_product(product, 5)
+
+    pay(client, on_commit, product)  # 4 left
+    assert not StockAlert.objects.exists()
+    pay(client, on_commit, product, quantity=2)  # 2 left: at the threshold
+    pay(client, on_commit, product)  # 1 left: still the same alert
+
+    alert = StockAlert.objects.get()
+    assert (alert.available, alert.threshold, alert.resolved_at) == (2, 2, None)
+    banner = admin_client.get(reverse("admin:index"), HTTP_ACCEPT_LANGUAGE="en").content.decode()
+    assert f"Low stock: {product.name} has 2 keys left" in banner
+
+
+def test_restocking_above_the_threshold_resolves_the_alert(client, on_commit):
+    product = ProductFactory(low_stock_threshold=1)
+    stock_product(product, 2)
+    pay(client, on_commit, product)
+    assert StockAlert.objects.filter(resolved_at__isnull=True).count() == 1
+
+    cardkeys_import_text(product=product, text="NEW-1\nNEW-2\n")
+
+    assert StockAlert.objects.get().resolved_at is not None
+    assert client.get("/").status_code == 200
