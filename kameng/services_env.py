@@ -44,7 +44,9 @@ def main() -> int:
     else:
         missing.append("PostgreSQL")
     if _redis_answers():
-        lines.append(f"KAMENG_TEST_REDIS_URL={os.environ.get('KAMENG_TEST_REDIS_URL', REDIS_URL)}")
+        redis_url = os.environ.get("KAMENG_TEST_REDIS_URL", REDIS_URL)
+        # The test process publishes to the same broker the worker processes consume.
+        lines += [f"KAMENG_TEST_REDIS_URL={redis_url}", f"CELERY_BROKER_URL={redis_url}"]
     else:
         missing.append("Redis")
     require = os.environ.get("KAMENG_REQUIRE_SERVICES") == "1"

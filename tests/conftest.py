@@ -44,9 +44,8 @@ def _shop_settings(settings, request):
     eager = request.node.get_closest_marker("redis") is None
     celery_app.conf.task_always_eager = eager
     celery_app.conf.task_eager_propagates = eager
-    if not eager:
-        celery_app.conf.broker_url = REDIS_URL
-        celery_app.conf.broker_transport_options = {"visibility_timeout": 3600}
+    if not eager and celery_app.conf.broker_url != REDIS_URL:
+        pytest.fail(f"set CELERY_BROKER_URL={REDIS_URL} for the worker tests (make test does)")
     yield
 
 

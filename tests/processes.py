@@ -1,0 +1,101 @@
+"""Real processes for tests: Celery workers and beat, gunicorn, on the test database and Redis."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from django.db import connection
+
+from tests.platforms import SANDBOX_SECRET
+
+BIN = Path(sys.executable).parent
+REDIS_URL = os.environ.get("KAMENG_TEST_REDIS_URL", "")
+
+
+def worker_database_url() -> str:
+    db = connection.settings_dict
+    user = db.get("USER") or "postgres"
+    host = db.get("HOST") or "127.0.0.1"
+    port = db.get("PORT") or 5432
+    return f"postgres://{user}@{host}:{port}/{db['NAME']}"
+
+
+def service_env(tmp_path: Path, **overrides: str) -> dict[str, str]:
+    """The environment the compose services would get, pointed at the test database and Redis."""
+    env = {
+        **os.environ,
+        "DATABASE_URL": worker_database_url(),
+        "CELERY_BROKER_URL": REDIS_URL,
+        "CACHE_URL": "locmemcache://",
+        "PAYMENTS_SANDBOX_ENABLED": "true",
+        "PAYMENTS_SANDBOX_SECRET": SANDBOX_SECRET,
+        "EMAIL_URL": "dummymail://",
+        "CONN_MAX_AGE": "0",
+        "CELERY_BEAT_SCHEDULE_FILENAME": str(tmp_path / "celerybeat-schedule"),
+        "KAMENG_BROKER_DIR": str(tmp_path / "broker"),
+        "PYTHONUNBUFFERED": "1",
+    }
+    env.update(overrides)
+    return env
+
+
+class ServiceProcess:
+    """A child process in its own process group, its output in a log file."""
+
+    def __init__(self, name: str, args: list[str], env: dict[str, str], log_dir: Path) -> None:
+        self.name = name
+        self.log_path = log_dir / f"{name}.log"
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            args, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True, cwd=Path(__file__).parent.parent
+        )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_for_log(self, text: str, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.log():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.log()[-4000:]}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.name} did not log {text!r}:\n{self.log()[-4000:]}")
+            time.sleep(0.05)
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group: no cleanup, no acknowledgements, as in a crash."""
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self._log.close()
+
+
+def start_worker(env: dict[str, str], log_dir: Path, *, name: str = "worker", concurrency: int = 4, beat: bool = False) -> ServiceProcess:
+    args = [
+        str(BIN / "celery"), "-A", "kameng", "worker", "--loglevel=INFO", f"--concurrency={concurrency}",
+        "--without-mingle", "--without-gossip", "-n", f"{name}-{os.getpid()}@%h",
+    ]
+    if beat:
+        args.append("--beat")
+    worker = ServiceProcess(name, args, env, log_dir)
+    worker.wait_for_log("ready.")
+    return worker
+
+
+def flush_test_broker() -> None:
+    import redis
+
+    redis.Redis.from_url(REDIS_URL).flushdb()

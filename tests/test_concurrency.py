@@ -1,0 +1,205 @@
+"""Concurrency, races and crashes on PostgreSQL, with a real Celery worker process on Redis."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+
+import psycopg2
+import pytest
+from django.db import connection, connections
+from django.test import Client
+from django.utils import timezone
+
+from cardpool.models import CardKey, CardKeyStatus
+from delivery.models import DeliveryMessage
+from payments.models import Payment, PaymentNotification
+from payments.registry import gateway_get
+from payments.services import payment_start
+from shop.models import ExceptionReason, Order, OrderStatus
+from shop.services import order_expire
+from tests.conftest import wait_until
+from tests.factories import OrderFactory, ProductFactory, stock_product
+from tests.platforms import sandbox_notification
+from tests.processes import flush_test_broker, service_env, start_worker, worker_database_url
+from tests.storefront import post_notification
+
+pytestmark = [pytest.mark.django_db(transaction=True)]
+
+
+def _pending_payment(product, *, quantity=1, contact="13800138000") -> Payment:
+    order = OrderFactory(product=product, quantity=quantity, contact=contact, contact_kind="mobile" if contact[0].isdigit() else "email")
+    payment, _action = payment_start(order=order, gateway=gateway_get("sandbox"))
+    return payment
+
+
+def _post_from_threads(notifications: list[dict], clients: int) -> list[bytes]:
+    barrier = threading.Barrier(min(clients, len(notifications)))
+
+    def post(fields):
+        try:
+            barrier.wait(timeout=10)
+        except threading.BrokenBarrierError:
+            pass
+        try:
+            return post_notification(Client(), fields).content
+        finally:
+            connections.close_all()
+
+    with ThreadPoolExecutor(max_workers=clients) as pool:
+        return list(pool.map(post, notifications))
+
+
+@pytest.mark.postgres
+def test_same_notification_ten_times_concurrently_confirms_and_delivers_once():
+    product = ProductFactory()
+    stock_product(product, 5)
+    payment = _pending_payment(product, quantity=2)
+    fields = sandbox_notification(out_trade_no=payment.out_trade_no, amount=payment.amount)
+
+    answers = _post_from_threads([fields] * 10, clients=10)
+
+    assert answers == [b"success"] * 10
+    order = Order.objects.get(pk=payment.order_id)
+    assert order.status == OrderStatus.DELIVERED
+    assert CardKey.objects.filter(order=order).count() == 2
+    assert CardKey.objects.filter(status=CardKeyStatus.SOLD).count() == 2
+    assert PaymentNotification.objects.get().times_received == 10
+    assert order.events.filter(type="shop.order.paid").count() == 1
+    assert order.events.filter(type="shop.order.delivered").count() == 1
+
+
+@pytest.mark.postgres
+def test_expiry_racing_a_late_payment_ends_delivered_or_queued_never_both():
+    product = ProductFactory()
+    stock_product(product, 20)
+    payments = [_pending_payment(product) for _ in range(20)]
+    Order.objects.update(expires_at=timezone.now() - timedelta(seconds=1))
+
+    def race(payment):
+        barrier = threading.Barrier(2)
+        fields = sandbox_notification(out_trade_no=payment.out_trade_no, amount=payment.amount)
+
+        def expire():
+            barrier.wait(timeout=10)
+            try:
+                return order_expire(order_id=payment.order_id)
+            finally:
+                connections.close_all()
+
+        def notify():
+            barrier.wait(timeout=10)
+            try:
+                return post_notification(Client(), fields).content
+            finally:
+                connections.close_all()
+
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            expired, answer = pool.submit(expire), pool.submit(notify)
+            return expired.result(), answer.result()
+
+    outcomes = [race(p) for p in payments]
+
+    assert all(answer == b"success" for _expired, answer in outcomes)
+    final = Counter()
+    for payment in payments:
+        order = Order.objects.get(pk=payment.order_id)
+        keys = CardKey.objects.filter(order=order).count()
+        if order.status == OrderStatus.DELIVERED:
+            assert keys == 1
+            final["delivered"] += 1
+        else:
+            assert order.status == OrderStatus.EXCEPTION
+            assert order.exception_reason == ExceptionReason.PAID_AFTER_EXPIRY and keys == 0
+            assert order.events.filter(type="shop.order.expired").count() == 1
+            final["queued"] += 1
+    assert sum(final.values()) == 20
+    assert CardKey.objects.filter(status=CardKeyStatus.SOLD).count() == final["delivered"]
+
+
+@pytest.fixture
+def worker_env(tmp_path):
+    flush_test_broker()
+    return service_env(tmp_path)
+
+
+@pytest.mark.redis
+def test_two_hundred_orders_for_150_keys_from_8_clients_sell_each_key_once(worker_env, tmp_path):
+    product = ProductFactory()
+    stock_product(product, 150)
+    payments = [_pending_payment(product) for _ in range(200)]
+    worker = start_worker(worker_env, tmp_path, concurrency=4)
+    try:
+        answers = _post_from_threads(
+            [sandbox_notification(out_trade_no=p.out_trade_no, amount=p.amount) for p in payments], clients=8
+        )
+        assert answers == [b"success"] * 200
+
+        wait_until(
+            lambda: not Order.objects.filter(status__in=[OrderStatus.PENDING, OrderStatus.PAID]).exists(),
+            timeout=120,
+            message="every paid order to be delivered or queued",
+        )
+    finally:
+        worker.stop()
+
+    statuses = Counter(Order.objects.values_list("status", "exception_reason"))
+    assert statuses == {(OrderStatus.DELIVERED, ""): 150, (OrderStatus.EXCEPTION, ExceptionReason.OUT_OF_STOCK): 50}
+    sold = list(CardKey.objects.filter(status=CardKeyStatus.SOLD).values_list("order_id", flat=True))
+    assert len(sold) == 150 and len(set(sold)) == 150
+    assert not CardKey.objects.filter(status=CardKeyStatus.AVAILABLE).exists()
+    for order in Order.objects.filter(status=OrderStatus.EXCEPTION):
+        assert not CardKey.objects.filter(order=order).exists()
+
+
+@pytest.mark.redis
+def test_worker_killed_mid_delivery_delivers_exactly_once_after_restart(worker_env, tmp_path):
+    product = ProductFactory()
+    stock_product(product, 5)
+    payment = _pending_payment(product, quantity=2, contact="buyer@example.com")
+    worker = start_worker(worker_env, tmp_path, name="doomed", concurrency=1)
+    # Hold a lock the delivery transaction needs after it has reserved the keys and marked the
+    # order delivered (creating the email row), so the worker is caught mid-transaction.
+    blocker = psycopg2.connect(worker_database_url())
+    blocker.cursor().execute("BEGIN; LOCK TABLE delivery_deliverymessage IN SHARE MODE")
+    try:
+        response = post_notification(Client(), sandbox_notification(out_trade_no=payment.out_trade_no, amount=payment.amount))
+        assert response.content == b"success"
+        with blocker.cursor() as cursor:
+
+            def worker_is_waiting():
+                cursor.execute(
+                    "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
+                    "WHERE NOT l.granted AND c.relname = 'delivery_deliverymessage'"
+                )
+                return cursor.fetchone()[0] == 1
+
+            wait_until(worker_is_waiting, timeout=60, message="the worker to block mid-delivery")
+        worker.kill()
+    finally:
+        blocker.rollback()
+        blocker.close()
+
+    order = Order.objects.get(pk=payment.order_id)
+    assert order.status == OrderStatus.PAID  # the killed transaction left nothing behind
+    assert not CardKey.objects.filter(order=order).exists()
+
+    restarted_env = {**worker_env, "DELIVERY_SWEEP_AFTER_SECONDS": "1", "DELIVERY_SWEEP_INTERVAL_SECONDS": "1"}
+    survivor = start_worker(restarted_env, tmp_path, name="survivor", concurrency=2, beat=True)
+    try:
+        wait_until(
+            lambda: Order.objects.get(pk=order.pk).status == OrderStatus.DELIVERED,
+            timeout=60,
+            message="the sweeper to re-drive the order",
+        )
+        wait_until(lambda: DeliveryMessage.objects.filter(order=order, state="sent").exists(), timeout=30, message="the email")
+    finally:
+        survivor.stop()
+
+    assert CardKey.objects.filter(order=order).count() == 2
+    assert CardKey.objects.filter(status=CardKeyStatus.SOLD).count() == 2
+    assert DeliveryMessage.objects.filter(order=order).count() == 1
+    assert Order.objects.get(pk=order.pk).events.filter(type="shop.order.delivered").count() == 1
+    assert connection.vendor == "postgresql"
