@@ -45,6 +45,8 @@ class CardKey(models.Model):
     mask = models.CharField(_("key (masked)"), max_length=32)
     status = models.CharField(_("status"), max_length=16, choices=CardKeyStatus.choices, default=CardKeyStatus.AVAILABLE)
     order = models.ForeignKey("shop.Order", null=True, blank=True, on_delete=models.PROTECT, related_name="card_keys")
+    # Keys that expire are sold soonest-expiring first and never after expiry; NULL never expires.
+    expires_at = models.DateTimeField(_("expires at"), null=True, blank=True)
     created_at = models.DateTimeField(_("added at"), auto_now_add=True)
     sold_at = models.DateTimeField(_("sold at"), null=True, blank=True)
 
@@ -66,10 +68,12 @@ class CardKey(models.Model):
             ),
         ]
         indexes = [
-            # Serves the reservation query (product, status=available ORDER BY id LIMIT n) and
-            # stays small however many keys have been sold.
+            # Serves the reservation query (product, available, ORDER BY expires_at, id LIMIT n)
+            # and stays small however many keys have been sold. The ORDER BY is one the primary
+            # key cannot serve: with ORDER BY id alone PostgreSQL may walk the primary key through
+            # every sold row, expecting an available one at any moment.
             models.Index(
-                fields=["product", "id"],
+                fields=["product", "expires_at", "id"],
                 name="cardkey_available_idx",
                 condition=models.Q(status="available"),
             ),

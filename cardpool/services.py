@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import F, Q
 from django.utils import timezone
 
 from cardpool.crypto import secret_blind_index, secret_encrypt, secret_mask, secret_normalize
@@ -120,6 +121,16 @@ def cardkeys_import_text(*, product, text: str, created_by=None, source_name: st
     return report
 
 
+# Soonest-expiring first, then oldest; the partial index cardkey_available_idx has this order.
+RESERVATION_ORDER = (F("expires_at").asc(nulls_last=True), "id")
+
+
+def sellable_keys(*, product_id: int, now) -> Q:
+    return Q(product_id=product_id, status=CardKeyStatus.AVAILABLE) & (
+        Q(expires_at__isnull=True) | Q(expires_at__gt=now)
+    )
+
+
 class ReservationContended(Exception):
     """Enough keys exist but other transactions hold some of them right now. Transient: retry."""
 
@@ -134,20 +145,20 @@ def cardkeys_reserve_for_order(*, order) -> list[int] | None:
     product_id, quantity = order.product_id, order.quantity
     # SKIP LOCKED: concurrent deliveries each take different keys instead of queueing on the
     # same rows. The partial index over available keys serves the ORDER BY id LIMIT n.
+    now = timezone.now()
     picked = list(
         CardKey.objects.select_for_update(skip_locked=True)
-        .filter(product_id=product_id, status=CardKeyStatus.AVAILABLE)
-        .order_by("id")
+        .filter(sellable_keys(product_id=product_id, now=now))
+        .order_by(*RESERVATION_ORDER)
         .values_list("id", flat=True)[:quantity]
     )
     if len(picked) < quantity:
         if connection.features.has_select_for_update_skip_locked:
             # Rows skipped as locked still read as available here until their owners commit.
-            visible = CardKey.objects.filter(product_id=product_id, status=CardKeyStatus.AVAILABLE).order_by("id")
+            visible = CardKey.objects.filter(sellable_keys(product_id=product_id, now=now)).order_by(*RESERVATION_ORDER)
             if visible[quantity - 1 : quantity].exists():
                 raise ReservationContended(f"product {product_id}: keys are locked by concurrent deliveries")
         return None
-    now = timezone.now()
     updated = CardKey.objects.filter(pk__in=picked, status=CardKeyStatus.AVAILABLE).update(
         status=CardKeyStatus.SOLD, order=order, sold_at=now
     )

@@ -10,12 +10,13 @@ import pytest
 from cryptography.exceptions import InvalidTag
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management import call_command
-from django.db import connection
+from django.db import connection, transaction
 from django.urls import reverse
+from django.utils import timezone
 
 from cardpool.crypto import keyring_parse, secret_decrypt, secret_encrypt
 from cardpool.models import CardKey, CardKeyStatus, ImportBatch
-from cardpool.services import ImportRefused, cardkeys_import_text
+from cardpool.services import RESERVATION_ORDER, ImportRefused, cardkeys_import_text, sellable_keys
 from tests.factories import ProductFactory, stock_product
 from tests.platforms import sandbox_notification
 from tests.storefront import checkout, post_notification, start_sandbox_payment
@@ -207,3 +208,34 @@ def test_admin_import_with_nothing_is_refused(admin_client):
 
     assert "errorlist" in response.content.decode()
     assert not ImportBatch.objects.exists()
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_reservation_query_uses_the_partial_index_on_postgresql():
+    from tests.factories import OrderFactory
+
+    product = ProductFactory()
+    stock_product(ProductFactory(), 2000)
+    stock_product(product, 3000)
+    # Most of the pool has been sold, as in a shop that has run for a while.
+    sold_to = OrderFactory(product=product, status="delivered")
+    cutoff = CardKey.objects.filter(product=product).order_by("id").values_list("id", flat=True)[2990]
+    CardKey.objects.filter(product=product, id__lt=cutoff).update(status=CardKeyStatus.SOLD, order=sold_to)
+    with connection.cursor() as cursor:
+        cursor.execute("VACUUM ANALYZE cardpool_cardkey")
+    queryset = (
+        CardKey.objects.select_for_update(skip_locked=True)
+        .filter(sellable_keys(product_id=product.pk, now=timezone.now()))
+        .order_by(*RESERVATION_ORDER)
+        .values_list("id", flat=True)[:1]
+    )
+    with transaction.atomic():
+        sql, params = queryset.query.sql_with_params()
+
+    with connection.cursor() as cursor:
+        cursor.execute("EXPLAIN " + sql, params)
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+
+    assert "Index Scan using cardkey_available_idx" in plan, plan
+    assert "Sort" not in plan, plan

@@ -1,0 +1,117 @@
+"""The production path: the compose services' own commands (gunicorn, worker, beat) against the
+local PostgreSQL and Redis, and a buyer buying a key over real HTTP."""
+
+from __future__ import annotations
+
+import re
+import socket
+import subprocess
+import sys
+
+import pytest
+import requests
+from django.conf import settings
+
+from tests.conftest import wait_until
+from tests.factories import ProductFactory, stock_product
+from tests.processes import BIN, ServiceProcess, flush_test_broker, service_env, start_worker
+
+pytestmark = [pytest.mark.redis, pytest.mark.django_db(transaction=True)]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _csrf(html: str) -> str:
+    return re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', html).group(1)
+
+
+@pytest.fixture
+def production(tmp_path):
+    flush_test_broker()
+    port = _free_port()
+    env = service_env(
+        tmp_path,
+        KAMENG_ENV_FILE="",
+        DEBUG="false",
+        SECRET_KEY=settings.SECRET_KEY,
+        CARDPOOL_KEYS=settings.CARDPOOL_KEYS,
+        CARDPOOL_INDEX_KEY=settings.CARDPOOL_INDEX_KEY,
+        ALLOWED_HOSTS="127.0.0.1",
+        SITE_URL=f"http://127.0.0.1:{port}",
+        # Plain HTTP on loopback stands in for the TLS-terminating proxy in front of compose.
+        SECURE_SSL_REDIRECT="false",
+        SESSION_COOKIE_SECURE="false",
+        CSRF_COOKIE_SECURE="false",
+        STATIC_ROOT=str(tmp_path / "static"),
+        DELIVERY_SWEEP_INTERVAL_SECONDS="1",
+    )
+    collect = subprocess.run(
+        [sys.executable, "manage.py", "collectstatic", "--noinput"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert collect.returncode == 0, collect.stderr
+    web = ServiceProcess(
+        "web",
+        [str(BIN / "gunicorn"), "kameng.wsgi:application", "--bind", f"127.0.0.1:{port}", "--workers", "2", "--access-logfile", "-"],
+        env,
+        tmp_path,
+    )
+    worker = start_worker(env, tmp_path, concurrency=2)
+    beat = ServiceProcess(
+        "beat", [str(BIN / "celery"), "-A", "kameng", "beat", "--loglevel=INFO"], env, tmp_path
+    )
+    try:
+        web.wait_for_log("Booting worker")
+        wait_until(lambda: _answers(port), timeout=30, message="gunicorn to answer")
+        yield f"http://127.0.0.1:{port}", web, worker, beat
+    finally:
+        for process in (beat, worker, web):
+            process.stop()
+
+
+def _answers(port: int) -> bool:
+    try:
+        return requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2).ok
+    except requests.ConnectionError:
+        return False
+
+
+def test_buyer_buys_a_key_through_gunicorn_worker_and_beat(production):
+    base, _web, worker, beat = production
+    product = ProductFactory(name="Steam ¥50", price="48.00")
+    keys = stock_product(product, 3)
+    browser = requests.Session()
+
+    product_page = browser.get(f"{base}/p/{product.slug}/")
+    assert product.name in product_page.text and "库存 3" in product_page.text
+    checkout = browser.post(
+        f"{base}/p/{product.slug}/",
+        data={"csrfmiddlewaretoken": _csrf(product_page.text), "quantity": 1, "contact": "buyer@example.com", "query_password": "pw1234"},
+        headers={"Referer": f"{base}/p/{product.slug}/"},
+        allow_redirects=False,
+    )
+    assert checkout.status_code == 302, checkout.text[:500]
+    pay_url = base + checkout.headers["Location"]
+    order_url = pay_url.removesuffix("pay/")
+    pay_page = browser.get(pay_url)
+    to_gateway = browser.post(
+        pay_url, data={"csrfmiddlewaretoken": _csrf(pay_page.text), "gateway": "sandbox"},
+        headers={"Referer": pay_url}, allow_redirects=False,
+    )
+    sandbox_page = browser.get(base + to_gateway.headers["Location"]).text
+    fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', sandbox_page))
+    notify = requests.post(f"{base}/payments/sandbox/notify/", data=fields)
+    assert notify.status_code == 200 and notify.text == "success"
+
+    shown = wait_until(
+        lambda: next((k for k in keys if k in browser.get(order_url).text), None),
+        timeout=30,
+        message="the key on the order page",
+    )
+    assert product.usage_instructions in browser.get(order_url).text
+    assert requests.get(f"{base}/static/shop/site.css").status_code == 200
+    assert shown not in worker.log()
+    wait_until(lambda: "delivery.tasks.delivery_sweep" in beat.log(), timeout=30, message="beat to send the sweeper")
