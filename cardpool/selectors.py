@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
-from django.db.models import Count
+from django.db import connection
+from django.db.models import Count, F, Q
+from django.utils import timezone
 
 from cardpool.crypto import secret_decrypt
 from cardpool.models import CardKey, CardKeyStatus
+
+
+# Soonest-expiring first, then oldest; the partial index cardkey_available_idx has this order.
+RESERVATION_ORDER = (F("expires_at").asc(nulls_last=True), "id")
+
+
+def sellable_keys(*, product_id: int, now) -> Q:
+    return Q(product_id=product_id, status=CardKeyStatus.AVAILABLE) & (
+        Q(expires_at__isnull=True) | Q(expires_at__gt=now)
+    )
 
 
 def available_counts(*, product_ids: list[int]) -> dict[int, int]:
@@ -21,13 +33,28 @@ def available_counts(*, product_ids: list[int]) -> dict[int, int]:
     return {row["product_id"]: row["n"] for row in rows}
 
 
+_NTH_SELLABLE_SQL = """
+    SELECT id FROM {table}
+     WHERE product_id = %s AND status = %s AND (expires_at IS NULL OR expires_at > %s)
+     ORDER BY expires_at ASC NULLS LAST, id ASC
+     LIMIT 1 OFFSET %s
+"""
+
+
 def product_has_stock(*, product_id: int, quantity: int) -> bool:
-    """True when at least ``quantity`` keys are available; reads at most ``quantity`` index entries."""
-    return (
-        CardKey.objects.filter(product_id=product_id, status=CardKeyStatus.AVAILABLE)
-        .order_by("id")[quantity - 1 : quantity]
-        .exists()
-    )
+    """True when at least ``quantity`` keys can be sold now.
+
+    Walks the partial index in reservation order and reads at most ``quantity`` entries, however
+    large the pool or however many keys were sold before. Runs after every delivery (the
+    low-stock check), hence hand-written.
+    """
+    now = connection.ops.adapt_datetimefield_value(timezone.now())
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _NTH_SELLABLE_SQL.format(table=CardKey._meta.db_table),
+            [product_id, CardKeyStatus.AVAILABLE, now, quantity - 1],
+        )
+        return cursor.fetchone() is not None
 
 
 def order_secrets(*, order) -> list[str]:

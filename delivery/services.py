@@ -16,7 +16,12 @@ from django.utils import timezone, translation
 
 from cardpool.models import CardKey
 from cardpool.selectors import available_counts, order_secrets, product_has_stock
-from cardpool.services import cardkeys_reserve_for_order
+from cardpool.services import (
+    ReservationContended,
+    StockShortfall,
+    cardkeys_sell_to_order,
+    cardkeys_shortfall_is_contention,
+)
 from delivery.models import DeliveryMessage, MessageState, StockAlert
 from shop.lock_objects import order_lock
 from shop.models import ContactKind, ExceptionReason, Order, OrderEvent, OrderStatus
@@ -36,25 +41,15 @@ def order_delivery_schedule(*, order_id: int) -> None:
     tasks.order_deliver.delay_on_commit(order_id)
 
 
-def _order_fulfil(*, order: Order, actor: str) -> bool:
-    """Reserve the order's keys and mark it delivered, or queue it as out_of_stock. Order is locked.
-
-    Raises ReservationContended (transient) when the only shortfall is keys locked by others.
-    """
-    key_ids = cardkeys_reserve_for_order(order=order)
-    if key_ids is None:
-        note = f"needs {order.quantity}, the pool has fewer"
-        if order.status == OrderStatus.EXCEPTION:
-            OrderEvent.objects.create(order=order, type="delivery.retry.out_of_stock", message=note, actor=actor)
-        else:
-            order_exception_enter(order=order, reason=ExceptionReason.OUT_OF_STOCK, note=note, actor=actor)
-        stock_alert_check(product=order.product)
-        return False
+def _order_fulfil(*, order: Order, actor: str) -> None:
+    """Sell the order's keys and mark it delivered, on a locked order, in the caller's
+    transaction. Raises StockShortfall: the caller rolls back and calls _order_short_of_stock."""
+    cardkeys_sell_to_order(order=order)
     order_transition(
         order=order,
         to=OrderStatus.DELIVERED,
         event_type="shop.order.delivered",
-        message=f"{len(key_ids)} key(s)",
+        message=f"{order.quantity} key(s)",
         actor=actor,
     )
     if order.contact_kind == ContactKind.EMAIL:
@@ -62,22 +57,47 @@ def _order_fulfil(*, order: Order, actor: str) -> bool:
             order=order, channel="email", defaults={"recipient": order.contact}
         )
         _message_schedule(message_id=message.pk)
-    stock_alert_check(product=order.product)
-    return True
+    stock_alert_check(product_id=order.product_id, threshold=order.low_stock_threshold)
+
+
+def _order_short_of_stock(*, order_id: int, expected_status: str, actor: str) -> str:
+    """After a rolled-back StockShortfall: queue the order as out_of_stock, or raise
+    ReservationContended when the keys exist but are locked by concurrent deliveries."""
+    with transaction.atomic(durable=True):
+        order = order_lock(order_id)
+        if order.status != expected_status:
+            return order.status  # someone else finished it meanwhile
+        if cardkeys_shortfall_is_contention(product_id=order.product_id, quantity=order.quantity):
+            raise ReservationContended(f"order {order.number}: keys are locked by concurrent deliveries")
+        note = f"needs {order.quantity}, the pool has fewer"
+        if order.status == OrderStatus.EXCEPTION:
+            OrderEvent.objects.create(order=order, type="delivery.retry.out_of_stock", message=note, actor=actor)
+        else:
+            order_exception_enter(order=order, reason=ExceptionReason.OUT_OF_STOCK, note=note, actor=actor)
+        stock_alert_check(product_id=order.product_id, threshold=order.low_stock_threshold)
+    return order.status
 
 
 def order_deliver(*, order_id: int) -> str:
     """Deliver a paid order: exactly ``quantity`` keys, once, in one transaction.
 
     Idempotent: any status but ``paid`` returns at once, so duplicate tasks, the sweeper and a
-    redelivered message after a crash are harmless. Returns the order's status afterwards.
+    redelivered message after a crash are harmless. Not enough keys: nothing is sold and the
+    order goes to the exception queue (out_of_stock). Returns the order's status afterwards.
     Raises ReservationContended (transient).
     """
-    with transaction.atomic(durable=True):
-        order = order_lock(order_id)
-        if order.status != OrderStatus.PAID:
-            return order.status
-        _order_fulfil(order=order, actor="system")
+    try:
+        with transaction.atomic(durable=True):
+            try:
+                order = order_lock(order_id)
+            except Order.DoesNotExist:
+                logger.warning("delivery task for unknown order %s dropped", order_id)
+                return "missing"
+            if order.status != OrderStatus.PAID:
+                return order.status
+            _order_fulfil(order=order, actor="system")
+    except StockShortfall:
+        return _order_short_of_stock(order_id=order_id, expected_status=OrderStatus.PAID, actor="system")
     return order.status
 
 
@@ -102,8 +122,19 @@ def order_retry_delivery(*, order_id: int, actor: str) -> str:
                 for message_id in DeliveryMessage.objects.filter(order=order).values_list("pk", flat=True):
                     _message_schedule(message_id=message_id)
         else:
-            OrderEvent.objects.create(order=order, type="delivery.retry.requested", actor=actor)
+            return _order_retry_fulfil(order=order, actor=actor)
+    return order.status
+
+
+def _order_retry_fulfil(*, order: Order, actor: str) -> str:
+    try:
+        with transaction.atomic():
             _order_fulfil(order=order, actor=actor)
+    except StockShortfall:
+        # The savepoint rolled back any keys marked; the order is still in the queue.
+        OrderEvent.objects.create(
+            order=order, type="delivery.retry.out_of_stock", message=f"needs {order.quantity}", actor=actor
+        )
     return order.status
 
 
@@ -251,17 +282,16 @@ def delivery_sweep() -> SweepReport:
 # --- Stock alerts --------------------------------------------------------------------------
 
 
-def stock_alert_check(*, product) -> None:
+def stock_alert_check(*, product_id: int, threshold: int) -> None:
     """Raise one StockAlert when available stock is at or below the product's threshold.
 
     The partial unique index (one open alert per product) makes concurrent sales raise it once.
     """
-    threshold = product.low_stock_threshold
-    if product_has_stock(product_id=product.pk, quantity=threshold + 1):
+    if product_has_stock(product_id=product_id, quantity=threshold + 1):
         return
-    available = available_counts(product_ids=[product.pk]).get(product.pk, 0)
+    available = available_counts(product_ids=[product_id]).get(product_id, 0)
     StockAlert.objects.bulk_create(
-        [StockAlert(product=product, available=available, threshold=threshold)], ignore_conflicts=True
+        [StockAlert(product_id=product_id, available=available, threshold=threshold)], ignore_conflicts=True
     )
 
 

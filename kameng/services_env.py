@@ -51,6 +51,8 @@ def main() -> int:
         missing.append("Redis")
     require = os.environ.get("KAMENG_REQUIRE_SERVICES") == "1"
     lines.append(f"KAMENG_REQUIRE_SERVICES={'1' if require else '0'}")
+    # Keep test messages out of the demo's embedded broker folder.
+    lines.append("KAMENG_BROKER_DIR=var/test-broker")
     if missing:
         print(f"# not reachable: {', '.join(missing)}; their tests will be skipped", file=sys.stderr)
         if require:

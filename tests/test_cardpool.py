@@ -16,7 +16,8 @@ from django.utils import timezone
 
 from cardpool.crypto import keyring_parse, secret_decrypt, secret_encrypt
 from cardpool.models import CardKey, CardKeyStatus, ImportBatch
-from cardpool.services import RESERVATION_ORDER, ImportRefused, cardkeys_import_text, sellable_keys
+from cardpool.selectors import RESERVATION_ORDER, sellable_keys
+from cardpool.services import ImportRefused, cardkeys_import_text
 from tests.factories import ProductFactory, stock_product
 from tests.platforms import sandbox_notification
 from tests.storefront import checkout, post_notification, start_sandbox_payment

@@ -286,3 +286,9 @@ def test_restocking_above_the_threshold_resolves_the_alert(client, on_commit):
 
     assert StockAlert.objects.get().resolved_at is not None
     assert client.get("/").status_code == 200
+
+
+def test_delivery_task_for_an_unknown_order_is_dropped():
+    from delivery.tasks import order_deliver as order_deliver_task
+
+    assert order_deliver_task.delay(987654).get() == "missing"
