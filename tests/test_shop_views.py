@@ -220,3 +220,43 @@ def test_lookup_is_rate_limited_per_ip(client, settings):
 
 def test_healthz_answers(client):
     assert client.get("/healthz").content == b"ok"
+
+
+@pytest.mark.parametrize(
+    "url_name",
+    [
+        "admin:index",
+        "admin:shop_product_changelist",
+        "admin:shop_category_changelist",
+        "admin:shop_order_changelist",
+        "admin:shop_exceptionorder_changelist",
+        "admin:cardpool_cardkey_changelist",
+        "admin:cardpool_cardkey_import",
+        "admin:cardpool_importbatch_changelist",
+        "admin:payments_payment_changelist",
+        "admin:payments_paymentnotification_changelist",
+        "admin:delivery_deliverymessage_changelist",
+        "admin:delivery_stockalert_changelist",
+        "admin:shop_product_add",
+    ],
+)
+def test_admin_pages_open_for_staff(admin_client, client, on_commit, url_name):
+    product = ProductFactory()
+    stock_product(product, 2)
+    order = checkout(client, product)
+    payment = start_sandbox_payment(client, order)
+    with on_commit():
+        post_notification(client, sandbox_notification(out_trade_no=payment.out_trade_no, amount=order.total))
+
+    response = admin_client.get(reverse(url_name))
+
+    assert response.status_code == 200
+
+
+def test_admin_product_list_shows_stock_from_the_pool(admin_client):
+    product = ProductFactory(name="库存商品")
+    stock_product(product, 7)
+
+    page = admin_client.get(reverse("admin:shop_product_changelist")).content.decode()
+
+    assert '<td class="field-stock">7</td>' in page
