@@ -260,3 +260,13 @@ def test_admin_product_list_shows_stock_from_the_pool(admin_client):
     page = admin_client.get(reverse("admin:shop_product_changelist")).content.decode()
 
     assert '<td class="field-stock">7</td>' in page
+
+
+def test_buyer_switches_the_language_and_it_sticks(client):
+    stock_product(ProductFactory(), 1)
+    switcher = client.get("/").content.decode()
+    assert 'value="en"' in switcher and ">English<" in switcher
+
+    client.post(reverse("set_language"), {"language": "en", "next": "/"})
+
+    assert "Find my order" in client.get("/").content.decode()
