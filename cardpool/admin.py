@@ -12,10 +12,11 @@ from django.utils.translation import gettext_lazy as _
 from cardpool.forms import KeyImportForm
 from cardpool.models import CardKey, ImportBatch
 from cardpool.services import ImportRefused, cardkeys_import_text
+from kameng.admin_mixins import ReadOnlyAdminMixin
 
 
 @admin.register(CardKey)
-class CardKeyAdmin(admin.ModelAdmin):
+class CardKeyAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ["id", "product", "mask", "status", "order", "batch", "created_at", "sold_at"]
     list_filter = ["status", "product"]
     list_select_related = ["product", "order", "batch"]
@@ -23,15 +24,6 @@ class CardKeyAdmin(admin.ModelAdmin):
     fields = ["product", "mask", "key_version", "status", "order", "batch", "created_at", "sold_at"]
     readonly_fields = fields
     change_list_template = "admin/cardpool/cardkey/change_list.html"
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
     def get_urls(self):
         return [
@@ -72,14 +64,8 @@ class CardKeyAdmin(admin.ModelAdmin):
 
 
 @admin.register(ImportBatch)
-class ImportBatchAdmin(admin.ModelAdmin):
+class ImportBatchAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ["id", "product", "source_name", "added", "duplicates_in_file", "duplicates_in_pool", "invalid", "created_by", "created_at"]
     list_filter = ["product"]
     list_select_related = ["product", "created_by"]
     readonly_fields = [f.name for f in ImportBatch._meta.fields]
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False

@@ -1,29 +1,21 @@
 from django.contrib import admin
 
 from delivery.models import DeliveryMessage, StockAlert
+from kameng.admin_mixins import ReadOnlyAdminMixin
 
 
 @admin.register(DeliveryMessage)
-class DeliveryMessageAdmin(admin.ModelAdmin):
+class DeliveryMessageAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ["order", "channel", "recipient", "state", "tries", "next_try_at", "sent_at", "last_error"]
     list_filter = ["channel", "state"]
     list_select_related = ["order"]
     search_fields = ["=order__number", "recipient"]
     readonly_fields = [f.name for f in DeliveryMessage._meta.fields]
 
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
-
 
 @admin.register(StockAlert)
-class StockAlertAdmin(admin.ModelAdmin):
+class StockAlertAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ["product", "available", "threshold", "created_at", "resolved_at"]
     list_filter = ["resolved_at"]
     list_select_related = ["product"]
     readonly_fields = ["product", "available", "threshold", "created_at", "resolved_at"]
-
-    def has_add_permission(self, request) -> bool:
-        return False

@@ -81,7 +81,8 @@ def test_not_enough_keys_delivers_nothing_and_queues_the_order(client, on_commit
     assert not mail.outbox
 
 
-def test_exception_queue_retry_after_restock_delivers(admin_client, client, on_commit):
+def paid_while_sold_out(client, on_commit):
+    """An order paid after its product sold out (its only key voided between checkout and payment)."""
     product = ProductFactory()
     stock_product(product, 1)
     order = checkout(client, product)
@@ -89,17 +90,26 @@ def test_exception_queue_retry_after_restock_delivers(admin_client, client, on_c
     payment = start_sandbox_payment(client, order)
     with on_commit():
         post_notification(client, sandbox_notification(out_trade_no=payment.out_trade_no, amount=order.total))
+    order.refresh_from_db()
+    return product, order
+
+
+def retry_from_the_queue(admin_client, on_commit, order):
+    with on_commit():
+        admin_client.post(
+            reverse("admin:shop_exceptionorder_changelist"), {"action": "retry_delivery", "_selected_action": [order.pk]}
+        )
+    order.refresh_from_db()
+
+
+def test_exception_queue_retry_after_restock_delivers(admin_client, client, on_commit):
+    product, order = paid_while_sold_out(client, on_commit)
     queue = admin_client.get(reverse("admin:shop_exceptionorder_changelist")).content.decode()
     assert order.number in queue
     new_keys = stock_product(product, 1, prefix="RESTOCK")
 
-    with on_commit():
-        admin_client.post(
-            reverse("admin:shop_exceptionorder_changelist"),
-            {"action": "retry_delivery", "_selected_action": [order.pk]},
-        )
+    retry_from_the_queue(admin_client, on_commit, order)
 
-    order.refresh_from_db()
     assert order.status == OrderStatus.DELIVERED
     assert new_keys[0] in order_page(client, order)
     assert order.events.filter(type="shop.order.delivered", actor="admin").exists()
@@ -107,20 +117,10 @@ def test_exception_queue_retry_after_restock_delivers(admin_client, client, on_c
 
 
 def test_exception_queue_retry_while_still_out_of_stock_keeps_the_order_queued(admin_client, client, on_commit):
-    product = ProductFactory()
-    stock_product(product, 1)
-    order = checkout(client, product)
-    CardKey.objects.update(status=CardKeyStatus.VOID)
-    payment = start_sandbox_payment(client, order)
-    with on_commit():
-        post_notification(client, sandbox_notification(out_trade_no=payment.out_trade_no, amount=order.total))
+    _product, order = paid_while_sold_out(client, on_commit)
 
-    with on_commit():
-        admin_client.post(
-            reverse("admin:shop_exceptionorder_changelist"), {"action": "retry_delivery", "_selected_action": [order.pk]}
-        )
+    retry_from_the_queue(admin_client, on_commit, order)
 
-    order.refresh_from_db()
     assert order.status == OrderStatus.EXCEPTION
     assert order.events.filter(type="delivery.retry.out_of_stock").exists()
 
@@ -181,12 +181,8 @@ def test_retry_of_a_failed_email_resends_the_same_keys(admin_client, client, on_
     fail_next(PERMANENT)
     order = pay(client, on_commit, product)
 
-    with on_commit():
-        admin_client.post(
-            reverse("admin:shop_exceptionorder_changelist"), {"action": "retry_delivery", "_selected_action": [order.pk]}
-        )
+    retry_from_the_queue(admin_client, on_commit, order)
 
-    order.refresh_from_db()
     assert order.status == OrderStatus.DELIVERED
     assert CardKey.objects.filter(order=order).count() == 1
     assert len(mail.outbox) == 1 and sum(k in mail.outbox[0].body for k in keys) == 1
