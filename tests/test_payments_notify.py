@@ -199,3 +199,21 @@ def test_notify_when_sandbox_is_disabled_is_not_found(client, settings, pending_
 
 def test_notify_get_is_not_allowed(client):
     assert client.get(reverse("payments:notify", args=["sandbox"])).status_code == 405
+
+
+def test_notify_with_oversized_identifiers_is_refused_cleanly(client, pending_payment):
+    _product, _keys, order, payment = pending_payment
+    fields = sandbox_notification(out_trade_no=payment.out_trade_no, amount="25.00", trade_no="T" * 200)
+
+    response = post_notification(client, fields)
+
+    assert response.status_code == 400
+    assert PaymentNotification.objects.get().reason == "identifier too long"
+
+
+def test_notify_with_garbage_body_is_refused_cleanly(client):
+    response = client.post(
+        reverse("payments:notify", args=["sandbox"]), data=b"\xff\xfe<xml>", content_type="application/octet-stream"
+    )
+
+    assert response.status_code == 400 and response.content == b"fail"

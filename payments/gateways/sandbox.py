@@ -66,6 +66,8 @@ class SandboxGateway(PaymentGateway):
         expected = sandbox_signature(form, settings.PAYMENTS_SANDBOX_SECRET)
         if not hmac.compare_digest(expected, str(form["sign"])):
             raise NotificationRejected("bad signature")
+        if len(form["out_trade_no"]) > 64 or len(form["trade_no"]) > 64:
+            raise NotificationRejected("identifier too long")
         if form["merchant_id"] != MERCHANT_ID:
             raise NotificationRejected("wrong merchant")
         try:
