@@ -165,8 +165,31 @@ if PAYMENTS_SANDBOX_ENABLED and not PAYMENTS_SANDBOX_SECRET:
     raise ImproperlyConfigured("Set PAYMENTS_SANDBOX_SECRET when PAYMENTS_SANDBOX_ENABLED is on.")
 PAYMENTS_NOTIFY_MAX_AGE_SECONDS = env.int("PAYMENTS_NOTIFY_MAX_AGE_SECONDS", default=300)
 PAYMENT_GATEWAYS = {
+    "alipay": "payments.gateways.alipay.AlipayGateway",
+    "wechatpay": "payments.gateways.wechatpay.WechatPayGateway",
     "sandbox": "payments.gateways.sandbox.SandboxGateway",
 }
+
+# Alipay: enabled when ALIPAY_APP_ID is set. Keys: PEM with or without headers, PKCS#1 or #8.
+ALIPAY_APP_ID = env.str("ALIPAY_APP_ID", default="")
+ALIPAY_SELLER_ID = env.str("ALIPAY_SELLER_ID", default="")
+ALIPAY_APP_PRIVATE_KEY = env.str("ALIPAY_APP_PRIVATE_KEY", default="")
+ALIPAY_PUBLIC_KEY = env.str("ALIPAY_PUBLIC_KEY", default="")
+ALIPAY_SERVER_URL = env.str("ALIPAY_SERVER_URL", default="https://openapi.alipay.com/gateway.do")
+ALIPAY_PAY_MODE = env.str("ALIPAY_PAY_MODE", default="auto")
+ALIPAY_NOTIFY_MAX_AGE_HOURS = env.int("ALIPAY_NOTIFY_MAX_AGE_HOURS", default=48)
+
+# WeChat Pay API v3: enabled when WECHATPAY_MCHID is set.
+WECHATPAY_MCHID = env.str("WECHATPAY_MCHID", default="")
+WECHATPAY_APPID = env.str("WECHATPAY_APPID", default="")
+WECHATPAY_APIV3_KEY = env.str("WECHATPAY_APIV3_KEY", default="")
+WECHATPAY_PRIVATE_KEY = env.str("WECHATPAY_PRIVATE_KEY", default="")
+WECHATPAY_CERT_SERIAL_NO = env.str("WECHATPAY_CERT_SERIAL_NO", default="")
+WECHATPAY_PUBLIC_KEY = env.str("WECHATPAY_PUBLIC_KEY", default="")
+WECHATPAY_PUBLIC_KEY_ID = env.str("WECHATPAY_PUBLIC_KEY_ID", default="")
+WECHATPAY_CERT_DIR = env.str("WECHATPAY_CERT_DIR", default="")
+WECHATPAY_NOTIFY_MAX_AGE_SECONDS = env.int("WECHATPAY_NOTIFY_MAX_AGE_SECONDS", default=300)
+WECHATPAY_API_URL = env.str("WECHATPAY_API_URL", default="https://api.mch.weixin.qq.com")
 
 # --- Delivery ------------------------------------------------------------------------------
 DELIVERY_EMAIL_MAX_TRIES = env.int("DELIVERY_EMAIL_MAX_TRIES", default=3)

@@ -22,6 +22,8 @@ class Payment(models.Model):
     paid_amount = models.DecimalField(_("paid amount"), max_digits=12, decimal_places=2, null=True, blank=True)
     state = models.CharField(_("state"), max_length=16, choices=PaymentState.choices, default=PaymentState.CREATED)
     transaction_id = models.CharField(_("gateway transaction id"), max_length=64, blank=True)
+    # What the buyer scans (当面付 / Native pay), when the gateway answered with a QR code.
+    qr_content = models.CharField(max_length=512, blank=True)
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)
     confirmed_at = models.DateTimeField(_("confirmed at"), null=True, blank=True)
 

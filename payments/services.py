@@ -28,10 +28,13 @@ class PaymentRefused(Exception):
     """The order cannot be paid now (not pending, or expired)."""
 
 
-def payment_start(*, order: Order, gateway: PaymentGateway) -> tuple[Payment, PaymentAction]:
+def payment_start(
+    *, order: Order, gateway: PaymentGateway, mobile: bool = False, client_ip: str = ""
+) -> tuple[Payment, PaymentAction]:
     """Create a payment attempt for a pending order and ask the gateway how the buyer pays.
 
-    Raises PaymentRefused when the order is no longer payable.
+    Raises PaymentRefused when the order is no longer payable, GatewayError when the platform
+    cannot be reached or refuses (the attempt row stays, unused).
     """
     if order.status != OrderStatus.PENDING or order.expires_at <= timezone.now():
         raise PaymentRefused(order.status)
@@ -50,8 +53,13 @@ def payment_start(*, order: Order, gateway: PaymentGateway) -> tuple[Payment, Pa
             subject=f"{order.product.name} x{order.quantity}",
             notify_url=settings.SITE_URL + reverse("payments:notify", args=[gateway.identifier]),
             return_url=settings.SITE_URL + reverse("shop:order", args=[order.access_token]),
+            mobile=mobile,
+            client_ip=client_ip,
         )
     )
+    if action.qr_content:
+        payment.qr_content = action.qr_content[:512]
+        payment.save(update_fields=["qr_content"])
     return payment, action
 
 

@@ -9,5 +9,6 @@ urlpatterns = [
     path("lookup/", views.order_lookup_view, name="lookup"),
     path("order/<str:token>/", views.order_detail, name="order"),
     path("order/<str:token>/pay/", views.order_pay, name="order-pay"),
+    path("order/<str:token>/pay/<str:out_trade_no>/", views.order_pay_qr, name="order-pay-qr"),
     path("order/<str:token>/status/", views.order_status, name="order-status"),
 ]

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+import re
+
+import qrcode
 from django.conf import settings
 from django.contrib import messages
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
@@ -9,15 +13,27 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.translation import gettext as _
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods
+from django.utils.safestring import mark_safe
 from django_ratelimit.core import is_ratelimited
+from qrcode.image.svg import SvgPathImage
 
 from cardpool.selectors import order_secrets
+from payments.gateways.base import GatewayError
 from payments.registry import GatewayNotFound, gateway_get, gateways_enabled
 from payments.services import PaymentRefused, payment_start
 from shop import selectors
 from shop.forms import CheckoutForm, OrderLookupForm
 from shop.models import Order, OrderStatus
 from shop.services import OrderRejected, order_create, order_lookup
+
+logger = logging.getLogger(__name__)
+
+
+MOBILE_UA = re.compile(r"Mobile|Android|iPhone|iPad|MicroMessenger|AlipayClient", re.I)
+
+
+def is_mobile_browser(request: HttpRequest) -> bool:
+    return bool(MOBILE_UA.search(request.headers.get("User-Agent", "")))
 
 
 def client_ip(request: HttpRequest) -> str | None:
@@ -64,15 +80,38 @@ def order_pay(request: HttpRequest, token: str) -> HttpResponse:
     if request.method == "POST":
         try:
             gateway = gateway_get(request.POST.get("gateway", ""))
-            _payment, action = payment_start(order=order, gateway=gateway)
+            payment, action = payment_start(
+                order=order, gateway=gateway, mobile=is_mobile_browser(request), client_ip=client_ip(request) or ""
+            )
         except GatewayNotFound:
             messages.error(request, _("Choose a payment method."))
         except PaymentRefused:
             return redirect("shop:order", token=token)
+        except GatewayError:
+            logger.exception("could not start a %s payment for order %s", request.POST.get("gateway"), order.number)
+            messages.error(request, _("The payment platform did not answer. Please try again in a moment."))
         else:
             if action.redirect_url:
                 return redirect(action.redirect_url)
+            return redirect("shop:order-pay-qr", token=token, out_trade_no=payment.out_trade_no)
     return render(request, "shop/order_pay.html", {"order": order, "gateways": gateways_enabled()})
+
+
+@never_cache
+@require_GET
+def order_pay_qr(request: HttpRequest, token: str, out_trade_no: str) -> HttpResponse:
+    """The QR code to scan with Alipay (当面付) or WeChat (Native pay); polls until paid."""
+    order = _order_by_token(token)
+    payment = get_object_or_404(order.payments, out_trade_no=out_trade_no)
+    if order.status != OrderStatus.PENDING or not payment.qr_content:
+        return redirect("shop:order", token=token)
+    image = qrcode.make(payment.qr_content, image_factory=SvgPathImage, box_size=8, border=2)
+    return render(
+        request,
+        "shop/order_pay_qr.html",
+        # The SVG is drawn by us from the platform's code: paths only, no text from outside.
+        {"order": order, "payment": payment, "qr_svg": mark_safe(image.to_string(encoding="unicode"))},
+    )
 
 
 @never_cache

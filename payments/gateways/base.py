@@ -17,6 +17,8 @@ class PaymentRequest:
     subject: str
     notify_url: str
     return_url: str
+    mobile: bool = False  # the buyer is on a phone browser (wap/H5 pay instead of page/QR)
+    client_ip: str = ""
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,10 @@ class NotificationRejected(Exception):
     """The notification failed verification; nothing may change because of it."""
 
 
+class GatewayError(Exception):
+    """The platform could not be asked, or refused a request (transient unless it says so)."""
+
+
 class PaymentGateway:
     """Base class of payment gateways, found through ``settings.PAYMENT_GATEWAYS``."""
 
@@ -66,6 +72,12 @@ class PaymentGateway:
 
     def is_enabled(self) -> bool:
         raise NotImplementedError
+
+    @staticmethod
+    def config():
+        """The gateway's parsed settings, or None when it is not configured. Raises
+        ImproperlyConfigured naming the variable when it is half-configured or a key is bad."""
+        return None
 
     def create_payment(self, request: PaymentRequest) -> PaymentAction:
         raise NotImplementedError

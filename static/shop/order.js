@@ -12,7 +12,11 @@
     fetch(url, { headers: { "Accept": "application/json" }, credentials: "same-origin" })
       .then(function (r) { return r.json(); })
       .then(function (body) {
-        if (body.status !== status || body.has_keys !== hasKeys) { window.location.reload(); return; }
+        if (body.status !== status || body.has_keys !== hasKeys) {
+          var next = order.getAttribute("data-next");
+          if (next) { window.location.href = next; } else { window.location.reload(); }
+          return;
+        }
         delay = Math.min(delay * 1.3, body.status === "pending" ? 5000 : 2000);
         setTimeout(poll, delay);
       })

@@ -1,0 +1,265 @@
+"""Alipay (支付宝) through the official alipay-sdk-python: page pay, wap pay, 当面付 QR.
+
+Notifications are verified here, field by field, before anything changes: RSA2 signature over the
+sorted fields (``sign`` and ``sign_type`` removed, empty values dropped), RSA2 only, ``app_id``,
+``seller_id`` when configured, a well-formed amount and a known ``trade_status``. The payment
+service then checks ``out_trade_no`` and the amount against our Payment row.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import types
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from functools import lru_cache
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
+
+import alipay.aop.api.DefaultAlipayClient as sdk_client_module
+from alipay.aop.api.AlipayClientConfig import AlipayClientConfig
+from alipay.aop.api.DefaultAlipayClient import DefaultAlipayClient
+from alipay.aop.api.domain.AlipayTradePagePayModel import AlipayTradePagePayModel
+from alipay.aop.api.domain.AlipayTradePrecreateModel import AlipayTradePrecreateModel
+from alipay.aop.api.domain.AlipayTradeQueryModel import AlipayTradeQueryModel
+from alipay.aop.api.domain.AlipayTradeWapPayModel import AlipayTradeWapPayModel
+from alipay.aop.api.request.AlipayTradePagePayRequest import AlipayTradePagePayRequest
+from alipay.aop.api.request.AlipayTradePrecreateRequest import AlipayTradePrecreateRequest
+from alipay.aop.api.request.AlipayTradeQueryRequest import AlipayTradeQueryRequest
+from alipay.aop.api.request.AlipayTradeWapPayRequest import AlipayTradeWapPayRequest
+from alipay.aop.api.util.SignatureUtils import verify_with_rsa
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.utils.translation import gettext_lazy as _
+
+from payments.gateways.base import (
+    GatewayAck,
+    GatewayError,
+    NotificationRejected,
+    PaymentAction,
+    PaymentGateway,
+    PaymentRequest,
+    PaymentStatus,
+    VerifiedNotification,
+)
+from payments.keys import private_key_load, private_key_pkcs1_body, public_key_load, public_key_spki_body
+
+logger = logging.getLogger(__name__)
+
+CHINA = ZoneInfo("Asia/Shanghai")
+PAID_STATUSES = frozenset({"TRADE_SUCCESS", "TRADE_FINISHED"})
+KNOWN_STATUSES = PAID_STATUSES | {"WAIT_BUYER_PAY", "TRADE_CLOSED"}
+
+
+class _ChinaClock(dt.datetime):
+    """``datetime.now()`` in China time: Alipay checks the request ``timestamp`` as Beijing time,
+    and the SDK stamps it with the server's local clock, which may be UTC."""
+
+    @classmethod
+    def now(cls, tz=None):
+        if tz is not None:
+            return dt.datetime.now(tz)
+        return dt.datetime.now(CHINA).replace(tzinfo=None)
+
+
+# The SDK calls ``datetime.datetime.now()`` through its module's ``datetime`` name only.
+sdk_client_module.datetime = types.SimpleNamespace(datetime=_ChinaClock)
+
+
+@dataclass(frozen=True)
+class AlipaySettings:
+    app_id: str
+    seller_id: str
+    app_private_key_pkcs1: str
+    alipay_public_key_spki: str
+    server_url: str
+    pay_mode: str
+    notify_max_age: dt.timedelta
+
+
+def alipay_settings_load() -> AlipaySettings | None:
+    """Alipay's settings, or None when ALIPAY_APP_ID is unset. Raises ImproperlyConfigured
+    naming the variable when the gateway is half-configured or a key is malformed."""
+    if not settings.ALIPAY_APP_ID:
+        return None
+    for name in ("ALIPAY_APP_PRIVATE_KEY", "ALIPAY_PUBLIC_KEY"):
+        if not getattr(settings, name):
+            raise ImproperlyConfigured(f"{name} (or {name}_FILE) is required when ALIPAY_APP_ID is set")
+    if settings.ALIPAY_PAY_MODE not in ("auto", "page", "qr"):
+        raise ImproperlyConfigured("ALIPAY_PAY_MODE must be auto, page or qr")
+    server = urlsplit(settings.ALIPAY_SERVER_URL)
+    if server.scheme not in ("http", "https") or not server.hostname or server.port:
+        # alipay-sdk-python connects to port 80/443 whatever the URL says.
+        raise ImproperlyConfigured("ALIPAY_SERVER_URL must be an http(s) URL without a port")
+    return AlipaySettings(
+        app_id=settings.ALIPAY_APP_ID,
+        seller_id=settings.ALIPAY_SELLER_ID,
+        app_private_key_pkcs1=private_key_pkcs1_body(
+            private_key_load(settings.ALIPAY_APP_PRIVATE_KEY, "ALIPAY_APP_PRIVATE_KEY")
+        ),
+        alipay_public_key_spki=public_key_spki_body(public_key_load(settings.ALIPAY_PUBLIC_KEY, "ALIPAY_PUBLIC_KEY")),
+        server_url=settings.ALIPAY_SERVER_URL,
+        pay_mode=settings.ALIPAY_PAY_MODE,
+        notify_max_age=dt.timedelta(hours=settings.ALIPAY_NOTIFY_MAX_AGE_HOURS),
+    )
+
+
+@lru_cache(maxsize=2)
+def _client(config: AlipaySettings) -> DefaultAlipayClient:
+    sdk_config = AlipayClientConfig()
+    sdk_config.server_url = config.server_url
+    sdk_config.app_id = config.app_id
+    sdk_config.app_private_key = config.app_private_key_pkcs1
+    sdk_config.alipay_public_key = config.alipay_public_key_spki
+    sdk_config.sign_type = "RSA2"
+    sdk_config.timeout = 10
+    # No logger: the SDK would log every request with its signed content.
+    return DefaultAlipayClient(sdk_config)
+
+
+def _yuan(amount: Decimal) -> str:
+    return f"{amount:.2f}"
+
+
+def _amount(text: str) -> Decimal:
+    try:
+        amount = Decimal(text)
+    except (InvalidOperation, TypeError):
+        raise NotificationRejected("bad total_amount") from None
+    if not amount.is_finite() or amount <= 0 or amount != amount.quantize(Decimal("0.01")):
+        raise NotificationRejected("bad total_amount")
+    return amount
+
+
+class AlipayGateway(PaymentGateway):
+    identifier = "alipay"
+    verbose_name = _("Alipay")
+
+    @staticmethod
+    def config() -> AlipaySettings | None:
+        return _settings_cached(
+            settings.ALIPAY_APP_ID,
+            settings.ALIPAY_SELLER_ID,
+            settings.ALIPAY_APP_PRIVATE_KEY,
+            settings.ALIPAY_PUBLIC_KEY,
+            settings.ALIPAY_SERVER_URL,
+            settings.ALIPAY_PAY_MODE,
+            settings.ALIPAY_NOTIFY_MAX_AGE_HOURS,
+        )
+
+    def is_enabled(self) -> bool:
+        return self.config() is not None
+
+    def create_payment(self, request: PaymentRequest) -> PaymentAction:
+        config = self.config()
+        client = _client(config)
+        if config.pay_mode == "qr":
+            model = AlipayTradePrecreateModel()
+            model.out_trade_no, model.total_amount, model.subject = (
+                request.out_trade_no, _yuan(request.amount), request.subject,
+            )
+            sdk_request = AlipayTradePrecreateRequest(biz_model=model)
+            sdk_request.notify_url = request.notify_url
+            reply = self._execute(client, sdk_request)
+            if reply.get("code") != "10000" or not reply.get("qr_code"):
+                raise GatewayError(f"alipay precreate refused: {reply.get('sub_code') or reply.get('code')}")
+            return PaymentAction(qr_content=reply["qr_code"])
+        if request.mobile and config.pay_mode == "auto":
+            model = AlipayTradeWapPayModel()
+            model.product_code = "QUICK_WAP_WAY"
+            model.quit_url = request.return_url
+            sdk_request_class = AlipayTradeWapPayRequest
+        else:
+            model = AlipayTradePagePayModel()
+            model.product_code = "FAST_INSTANT_TRADE_PAY"
+            sdk_request_class = AlipayTradePagePayRequest
+        model.out_trade_no, model.total_amount, model.subject = (
+            request.out_trade_no, _yuan(request.amount), request.subject,
+        )
+        sdk_request = sdk_request_class(biz_model=model)
+        sdk_request.notify_url = request.notify_url
+        sdk_request.return_url = request.return_url
+        return PaymentAction(redirect_url=client.page_execute(sdk_request, http_method="GET"))
+
+    def parse_notification(self, *, body: bytes, headers: Mapping[str, str], form: Mapping[str, str]) -> VerifiedNotification:
+        config = self.config()
+        fields = {name: str(form.get(name, "")) for name in form}
+        sign = fields.pop("sign", "")
+        sign_type = fields.pop("sign_type", "")
+        if not sign:
+            raise NotificationRejected("missing sign")
+        if sign_type != "RSA2":
+            raise NotificationRejected(f"sign_type {sign_type or '(none)'} refused: RSA2 only")
+        content = "&".join(f"{name}={value}" for name, value in sorted(fields.items()) if value != "")
+        try:
+            # The SDK raises on a bad signature rather than returning False; both are a refusal.
+            verified = verify_with_rsa(config.alipay_public_key_spki, content.encode("utf-8"), sign)
+        except Exception:  # noqa: BLE001 - rsa.VerificationError, binascii.Error, ValueError …
+            verified = False
+        if not verified:
+            raise NotificationRejected("bad signature")
+        if fields.get("app_id") != config.app_id:
+            raise NotificationRejected("wrong app_id")
+        if config.seller_id and fields.get("seller_id") != config.seller_id:
+            raise NotificationRejected("wrong seller_id")
+        for name in ("out_trade_no", "trade_no", "trade_status", "total_amount"):
+            if not fields.get(name):
+                raise NotificationRejected(f"missing {name}")
+            if len(fields[name]) > 64:
+                raise NotificationRejected(f"{name} too long")
+        if fields["trade_status"] not in KNOWN_STATUSES:
+            raise NotificationRejected(f"unknown trade_status {fields['trade_status'][:32]}")
+        self._check_fresh(fields.get("notify_time", ""), config)
+        return VerifiedNotification(
+            out_trade_no=fields["out_trade_no"],
+            transaction_id=fields["trade_no"],
+            amount=_amount(fields["total_amount"]),
+            paid=fields["trade_status"] in PAID_STATUSES,
+        )
+
+    @staticmethod
+    def _check_fresh(notify_time: str, config: AlipaySettings) -> None:
+        # Alipay retries a notification for about 25 hours; anything much older is a replay.
+        try:
+            sent = dt.datetime.strptime(notify_time, "%Y-%m-%d %H:%M:%S").replace(tzinfo=CHINA)
+        except ValueError:
+            raise NotificationRejected("bad notify_time") from None
+        now = dt.datetime.now(CHINA)
+        if sent - now > dt.timedelta(minutes=5) or now - sent > config.notify_max_age:
+            raise NotificationRejected("stale notification")
+
+    def notification_ack(self, *, accepted: bool, reason: str = "") -> GatewayAck:
+        # Alipay wants exactly "success"; anything else makes it retry.
+        return GatewayAck(status=200, body="success") if accepted else GatewayAck(status=400, body="fail")
+
+    def query(self, *, out_trade_no: str) -> PaymentStatus | None:
+        model = AlipayTradeQueryModel()
+        model.out_trade_no = out_trade_no
+        reply = self._execute(_client(self.config()), AlipayTradeQueryRequest(biz_model=model))
+        if reply.get("code") != "10000":
+            if reply.get("sub_code") == "ACQ.TRADE_NOT_EXIST":
+                return None
+            raise GatewayError(f"alipay query failed: {reply.get('sub_code') or reply.get('code')}")
+        paid = reply.get("trade_status") in PAID_STATUSES
+        return PaymentStatus(
+            out_trade_no=out_trade_no,
+            paid=paid,
+            amount=Decimal(reply["total_amount"]) if reply.get("total_amount") else None,
+            transaction_id=reply.get("trade_no", ""),
+        )
+
+    @staticmethod
+    def _execute(client: DefaultAlipayClient, sdk_request) -> dict:
+        """Call the platform; the SDK verifies the reply's signature. Raises GatewayError."""
+        try:
+            return json.loads(client.execute(sdk_request))
+        except Exception as exc:  # noqa: BLE001 - network, HTTP status, bad signature, bad JSON
+            raise GatewayError(f"alipay request failed: {type(exc).__name__}") from exc
+
+
+@lru_cache(maxsize=4)
+def _settings_cached(*_key) -> AlipaySettings | None:
+    return alipay_settings_load()
