@@ -75,13 +75,14 @@ def _raw_payload(body: bytes, form: Mapping[str, str]) -> str:
         text = json.dumps(dict(form.items()), ensure_ascii=False, sort_keys=True)
     else:
         text = body.decode("utf-8", errors="replace")
-    return text[:RAW_PAYLOAD_LIMIT]
+    # PostgreSQL text cannot hold NUL; a hostile body must still be recorded, not crash the view.
+    return text.replace("\x00", "\ufffd")[:RAW_PAYLOAD_LIMIT]
 
 
 def _rejected(*, gateway: PaymentGateway, raw: str, reason: str, out_trade_no: str = "") -> NotificationOutcome:
     PaymentNotification.objects.create(
         gateway=gateway.identifier,
-        out_trade_no=out_trade_no[:64],
+        out_trade_no=out_trade_no[:64].replace("\x00", ""),
         raw_payload=raw,
         verdict=NotificationVerdict.REJECTED,
         reason=reason[:255],

@@ -11,6 +11,7 @@ Nothing here imports the shop's verification code.
 from __future__ import annotations
 
 import base64
+import functools
 import datetime as dt
 import json
 import secrets
@@ -30,7 +31,9 @@ from cryptography.x509.oid import NameOID
 CHINA = ZoneInfo("Asia/Shanghai")
 
 
-def _new_key() -> rsa.RSAPrivateKey:
+@functools.lru_cache(maxsize=None)
+def _new_key(role: str) -> rsa.RSAPrivateKey:
+    """A fresh RSA key per role, generated once per test run (2048-bit generation is slow)."""
     return rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
 
@@ -89,7 +92,7 @@ class _Server:
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
         self.thread.start()
 
     def close(self) -> None:
@@ -103,8 +106,8 @@ class AlipayPlatform:
     SERVER_URL = "https://openapi.alipay.test/gateway.do"
 
     def __init__(self) -> None:
-        self.app_key = _new_key()  # the merchant's application key; the platform holds its public half
-        self.platform_key = _new_key()  # Alipay's key; the merchant holds its public half
+        self.app_key = _new_key("alipay-app")  # the merchant's application key; the platform holds its public half
+        self.platform_key = _new_key("alipay-platform")  # Alipay's key; the merchant holds its public half
         self.trades: dict[str, dict] = {}
         self.requests: list[dict] = []
         self.down = False
@@ -206,9 +209,9 @@ class WechatPayPlatform:
     PUBLIC_KEY_ID = "PUB_KEY_ID_0119000001092026112200000000000001"
 
     def __init__(self) -> None:
-        self.merchant_key = _new_key()
+        self.merchant_key = _new_key("wechat-merchant")
         self.merchant_serial = secrets.token_hex(20).upper()
-        self.platform_key = _new_key()
+        self.platform_key = _new_key("wechat-platform")
         self.apiv3_key = secrets.token_hex(16)  # 32 characters
         self.trades: dict[str, dict] = {}
         self.requests: list[dict] = []
