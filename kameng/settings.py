@@ -164,6 +164,8 @@ PAYMENTS_SANDBOX_SECRET = env.str("PAYMENTS_SANDBOX_SECRET", default="")
 if PAYMENTS_SANDBOX_ENABLED and not PAYMENTS_SANDBOX_SECRET:
     raise ImproperlyConfigured("Set PAYMENTS_SANDBOX_SECRET when PAYMENTS_SANDBOX_ENABLED is on.")
 PAYMENTS_NOTIFY_MAX_AGE_SECONDS = env.int("PAYMENTS_NOTIFY_MAX_AGE_SECONDS", default=300)
+PAYMENTS_RECONCILE_AFTER_SECONDS = env.int("PAYMENTS_RECONCILE_AFTER_SECONDS", default=180)
+ORDER_EXPIRE_GRACE_MINUTES = env.int("ORDER_EXPIRE_GRACE_MINUTES", default=60)
 PAYMENT_GATEWAYS = {
     "alipay": "payments.gateways.alipay.AlipayGateway",
     "wechatpay": "payments.gateways.wechatpay.WechatPayGateway",
@@ -231,7 +233,8 @@ CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 CELERY_TASK_EAGER_PROPAGATES = CELERY_TASK_ALWAYS_EAGER
 CELERY_TIMEZONE = TIME_ZONE
 CELERY_BEAT_SCHEDULE = {
-    "orders-expire": {"task": "shop.tasks.orders_expire", "schedule": 60.0},
+    "orders-expire": {"task": "payments.tasks.orders_expire", "schedule": 60.0},
+    "payments-reconcile": {"task": "payments.tasks.payments_reconcile", "schedule": 60.0},
     "delivery-sweep": {"task": "delivery.tasks.delivery_sweep", "schedule": DELIVERY_SWEEP_INTERVAL_SECONDS},
 }
 CELERY_BEAT_SCHEDULE_FILENAME = env.str(

@@ -10,6 +10,14 @@ class PaymentState(models.TextChoices):
     CREATED = "created", _("Created")
     SUCCEEDED = "succeeded", _("Succeeded")
     MISMATCHED = "mismatched", _("Paid a different amount")
+    # Real money for an order another payment had already paid: to be refunded.
+    DUPLICATE = "duplicate", _("Paid twice")
+    CLOSED = "closed", _("Closed unpaid")
+    REFUNDED = "refunded", _("Refunded")
+
+
+# States in which the platform holds the buyer's money for this payment.
+MONEY_RECEIVED = (PaymentState.SUCCEEDED, PaymentState.MISMATCHED, PaymentState.DUPLICATE)
 
 
 class Payment(models.Model):
@@ -67,3 +75,39 @@ class PaymentNotification(models.Model):
 
     def __str__(self) -> str:
         return f"{self.gateway}:{self.transaction_id or '-'}"
+
+
+class RefundState(models.TextChoices):
+    REQUESTED = "requested", _("Requested")
+    SUCCEEDED = "succeeded", _("Succeeded")
+    FAILED = "failed", _("Failed")
+
+
+class Refund(models.Model):
+    """One refund attempt. Every attempt for a payment reuses its out_refund_no, so the platform
+    treats a retry as the same refund and money can never go back twice."""
+
+    payment = models.ForeignKey(Payment, on_delete=models.PROTECT, related_name="refunds")
+    out_refund_no = models.CharField(_("refund request no"), max_length=64)
+    amount = models.DecimalField(_("amount"), max_digits=12, decimal_places=2)
+    state = models.CharField(_("state"), max_length=16, choices=RefundState.choices, default=RefundState.REQUESTED)
+    reason = models.CharField(_("reason"), max_length=255, blank=True)
+    requested_by = models.CharField(_("requested by"), max_length=150, blank=True)
+    platform_refund_id = models.CharField(_("platform refund id"), max_length=64, blank=True)
+    error = models.TextField(_("error"), blank=True)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    completed_at = models.DateTimeField(_("completed at"), null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = _("refund")
+        verbose_name_plural = _("refunds")
+        constraints = [
+            # One refund in flight or done per payment; only failed attempts may be followed by another.
+            models.UniqueConstraint(
+                fields=["payment"], condition=~models.Q(state="failed"), name="refund_one_live_per_payment"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.out_refund_no

@@ -7,6 +7,7 @@ import logging
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
@@ -14,10 +15,35 @@ from django.urls import reverse
 from django.utils import timezone
 
 from delivery.services import order_delivery_schedule
-from payments.gateways.base import NotificationRejected, PaymentAction, PaymentGateway, PaymentRequest, VerifiedNotification
-from payments.models import NotificationVerdict, Payment, PaymentNotification, PaymentState
-from shop.models import Order, OrderEvent, OrderStatus
-from shop.services import order_payment_received
+from payments.gateways.base import (
+    GatewayError,
+    NotificationRejected,
+    PaymentAction,
+    PaymentGateway,
+    PaymentRequest,
+    VerifiedNotification,
+)
+from payments.models import (
+    MONEY_RECEIVED,
+    NotificationVerdict,
+    Payment,
+    PaymentNotification,
+    PaymentState,
+    Refund,
+    RefundState,
+)
+from payments.registry import GatewayNotFound, gateway_get
+from payments.selectors import payments_awaiting_notification
+from shop.lock_objects import order_lock
+from shop.models import ExceptionReason, Order, OrderEvent, OrderStatus
+from shop.selectors import orders_expired_ids
+from shop.services import (
+    order_duplicate_payment_queue,
+    order_expire,
+    order_payment_received,
+    order_refunded,
+    order_resolve,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -105,6 +131,11 @@ def notification_receive(
         notice = gateway.parse_notification(body=body, headers=headers, form=form)
     except NotificationRejected as exc:
         return _rejected(gateway=gateway, raw=raw, reason=str(exc))
+    return _notice_apply(gateway=gateway, notice=notice, raw=raw)
+
+
+def _notice_apply(*, gateway: PaymentGateway, notice: VerifiedNotification, raw: str, actor: str = "system") -> NotificationOutcome:
+    """Apply a verified notice (from a notification or a platform query) exactly once."""
     with transaction.atomic(durable=True):
         payment = (
             Payment.objects.select_for_update()
@@ -127,7 +158,7 @@ def notification_receive(
             PaymentNotification.objects.filter(pk=ledger.pk).update(times_received=ledger.times_received + 1)
             return NotificationOutcome(accepted=True, verdict=NotificationVerdict.DUPLICATE)
         if notice.paid:
-            payment_confirm(payment=payment, notice=notice)
+            payment_confirm(payment=payment, notice=notice, actor=actor)
     return NotificationOutcome(accepted=True, verdict=NotificationVerdict.ACCEPTED)
 
 
@@ -136,18 +167,188 @@ def payment_confirm(*, payment: Payment, notice: VerifiedNotification, actor: st
 
     Equal amount → succeeded and the order is paid (delivery is sent after commit).
     A different amount → mismatched and the order goes to the exception queue.
-    An already-confirmed payment is left as it is.
+    Money for an order another payment already paid → duplicate, queued for a refund.
+    A payment already confirmed (or closed and then paid: still confirmed) is handled once.
     """
-    if payment.state != PaymentState.CREATED:
+    if payment.state not in (PaymentState.CREATED, PaymentState.CLOSED):
         return payment.state
     payment.paid_amount = notice.amount
     payment.transaction_id = notice.transaction_id
     payment.confirmed_at = timezone.now()
     payment.state = PaymentState.SUCCEEDED if notice.amount == payment.amount else PaymentState.MISMATCHED
-    payment.save(update_fields=["paid_amount", "transaction_id", "confirmed_at", "state"])
     received = order_payment_received(
         order_id=payment.order_id, amount=notice.amount, gateway=payment.gateway, actor=actor
     )
+    if received.duplicate:
+        payment.state = PaymentState.DUPLICATE
+    payment.save(update_fields=["paid_amount", "transaction_id", "confirmed_at", "state"])
     if received.needs_delivery:
         order_delivery_schedule(order_id=payment.order_id)
     return payment.state
+
+
+# --- Reconciliation (补单) -------------------------------------------------------------------
+
+
+def payment_reconcile(*, payment_id: int, actor: str = "system") -> str:
+    """Ask the platform about a payment still waiting for its notification, and apply what it
+    says exactly as a notification would (a lost notification still ends in delivery).
+
+    Returns "paid", "unpaid" or "unknown". Raises GatewayError when the platform cannot answer.
+    """
+    payment = Payment.objects.get(pk=payment_id)
+    if payment.state not in (PaymentState.CREATED, PaymentState.CLOSED):
+        return "paid" if payment.state in MONEY_RECEIVED else "unpaid"
+    gateway = gateway_get(payment.gateway)
+    status = gateway.query(out_trade_no=payment.out_trade_no)
+    if status is None or not status.paid:
+        return "unknown" if status is None else "unpaid"
+    if status.amount is None or not status.transaction_id:
+        raise GatewayError(f"{payment.gateway} query for {payment.out_trade_no} lacks amount or transaction id")
+    notice = VerifiedNotification(
+        out_trade_no=payment.out_trade_no, transaction_id=status.transaction_id, amount=status.amount, paid=True
+    )
+    raw = json.dumps({"source": "query", "transaction_id": status.transaction_id, "amount": str(status.amount)})
+    _notice_apply(gateway=gateway, notice=notice, raw=raw, actor=actor)
+    return "paid"
+
+
+def payments_reconcile_due(*, now: datetime | None = None) -> int:
+    """Query the platform for payments still unconfirmed a few minutes after they started.
+    Returns how many were found paid. Platform errors are logged and retried next run."""
+    now = now or timezone.now()
+    found = 0
+    for payment_id in payments_awaiting_notification(now=now):
+        try:
+            found += payment_reconcile(payment_id=payment_id) == "paid"
+        except (GatewayError, GatewayNotFound):
+            logger.warning("could not reconcile payment %s", payment_id, exc_info=True)
+    return found
+
+
+def order_expire_reconciled(*, order_id: int, now: datetime | None = None) -> bool:
+    """Expire an unpaid order whose time is up — after asking the platform about each of its
+    payments, so a payment whose notification was lost is never expired away. Unpaid trades
+    are then closed at the platform. Returns True if the order expired.
+
+    While a platform cannot answer, the order waits (up to ORDER_EXPIRE_GRACE_MINUTES past its
+    time); a payment that still arrives later goes to the exception queue, never lost.
+    """
+    now = now or timezone.now()
+    order = Order.objects.get(pk=order_id)
+    if order.status != OrderStatus.PENDING or order.expires_at > now:
+        return False
+    unanswered = False
+    for payment in order.payments.filter(state=PaymentState.CREATED):
+        try:
+            if payment_reconcile(payment_id=payment.pk) == "paid":
+                return False
+        except (GatewayError, GatewayNotFound):
+            logger.warning("could not ask about payment %s before expiry", payment.out_trade_no, exc_info=True)
+            unanswered = True
+    if unanswered and now < order.expires_at + timedelta(minutes=settings.ORDER_EXPIRE_GRACE_MINUTES):
+        return False
+    if not order_expire(order_id=order_id):
+        return False
+    for payment in order.payments.filter(state=PaymentState.CREATED):
+        payment_close(payment_id=payment.pk)
+    return True
+
+
+def orders_expire_due(*, now: datetime | None = None) -> int:
+    now = now or timezone.now()
+    return sum(order_expire_reconciled(order_id=pk, now=now) for pk in orders_expired_ids(now=now))
+
+
+def payment_close(*, payment_id: int) -> bool:
+    """Close an unpaid trade at the platform so it can no longer be paid. Best effort: a payment
+    that still lands later goes to the exception queue (paid_after_expiry)."""
+    payment = Payment.objects.get(pk=payment_id)
+    try:
+        gateway_get(payment.gateway).close(out_trade_no=payment.out_trade_no)
+    except (GatewayError, GatewayNotFound):
+        logger.warning("could not close %s at %s", payment.out_trade_no, payment.gateway, exc_info=True)
+        return False
+    closed = Payment.objects.filter(pk=payment_id, state=PaymentState.CREATED).update(state=PaymentState.CLOSED)
+    return bool(closed)
+
+
+def duplicate_payments_queue() -> int:
+    """Put delivered orders holding an unrefunded duplicate payment into the exception queue
+    (a second payment that arrived while the first was still being delivered)."""
+    queued = 0
+    order_ids = (
+        Payment.objects.filter(state=PaymentState.DUPLICATE, order__status=OrderStatus.DELIVERED)
+        .values_list("order_id", flat=True)
+        .distinct()
+    )
+    for order_id in order_ids:
+        with transaction.atomic(durable=True):
+            order = order_lock(order_id)
+            queued += order_duplicate_payment_queue(order=order, note="second payment arrived during delivery")
+    return queued
+
+
+# --- Refunds -------------------------------------------------------------------------------
+
+
+class RefundRefused(Exception):
+    """This payment cannot be refunded (no money received, or a refund is live or done)."""
+
+
+def refund_request(*, payment_id: int, actor: str, reason: str = "") -> Refund:
+    """Refund a payment's money through its platform. Money moves.
+
+    The attempt row is written (and the one-live-refund-per-payment constraint checked) before
+    the platform is called; every attempt reuses the same out_refund_no, so a retry after a
+    timeout cannot refund twice. On success the payment is refunded and, when it was the order's
+    payment, the order leaves the exception queue as refunded; a refunded duplicate payment
+    returns its delivered order to delivered. Raises RefundRefused, GatewayError.
+    """
+    with transaction.atomic(durable=True):
+        payment = Payment.objects.select_for_update().get(pk=payment_id)
+        if payment.state not in MONEY_RECEIVED:
+            raise RefundRefused(f"payment {payment.out_trade_no} is {payment.state}: nothing to refund")
+        if payment.refunds.exclude(state=RefundState.FAILED).exists():
+            raise RefundRefused(f"payment {payment.out_trade_no} already has a refund")
+        refund = Refund.objects.create(
+            payment=payment,
+            out_refund_no=f"R{payment.out_trade_no}"[:64],
+            amount=payment.paid_amount,
+            reason=reason[:255],
+            requested_by=actor,
+        )
+        OrderEvent.objects.create(
+            order_id=payment.order_id, type="payments.refund.requested",
+            message=f"{payment.gateway} {refund.amount} ({refund.out_refund_no}) {reason}".strip(), actor=actor,
+        )
+    try:
+        result = gateway_get(payment.gateway).refund(
+            out_trade_no=payment.out_trade_no, out_refund_no=refund.out_refund_no,
+            amount=refund.amount, total=payment.paid_amount, reason=reason,
+        )
+    except (GatewayError, GatewayNotFound) as exc:
+        with transaction.atomic(durable=True):
+            Refund.objects.filter(pk=refund.pk).update(state=RefundState.FAILED, error=str(exc)[:2000], completed_at=timezone.now())
+            OrderEvent.objects.create(
+                order_id=payment.order_id, type="payments.refund.failed", message=str(exc)[:500], actor=actor
+            )
+        raise
+    with transaction.atomic(durable=True):
+        payment = Payment.objects.select_for_update().get(pk=payment_id)
+        was_duplicate = payment.state == PaymentState.DUPLICATE
+        Refund.objects.filter(pk=refund.pk).update(
+            state=RefundState.SUCCEEDED, platform_refund_id=result.refund_id[:64], completed_at=timezone.now()
+        )
+        Payment.objects.filter(pk=payment.pk).update(state=PaymentState.REFUNDED)
+        OrderEvent.objects.create(
+            order_id=payment.order_id, type="payments.refund.succeeded", message=refund.out_refund_no, actor=actor
+        )
+        order = order_lock(payment.order_id)
+        if order.status == OrderStatus.EXCEPTION:
+            if was_duplicate and order.exception_reason == ExceptionReason.DUPLICATE_PAYMENT:
+                order_resolve(order_id=order.pk, note=f"duplicate payment refunded ({refund.out_refund_no})", actor=actor)
+            elif not was_duplicate:
+                order_refunded(order_id=order.pk, note=refund.out_refund_no, actor=actor)
+    refund.refresh_from_db()
+    return refund

@@ -70,6 +70,7 @@ class ExceptionReason(models.TextChoices):
     AMOUNT_MISMATCH = "amount_mismatch", _("Amount mismatch")
     PAID_AFTER_EXPIRY = "paid_after_expiry", _("Paid after expiry")
     DELIVERY_FAILED = "delivery_failed", _("Delivery failed")
+    DUPLICATE_PAYMENT = "duplicate_payment", _("Paid twice")
 
 
 class ContactKind(models.TextChoices):

@@ -161,6 +161,7 @@ class PaymentReceived:
     order_id: int
     status: str
     needs_delivery: bool
+    duplicate: bool = False
 
 
 def order_payment_received(*, order_id: int, amount: Decimal, gateway: str, actor: str = "system") -> PaymentReceived:
@@ -168,7 +169,9 @@ def order_payment_received(*, order_id: int, amount: Decimal, gateway: str, acto
 
     pending and the amount equals the total → paid (the caller schedules delivery);
     amount differs → exception ``amount_mismatch``; expired or cancelled → exception
-    ``paid_after_expiry``. An order already past payment records the event and changes nothing.
+    ``paid_after_expiry``. An order another payment already paid gets ``duplicate=True``: a
+    delivered one goes to the exception queue (``duplicate_payment``) for a refund; one still
+    being delivered is queued by ``order_duplicate_payment_queue`` once it is delivered.
     """
     order = order_lock(order_id)
     note = f"{gateway}: {amount}"
@@ -190,12 +193,40 @@ def order_payment_received(*, order_id: int, amount: Decimal, gateway: str, acto
             actor=actor,
         )
     else:
-        # A second payment for an order that is already paid: keep the money visible to staff.
         OrderEvent.objects.create(
-            order=order, type="shop.order.payment_extra", message=f"another payment of {note}; refund it", actor=actor
+            order=order, type="shop.order.payment_duplicate", message=f"another payment of {note}; refund it", actor=actor
         )
-        logger.warning("order %s received an extra payment of %s", order.number, note)
+        logger.warning("order %s received a second payment of %s", order.number, note)
+        order_duplicate_payment_queue(order=order, note=f"second payment of {note}")
+        return PaymentReceived(order_id=order.pk, status=order.status, needs_delivery=False, duplicate=True)
     return PaymentReceived(order_id=order.pk, status=order.status, needs_delivery=order.status == S.PAID)
+
+
+def order_duplicate_payment_queue(*, order: Order, note: str) -> bool:
+    """Queue a locked, delivered order that was paid twice, so staff refund the extra payment.
+
+    An order still in flight (paid) or already in the queue is left alone; returns True if queued.
+    """
+    if order.status != S.DELIVERED:
+        return False
+    order_exception_enter(order=order, reason=ExceptionReason.DUPLICATE_PAYMENT, note=note)
+    return True
+
+
+def order_refunded(*, order_id: int, note: str, actor: str) -> Order:
+    """After the platform confirmed a refund of the order's payment: exception → refunded."""
+    order = order_lock(order_id)
+    order_transition(order=order, to=S.REFUNDED, event_type="shop.order.refunded", message=note, actor=actor)
+    return order
+
+
+def order_resolve(*, order_id: int, note: str, actor: str) -> Order:
+    """Take a delivered order with keys back out of the exception queue (e.g. after its
+    duplicate payment was refunded). Raises InvalidTransition from other states."""
+    order = order_lock(order_id)
+    if order.status != S.EXCEPTION:
+        raise InvalidTransition(f"order {order.number} is not in the exception queue")
+    return order_transition(order=order, to=S.DELIVERED, event_type="shop.order.resolved", message=note, actor=actor)
 
 
 def order_expire(*, order_id: int) -> bool:

@@ -109,6 +109,8 @@ class AlipayPlatform:
         self.app_key = _new_key("alipay-app")  # the merchant's application key; the platform holds its public half
         self.platform_key = _new_key("alipay-platform")  # Alipay's key; the merchant holds its public half
         self.trades: dict[str, dict] = {}
+        self.refunds: dict[str, dict] = {}  # out_request_no → refund: the platform's idempotency
+        self.closed: set[str] = set()
         self.requests: list[dict] = []
         self.down = False
 
@@ -195,6 +197,22 @@ class AlipayPlatform:
                 reply = {"code": "40004", "msg": "Business Failed", "sub_code": "ACQ.TRADE_NOT_EXIST"}
             else:
                 reply = {"code": "10000", "msg": "Success", "out_trade_no": request["biz"]["out_trade_no"], **trade}
+        elif params.get("method") == "alipay.trade.close":
+            out_trade_no = request["biz"].get("out_trade_no")
+            if out_trade_no in self.trades:
+                self.closed.add(out_trade_no)
+                reply = {"code": "10000", "msg": "Success", "out_trade_no": out_trade_no}
+            else:
+                reply = {"code": "40004", "msg": "Business Failed", "sub_code": "ACQ.TRADE_NOT_EXIST"}
+        elif params.get("method") == "alipay.trade.refund":
+            biz = request["biz"]
+            trade = self.trades.get(biz.get("out_trade_no"))
+            if trade is None:
+                reply = {"code": "40004", "msg": "Business Failed", "sub_code": "ACQ.TRADE_NOT_EXIST"}
+            else:
+                self.refunds.setdefault(biz["out_request_no"], {"out_trade_no": biz["out_trade_no"], "amount": biz["refund_amount"]})
+                reply = {"code": "10000", "msg": "Success", "trade_no": trade.get("trade_no", ""), "fund_change": "Y",
+                         "refund_fee": biz["refund_amount"], "out_trade_no": biz["out_trade_no"]}
         else:
             reply = {"code": "40004", "msg": "Business Failed", "sub_code": "ACQ.UNKNOWN_METHOD"}
         content_json = json.dumps(reply, ensure_ascii=False, separators=(",", ":"))
@@ -214,6 +232,8 @@ class WechatPayPlatform:
         self.platform_key = _new_key("wechat-platform")
         self.apiv3_key = secrets.token_hex(16)  # 32 characters
         self.trades: dict[str, dict] = {}
+        self.refunds: dict[str, dict] = {}
+        self.closed: set[str] = set()
         self.requests: list[dict] = []
         self.server = _Server(self._handle)
         self.certificate_serial = None
@@ -316,6 +336,17 @@ class WechatPayPlatform:
                 reply, status = {"code_url": "weixin://wxpay/bizpayurl?pr=" + secrets.token_hex(5)}, 200
             else:
                 reply, status = {"h5_url": "https://wx.tenpay.com/cgi-bin/mmpayweb-bin/checkmweb?prepay_id=wx" + secrets.token_hex(8)}, 200
+        elif path.startswith("/v3/pay/transactions/out-trade-no/") and path.endswith("/close"):
+            self.closed.add(path.split("/")[-2])
+            reply, status = None, 204
+        elif path == "/v3/refund/domestic/refunds":
+            body_json = request["json"]
+            refund = self.refunds.setdefault(
+                body_json["out_refund_no"],
+                {"refund_id": "50300" + secrets.token_hex(8), "out_trade_no": body_json.get("out_trade_no"), "amount": body_json["amount"]},
+            )
+            reply, status = {"refund_id": refund["refund_id"], "out_refund_no": body_json["out_refund_no"], "status": "SUCCESS",
+                             "amount": body_json["amount"]}, 200
         elif path.startswith("/v3/pay/transactions/out-trade-no/"):
             out_trade_no = path.rsplit("/", 1)[-1]
             trade = self.trades.get(out_trade_no)
@@ -325,7 +356,7 @@ class WechatPayPlatform:
                 reply, status = {"mchid": self.MCHID, "appid": self.APPID, "out_trade_no": out_trade_no, **trade}, 200
         else:
             reply, status = {"code": "NOT_FOUND", "message": "unknown path"}, 404
-        text = json.dumps(reply, ensure_ascii=False)
+        text = "" if reply is None else json.dumps(reply, ensure_ascii=False)
         response_headers = {"Content-Type": "application/json; charset=utf-8", **self.signed_headers(text)}
         return status, response_headers, text.encode()
 

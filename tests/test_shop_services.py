@@ -17,7 +17,7 @@ from shop.services import (
     order_lookup,
     order_transition,
 )
-from shop.tasks import orders_expire
+from payments.tasks import orders_expire
 from tests.factories import OrderFactory, ProductFactory, stock_product
 
 pytestmark = pytest.mark.django_db

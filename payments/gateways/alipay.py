@@ -22,13 +22,17 @@ from zoneinfo import ZoneInfo
 import alipay.aop.api.DefaultAlipayClient as sdk_client_module
 from alipay.aop.api.AlipayClientConfig import AlipayClientConfig
 from alipay.aop.api.DefaultAlipayClient import DefaultAlipayClient
+from alipay.aop.api.domain.AlipayTradeCloseModel import AlipayTradeCloseModel
 from alipay.aop.api.domain.AlipayTradePagePayModel import AlipayTradePagePayModel
 from alipay.aop.api.domain.AlipayTradePrecreateModel import AlipayTradePrecreateModel
 from alipay.aop.api.domain.AlipayTradeQueryModel import AlipayTradeQueryModel
+from alipay.aop.api.domain.AlipayTradeRefundModel import AlipayTradeRefundModel
 from alipay.aop.api.domain.AlipayTradeWapPayModel import AlipayTradeWapPayModel
+from alipay.aop.api.request.AlipayTradeCloseRequest import AlipayTradeCloseRequest
 from alipay.aop.api.request.AlipayTradePagePayRequest import AlipayTradePagePayRequest
 from alipay.aop.api.request.AlipayTradePrecreateRequest import AlipayTradePrecreateRequest
 from alipay.aop.api.request.AlipayTradeQueryRequest import AlipayTradeQueryRequest
+from alipay.aop.api.request.AlipayTradeRefundRequest import AlipayTradeRefundRequest
 from alipay.aop.api.request.AlipayTradeWapPayRequest import AlipayTradeWapPayRequest
 from alipay.aop.api.util.SignatureUtils import verify_with_rsa
 from django.conf import settings
@@ -43,6 +47,7 @@ from payments.gateways.base import (
     PaymentGateway,
     PaymentRequest,
     PaymentStatus,
+    RefundResult,
     VerifiedNotification,
 )
 from payments.keys import private_key_load, private_key_pkcs1_body, public_key_load, public_key_spki_body
@@ -250,6 +255,25 @@ class AlipayGateway(PaymentGateway):
             amount=Decimal(reply["total_amount"]) if reply.get("total_amount") else None,
             transaction_id=reply.get("trade_no", ""),
         )
+
+    def close(self, *, out_trade_no: str) -> None:
+        model = AlipayTradeCloseModel()
+        model.out_trade_no = out_trade_no
+        reply = self._execute(_client(self.config()), AlipayTradeCloseRequest(biz_model=model))
+        # A trade the buyer never opened does not exist at Alipay yet: nothing to close.
+        if reply.get("code") != "10000" and reply.get("sub_code") != "ACQ.TRADE_NOT_EXIST":
+            raise GatewayError(f"alipay close failed: {reply.get('sub_code') or reply.get('code')}")
+
+    def refund(self, *, out_trade_no: str, out_refund_no: str, amount: Decimal, total: Decimal, reason: str = "") -> RefundResult:
+        model = AlipayTradeRefundModel()
+        model.out_trade_no = out_trade_no
+        model.out_request_no = out_refund_no
+        model.refund_amount = _yuan(amount)
+        model.refund_reason = reason[:256] or None
+        reply = self._execute(_client(self.config()), AlipayTradeRefundRequest(biz_model=model))
+        if reply.get("code") != "10000":
+            raise GatewayError(f"alipay refund refused: {reply.get('sub_code') or reply.get('code')}")
+        return RefundResult(refund_id=reply.get("trade_no", ""))
 
     @staticmethod
     def _execute(client: DefaultAlipayClient, sdk_request) -> dict:

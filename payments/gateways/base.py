@@ -56,6 +56,11 @@ class PaymentStatus:
     transaction_id: str = ""
 
 
+@dataclass(frozen=True)
+class RefundResult:
+    refund_id: str
+
+
 class NotificationRejected(Exception):
     """The notification failed verification; nothing may change because of it."""
 
@@ -91,4 +96,15 @@ class PaymentGateway:
 
     def query(self, *, out_trade_no: str) -> PaymentStatus | None:
         """Ask the platform about a payment; None when the platform does not know it."""
+        raise NotImplementedError
+
+    def close(self, *, out_trade_no: str) -> None:
+        """Close an unpaid trade so it can no longer be paid. Raises GatewayError."""
+        raise NotImplementedError
+
+    def refund(
+        self, *, out_trade_no: str, out_refund_no: str, amount: Decimal, total: Decimal, reason: str = ""
+    ) -> RefundResult:
+        """Refund ``amount`` of a paid trade; the same ``out_refund_no`` is the same refund at the
+        platform. Raises GatewayError when the platform refuses or cannot be reached."""
         raise NotImplementedError

@@ -23,6 +23,7 @@ from payments.gateways.base import (
     PaymentGateway,
     PaymentRequest,
     PaymentStatus,
+    RefundResult,
     VerifiedNotification,
 )
 
@@ -95,3 +96,9 @@ class SandboxGateway(PaymentGateway):
     def query(self, *, out_trade_no: str) -> PaymentStatus | None:
         # The sandbox keeps no state of its own: the notification is its only word.
         return None
+
+    def close(self, *, out_trade_no: str) -> None:
+        return None
+
+    def refund(self, *, out_trade_no: str, out_refund_no: str, amount: Decimal, total: Decimal, reason: str = "") -> RefundResult:
+        return RefundResult(refund_id=f"SBX-{out_refund_no}")

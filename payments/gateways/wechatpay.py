@@ -34,6 +34,7 @@ from payments.gateways.base import (
     PaymentGateway,
     PaymentRequest,
     PaymentStatus,
+    RefundResult,
     VerifiedNotification,
 )
 from payments.keys import private_key_load, private_key_pkcs8_pem, public_key_load, public_key_spki_pem
@@ -267,3 +268,26 @@ class WechatPayGateway(PaymentGateway):
             amount=Decimal(total) / 100 if isinstance(total, int) else None,
             transaction_id=reply.get("transaction_id", ""),
         )
+
+    def close(self, *, out_trade_no: str) -> None:
+        try:
+            code, message = _client(self.config()).close(out_trade_no=out_trade_no)
+        except Exception as exc:  # noqa: BLE001
+            raise GatewayError(f"wechatpay close failed: {type(exc).__name__}") from exc
+        if code not in (200, 204):
+            raise GatewayError(f"wechatpay close refused: {code}")
+
+    def refund(self, *, out_trade_no: str, out_refund_no: str, amount: Decimal, total: Decimal, reason: str = "") -> RefundResult:
+        try:
+            code, message = _client(self.config()).refund(
+                out_refund_no=out_refund_no,
+                out_trade_no=out_trade_no,
+                amount={"refund": _fen(amount), "total": _fen(total), "currency": "CNY"},
+                reason=reason[:80] or None,
+            )
+        except Exception as exc:  # noqa: BLE001
+            raise GatewayError(f"wechatpay refund failed: {type(exc).__name__}") from exc
+        reply = self._reply(code, message, "refund_id")
+        if reply.get("status") not in ("SUCCESS", "PROCESSING"):
+            raise GatewayError(f"wechatpay refund status {reply.get('status')}")
+        return RefundResult(refund_id=reply["refund_id"])
