@@ -352,3 +352,32 @@ def refund_request(*, payment_id: int, actor: str, reason: str = "") -> Refund:
                 order_refunded(order_id=order.pk, note=refund.out_refund_no, actor=actor)
     refund.refresh_from_db()
     return refund
+
+
+def order_refund(*, order_id: int, actor: str, reason: str = "") -> Refund:
+    """Staff action on an exception-queue order: refund the payment that needs it — the
+    duplicate one for ``duplicate_payment``, otherwise the order's own. Raises RefundRefused."""
+    order = Order.objects.get(pk=order_id)
+    if order.status != OrderStatus.EXCEPTION:
+        raise RefundRefused(f"order {order.number} is {order.status}; only exception-queue orders are refunded here")
+    wanted = [PaymentState.DUPLICATE] if order.exception_reason == ExceptionReason.DUPLICATE_PAYMENT else [
+        PaymentState.SUCCEEDED, PaymentState.MISMATCHED
+    ]
+    payment = order.payments.filter(state__in=wanted).order_by("confirmed_at").first()
+    if payment is None:
+        raise RefundRefused(f"order {order.number} has no payment to refund")
+    return refund_request(payment_id=payment.pk, actor=actor, reason=reason)
+
+
+def orders_query_platform(*, order_ids: list[int], actor: str) -> list[tuple[Order, str]]:
+    """Staff action: ask the platform about each order's unconfirmed payments now."""
+    results = []
+    for order in Order.objects.filter(pk__in=order_ids):
+        outcomes = []
+        for payment in order.payments.filter(state__in=[PaymentState.CREATED, PaymentState.CLOSED]):
+            try:
+                outcomes.append(f"{payment.gateway} {payment_reconcile(payment_id=payment.pk, actor=actor)}")
+            except (GatewayError, GatewayNotFound) as exc:
+                outcomes.append(f"{payment.gateway} error: {exc}")
+        results.append((order, ", ".join(outcomes) or "no unconfirmed payment"))
+    return results

@@ -61,6 +61,14 @@ class OrderAdmin(admin.ModelAdmin):
     readonly_fields = ORDER_READONLY
     fields = ORDER_READONLY
     inlines = [OrderEventInline]
+    actions = ["query_platform"]
+
+    @admin.action(description=_("Query the payment platform now"), permissions=["change"])
+    def query_platform(self, request, queryset):
+        from payments.services import orders_query_platform
+
+        for order, outcome in orders_query_platform(order_ids=list(queryset.values_list("pk", flat=True)), actor=request.user.get_username()):
+            self.message_user(request, f"{order.number}: {outcome}", messages.INFO)
 
     def has_add_permission(self, request) -> bool:
         return False
@@ -74,12 +82,12 @@ class ExceptionQueueAdmin(OrderAdmin):
     list_display = ["number", "exception_reason", "exception_at", "product", "quantity", "total", "contact", "exception_note"]
     list_filter = ["exception_reason", "product"]
     date_hierarchy = None
-    actions = ["retry_delivery"]
+    actions = ["retry_delivery", "refund"]
 
     def get_queryset(self, request):
         return super().get_queryset(request).filter(status=OrderStatus.EXCEPTION).order_by(F("exception_at").asc(nulls_first=True))
 
-    @admin.action(description=_("Retry delivery"), permissions=["change"])
+    @admin.action(description=_("Retry delivery (deliver anyway)"), permissions=["change"])
     def retry_delivery(self, request, queryset):
         delivered = 0
         for order in queryset.order_by("exception_at"):
@@ -95,6 +103,18 @@ class ExceptionQueueAdmin(OrderAdmin):
             _("%(delivered)d delivered; %(left)d still in the queue.") % {"delivered": delivered, "left": left},
             messages.SUCCESS if delivered else messages.WARNING,
         )
+
+    @admin.action(description=_("Refund through the payment platform"), permissions=["change"])
+    def refund(self, request, queryset):
+        from payments.services import order_refund
+
+        for order in queryset:
+            try:
+                refund = order_refund(order_id=order.pk, actor=request.user.get_username(), reason=order.get_exception_reason_display())
+            except Exception as exc:  # noqa: BLE001 - RefundRefused, GatewayError: tell staff, change nothing
+                self.message_user(request, f"{order.number}: {exc}", messages.ERROR)
+            else:
+                self.message_user(request, f"{order.number}: {refund.get_state_display()} ({refund.out_refund_no})", messages.SUCCESS)
 
     def has_change_permission(self, request, obj=None) -> bool:
         return request.user.has_perm("shop.change_order")

@@ -65,3 +65,25 @@ def wait_until(predicate, *, timeout: float = 30.0, interval: float = 0.05, mess
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout}s waiting for {message}")
         time.sleep(interval)
+
+
+@pytest.fixture
+def alipay(settings, monkeypatch):
+    """The Alipay simulator, configured in the shop; the SDK's HTTP POST goes to it."""
+    from tests.payment_platforms import AlipayPlatform
+
+    platform = AlipayPlatform()
+    platform.apply(settings)
+    monkeypatch.setattr("alipay.aop.api.DefaultAlipayClient.do_post", platform.transport)
+    return platform
+
+
+@pytest.fixture
+def wechat(settings):
+    """The WeChat Pay simulator (public-key mode) serving its API on loopback."""
+    from tests.payment_platforms import WechatPayPlatform
+
+    platform = WechatPayPlatform()
+    platform.apply(settings)
+    yield platform
+    platform.close()

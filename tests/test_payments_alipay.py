@@ -17,20 +17,11 @@ from payments.gateways.alipay import AlipayGateway, alipay_settings_load
 from payments.models import Payment, PaymentNotification
 from shop.models import ExceptionReason, OrderStatus
 from tests.factories import ProductFactory, stock_product
-from tests.payment_platforms import AlipayPlatform
 from tests.storefront import checkout, post_notification
 
 pytestmark = pytest.mark.django_db
 
 IPHONE = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 Mobile/15E148"
-
-
-@pytest.fixture
-def alipay(settings, monkeypatch):
-    platform = AlipayPlatform()
-    platform.apply(settings)
-    monkeypatch.setattr("alipay.aop.api.DefaultAlipayClient.do_post", platform.transport)
-    return platform
 
 
 @pytest.fixture

@@ -25,14 +25,6 @@ ANDROID = "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 Chrome/12
 
 
 @pytest.fixture
-def wechat(settings):
-    platform = WechatPayPlatform()
-    platform.apply(settings)
-    yield platform
-    platform.close()
-
-
-@pytest.fixture
 def wechat_order(client, wechat):
     product = ProductFactory(price=Decimal("15.00"))
     keys = stock_product(product, 3)
