@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.urls import reverse
 from django.utils import timezone
 
@@ -32,6 +32,7 @@ from payments.models import (
     Refund,
     RefundState,
 )
+from payments.lock_objects import payment_lock
 from payments.registry import GatewayNotFound, gateway_get
 from payments.selectors import payments_awaiting_notification
 from shop.lock_objects import order_lock
@@ -134,28 +135,47 @@ def notification_receive(
     return _notice_apply(gateway=gateway, notice=notice, raw=raw)
 
 
-def _notice_apply(*, gateway: PaymentGateway, notice: VerifiedNotification, raw: str, actor: str = "system") -> NotificationOutcome:
-    """Apply a verified notice (from a notification or a platform query) exactly once."""
-    with transaction.atomic(durable=True):
-        payment = (
-            Payment.objects.select_for_update()
-            .filter(out_trade_no=notice.out_trade_no, gateway=gateway.identifier)
-            .first()
+_LEDGER_INSERT_SQL = """
+    INSERT INTO {table} (gateway, transaction_id, out_trade_no, payment_id, raw_payload, verdict, reason,
+                         times_received, received_at, last_received_at)
+    VALUES (%s, %s, %s, %s, %s, %s, '', 1, %s, %s)
+    ON CONFLICT (gateway, transaction_id) DO NOTHING
+    RETURNING id
+"""
+
+
+def _ledger_record(*, gateway: str, notice: VerifiedNotification, payment_id: int, raw: str) -> bool:
+    """Record a verified notice in the ledger; False when its transaction id was seen before
+    (then only ``times_received`` goes up). One statement either way: this runs for every
+    notification, and the ORM's get_or_create costs a SELECT and a savepoint on top."""
+    table = PaymentNotification._meta.db_table
+    now = connection.ops.adapt_datetimefield_value(timezone.now())
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _LEDGER_INSERT_SQL.format(table=table),
+            [gateway, notice.transaction_id, notice.out_trade_no, payment_id, raw, NotificationVerdict.ACCEPTED, now, now],
         )
+        if cursor.fetchone() is not None:
+            return True
+        cursor.execute(
+            f"UPDATE {table} SET times_received = times_received + 1, last_received_at = %s"
+            " WHERE gateway = %s AND transaction_id = %s",
+            [now, gateway, notice.transaction_id],
+        )
+    return False
+
+
+def _notice_apply(*, gateway: PaymentGateway, notice: VerifiedNotification, raw: str, actor: str = "system") -> NotificationOutcome:
+    """Apply a verified notice (from a notification or a platform query) exactly once.
+
+    The payment row is locked first: duplicate, replayed and concurrent copies queue here, and
+    the ledger's unique transaction id lets exactly one of them through.
+    """
+    with transaction.atomic(durable=True):
+        payment = payment_lock(out_trade_no=notice.out_trade_no, gateway=gateway.identifier)
         if payment is None:
             return _rejected(gateway=gateway, raw=raw, reason="unknown out_trade_no", out_trade_no=notice.out_trade_no)
-        ledger, created = PaymentNotification.objects.get_or_create(
-            gateway=gateway.identifier,
-            transaction_id=notice.transaction_id,
-            defaults={
-                "out_trade_no": notice.out_trade_no,
-                "payment": payment,
-                "raw_payload": raw,
-                "verdict": NotificationVerdict.ACCEPTED,
-            },
-        )
-        if not created:
-            PaymentNotification.objects.filter(pk=ledger.pk).update(times_received=ledger.times_received + 1)
+        if not _ledger_record(gateway=gateway.identifier, notice=notice, payment_id=payment.pk, raw=raw):
             return NotificationOutcome(accepted=True, verdict=NotificationVerdict.DUPLICATE)
         if notice.paid:
             payment_confirm(payment=payment, notice=notice, actor=actor)
@@ -181,7 +201,18 @@ def payment_confirm(*, payment: Payment, notice: VerifiedNotification, actor: st
     )
     if received.duplicate:
         payment.state = PaymentState.DUPLICATE
-    payment.save(update_fields=["paid_amount", "transaction_id", "confirmed_at", "state"])
+    with connection.cursor() as cursor:  # hand-written: once per notification (bench/notify.py)
+        cursor.execute(
+            f"UPDATE {Payment._meta.db_table} SET paid_amount = %s, transaction_id = %s, confirmed_at = %s, state = %s"
+            " WHERE id = %s",
+            [
+                connection.ops.adapt_decimalfield_value(payment.paid_amount, 12, 2),
+                payment.transaction_id,
+                connection.ops.adapt_datetimefield_value(payment.confirmed_at),
+                payment.state,
+                payment.pk,
+            ],
+        )
     if received.needs_delivery:
         order_delivery_schedule(order_id=payment.order_id)
     return payment.state

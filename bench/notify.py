@@ -1,0 +1,219 @@
+#!/usr/bin/env python
+"""Verified Alipay notifications per second through the real endpoint under gunicorn.
+
+Prepares N pending orders with Alipay payments, signs one genuine notification for each with
+the platform simulator's keys, starts gunicorn on loopback (as docker-compose does) and drives
+``POST /payments/alipay/notify/`` with wrk, each request a different notification, then drives
+``GET /healthz`` (a one-query Django view) the same way. Prints requests/s, p50 and p99 of both
+and their ratio. Targets on the 2-core machine: >= 500 notifications/s, p99 <= 50 ms, >= 0.4 of
+the bare view's rate.
+
+    .venv/bin/python bench/notify.py [--seconds 10] [--connections 16] [--workers 4]
+
+Needs wrk (Debian: apt-get install wrk), PostgreSQL on 127.0.0.1 and Redis (the delivery tasks
+the notifications send go to Redis database 14; no worker consumes them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlencode
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+LUA = r"""
+local bodies = {}
+local index = 0
+local threads = 1
+local counter = 0
+function setup(thread)
+  thread:set("thread_id", counter)
+  counter = counter + 1
+end
+function init(args)
+  threads = tonumber(args[2])
+  local n = 0
+  for line in io.lines(args[1]) do
+    if n % threads == thread_id then bodies[#bodies + 1] = line end
+    n = n + 1
+  end
+end
+function request()
+  index = index + 1
+  local body = bodies[((index - 1) % #bodies) + 1]
+  return wrk.format("POST", "/payments/alipay/notify/", {["Content-Type"] = "application/x-www-form-urlencoded"}, body)
+end
+"""
+
+
+def _wrk(url: str, seconds: int, connections: int, threads: int, script: list[str] | None = None) -> dict:
+    command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency"]
+    if script:
+        command += ["-s", script[0], url, "--", *script[1:]]
+    else:
+        command.append(url)
+    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    latency = dict(re.findall(r"^\s+(50|99)%\s+([\d.]+\w+)", out, re.M))
+
+    def ms(text: str) -> float:
+        value, unit = re.match(r"([\d.]+)(\w+)", text).groups()
+        return float(value) * {"us": 0.001, "ms": 1, "s": 1000}[unit]
+
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+        "requests": int(re.search(r"(\d+) requests in", out).group(1)),
+        "p50": ms(latency["50"]),
+        "p99": ms(latency["99"]),
+        "errors": int(errors.group(1)) if errors else 0,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=4, help="gunicorn sync workers")
+    parser.add_argument("--orders", type=int, default=15000)
+    parser.add_argument("--server", default="postgres://postgres@127.0.0.1:5432")
+    parser.add_argument("--database", default="kameng_bench_notify")
+    options = parser.parse_args()
+    if not shutil.which("wrk"):
+        print("error: wrk is not installed (Debian: apt-get install wrk)", file=sys.stderr)
+        return 2
+
+    import psycopg2
+
+    admin = psycopg2.connect(f"{options.server}/postgres")
+    admin.autocommit = True
+    with admin.cursor() as cursor:
+        cursor.execute(f'DROP DATABASE IF EXISTS "{options.database}" WITH (FORCE)')
+        cursor.execute(f'CREATE DATABASE "{options.database}"')
+    admin.close()
+
+    from cryptography.hazmat.primitives import serialization
+
+    from tests.payment_platforms import AlipayPlatform
+
+    platform = AlipayPlatform()
+    work = Path(tempfile.mkdtemp(prefix="kameng-bench-"))
+    port = 18000 + secrets.randbelow(1000)
+    env = {
+        **os.environ,
+        "KAMENG_ENV_FILE": str(ROOT / ".env"),
+        "DATABASE_URL": f"{options.server}/{options.database}",
+        "CELERY_BROKER_URL": "redis://127.0.0.1:6379/14",
+        "DEBUG": "false",
+        "ALLOWED_HOSTS": "127.0.0.1",
+        "SECURE_SSL_REDIRECT": "false",
+        "STATIC_ROOT": str(work / "static"),
+        "LOG_LEVEL": "WARNING",
+        "CONN_MAX_AGE": "600",
+        "ALIPAY_APP_ID": platform.APP_ID,
+        "ALIPAY_SELLER_ID": platform.SELLER_ID,
+        "ALIPAY_APP_PRIVATE_KEY": platform.app_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ).decode(),
+        "ALIPAY_PUBLIC_KEY": platform.platform_key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        ).decode(),
+    }
+    os.environ.update(env)
+    os.environ["DJANGO_SETTINGS_MODULE"] = "kameng.settings"
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+    call_command("collectstatic", "--noinput", verbosity=0)
+    bodies = _prepare(options.orders, platform)
+    lines = work / "notifications.txt"
+    lines.write_text("\n".join(bodies) + "\n")
+    script = work / "notify.lua"
+    script.write_text(LUA)
+    from django.db import connections
+
+    connections.close_all()
+
+    gunicorn = subprocess.Popen(
+        [str(Path(sys.executable).parent / "gunicorn"), "kameng.wsgi:application", "--bind", f"127.0.0.1:{port}",
+         "--workers", str(options.workers), "--log-level", "warning"],
+        cwd=ROOT, env=env, start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).read()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        base = f"http://127.0.0.1:{port}"
+        _wrk(f"{base}/healthz", 2, options.connections, options.threads)  # warm every worker up
+        bare = _wrk(f"{base}/healthz", options.seconds, options.connections, options.threads)
+        notify = _wrk(base, options.seconds, options.connections, options.threads,
+                      script=[str(script), str(lines), str(options.threads)])
+    finally:
+        gunicorn.terminate()
+        gunicorn.wait(timeout=30)
+
+    from payments.models import PaymentNotification
+
+    accepted = PaymentNotification.objects.filter(verdict="accepted").count()
+    rejected = PaymentNotification.objects.filter(verdict="rejected").count()
+    print(f"gunicorn {options.workers} sync workers, wrk {options.threads} threads x {options.connections} connections, "
+          f"{options.seconds}s each, PostgreSQL + Redis on loopback")
+    print(f"bare one-query view GET /healthz      : {bare['rps']:8.1f} req/s  p50 {bare['p50']:6.2f} ms  p99 {bare['p99']:6.2f} ms")
+    print(f"Alipay notify (RSA2 verify + confirm) : {notify['rps']:8.1f} req/s  p50 {notify['p50']:6.2f} ms  p99 {notify['p99']:6.2f} ms")
+    print(f"ratio notify / bare view              : {notify['rps'] / bare['rps']:.2f}   (targets: >= 500/s, p99 <= 50 ms, ratio >= 0.4)")
+    print(f"notifications: {notify['requests']} sent, {accepted} accepted first time, {rejected} rejected, "
+          f"{notify['errors']} non-2xx answers")
+    return 0 if notify["errors"] == 0 and rejected == 0 else 1
+
+
+def _prepare(count: int, platform) -> list[str]:
+    """``count`` pending orders with Alipay payments, and one signed notification body each."""
+    from datetime import timedelta
+    from decimal import Decimal
+
+    from django.utils import timezone
+
+    from payments.models import Payment
+    from shop.models import Category, Order, Product
+
+    category = Category.objects.create(slug="bench", name="bench")
+    product = Product.objects.create(category=category, slug="bench", name="bench", price=Decimal("9.90"))
+    now = timezone.now()
+    orders = Order.objects.bulk_create(
+        [
+            Order(number=f"B{i:019d}", access_token=secrets.token_urlsafe(24), product=product, quantity=1,
+                  unit_price=Decimal("9.90"), total=Decimal("9.90"), contact="13800138000", contact_kind="mobile",
+                  query_password_hash="-", expires_at=now + timedelta(hours=1))
+            for i in range(count)
+        ],
+        batch_size=2000,
+    )
+    payments = Payment.objects.bulk_create(
+        [Payment(order=o, gateway="alipay", out_trade_no=f"{o.number}P", amount=Decimal("9.90")) for o in orders],
+        batch_size=2000,
+    )
+    return [urlencode(platform.notification(out_trade_no=p.out_trade_no, amount="9.90")) for p in payments]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
