@@ -268,3 +268,69 @@ def test_notification_racing_the_reconciliation_query_confirms_once(alipay, prod
     assert order.status == OrderStatus.DELIVERED
     assert CardKey.objects.filter(order=order).count() == 1
     assert order.events.filter(type="shop.order.paid").count() == 1
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_same_alipay_notification_ten_times_concurrently_delivers_once(alipay, product):
+    client = Client()
+    order = checkout(client, product)
+    payment = start(client, order)
+    fields = alipay.notification(out_trade_no=payment.out_trade_no, amount="30.00")
+    barrier = threading.Barrier(10)
+
+    def notify():
+        barrier.wait(timeout=10)
+        try:
+            return post_notification(Client(), fields, "alipay").content
+        finally:
+            connections.close_all()
+
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        answers = [f.result() for f in [pool.submit(notify) for _ in range(10)]]
+
+    assert answers == [b"success"] * 10
+    assert CardKey.objects.filter(order=order).count() == 1
+    assert PaymentNotification.objects.get().times_received == 10
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_wechat_notification_racing_the_expiry_task_ends_delivered_or_queued(wechat):
+    product = ProductFactory(price=Decimal("30.00"))
+    stock_product(product, 10)
+    outcomes = []
+    for _ in range(8):
+        client = Client()
+        order = checkout(client, product)
+        payment = start(client, order, "wechatpay")
+        Order.objects.filter(pk=order.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+        headers, body = wechat.notification(out_trade_no=payment.out_trade_no, amount=payment.amount)
+        barrier = threading.Barrier(2)
+
+        def notify():
+            barrier.wait(timeout=10)
+            try:
+                return Client().post(reverse("payments:notify", args=["wechatpay"]), body, content_type="application/json", headers=headers).status_code
+            finally:
+                connections.close_all()
+
+        def expire():
+            barrier.wait(timeout=10)
+            try:
+                return orders_expire()
+            finally:
+                connections.close_all()
+
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            notified, expired = pool.submit(notify), pool.submit(expire)
+            assert notified.result() == 204
+            expired.result()
+        order.refresh_from_db()
+        keys = CardKey.objects.filter(order=order).count()
+        if order.status == OrderStatus.DELIVERED:
+            assert keys == order.quantity
+        else:
+            assert (order.status, order.exception_reason, keys) == (OrderStatus.EXCEPTION, ExceptionReason.PAID_AFTER_EXPIRY, 0)
+        outcomes.append(order.status)
+    assert set(outcomes) <= {OrderStatus.DELIVERED, OrderStatus.EXCEPTION}
