@@ -45,6 +45,8 @@ bench: setup
 
 messages: setup
 	$(PY) manage.py makemessages -l zh_Hans --ignore=.venv --ignore=tests --ignore=bench
+	# Chinese has one plural form; msgmerge keeps adding a second, empty one.
+	sed -i '/^msgstr\[1\] ""$$/d' locale/zh_Hans/LC_MESSAGES/django.po
 	$(PY) manage.py compilemessages --ignore=.venv
 
 clean:
