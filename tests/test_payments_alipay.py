@@ -236,3 +236,16 @@ def test_misconfiguration_names_the_variable(settings, alipay, overrides, variab
 
     with pytest.raises(ImproperlyConfigured, match=variable):
         alipay_settings_load()
+
+
+def test_return_page_shows_the_real_status_and_confirms_nothing(client, alipay, alipay_order):
+    order, keys = alipay_order
+    payment, _ = start(client, order)
+    # What Alipay appends to return_url after the buyer pays: signed, but never trusted here.
+    returned = alipay.notification(out_trade_no=payment.out_trade_no, amount="48.00")
+
+    page = client.get(reverse("shop:order", args=[order.access_token]), returned).content.decode()
+
+    order.refresh_from_db()
+    assert order.status == OrderStatus.PENDING and not any(k in page for k in keys)
+    assert not PaymentNotification.objects.exists()

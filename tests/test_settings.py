@@ -84,3 +84,19 @@ def test_secrets_may_come_from_files(tmp_path):
     result = manage("check", "--deploy", "--fail-level", "WARNING", env=env)
 
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    "overrides, variable",
+    [
+        ({"ALIPAY_APP_ID": "2021000123456789", "ALIPAY_APP_PRIVATE_KEY": "not a key", "ALIPAY_PUBLIC_KEY": "MIIB"}, "ALIPAY_APP_PRIVATE_KEY"),
+        ({"ALIPAY_APP_ID": "2021000123456789"}, "ALIPAY_APP_PRIVATE_KEY"),
+        ({"WECHATPAY_MCHID": "1900000109"}, "WECHATPAY_APPID"),
+    ],
+    ids=["alipay-malformed-key", "alipay-half-configured", "wechat-half-configured"],
+)
+def test_payment_misconfiguration_stops_start_up_naming_the_variable(overrides, variable):
+    result = manage("check", env=production_env(**overrides))
+
+    assert result.returncode != 0
+    assert variable in result.stderr
