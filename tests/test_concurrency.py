@@ -24,6 +24,7 @@ from tests.conftest import wait_until
 from tests.factories import OrderFactory, ProductFactory, stock_product
 from tests.platforms import sandbox_notification
 from tests.processes import flush_test_broker, service_env, start_worker, worker_database_url
+from tests.races import run_together
 from tests.storefront import post_notification
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
@@ -59,7 +60,7 @@ def test_same_notification_ten_times_concurrently_confirms_and_delivers_once():
     payment = _pending_payment(product, quantity=2)
     fields = sandbox_notification(out_trade_no=payment.out_trade_no, amount=payment.amount)
 
-    answers = _post_from_threads([fields] * 10, clients=10)
+    answers = run_together(*[lambda: post_notification(Client(), fields).content] * 10)
 
     assert answers == [b"success"] * 10
     order = Order.objects.get(pk=payment.order_id)
@@ -79,26 +80,11 @@ def test_expiry_racing_a_late_payment_ends_delivered_or_queued_never_both():
     Order.objects.update(expires_at=timezone.now() - timedelta(seconds=1))
 
     def race(payment):
-        barrier = threading.Barrier(2)
         fields = sandbox_notification(out_trade_no=payment.out_trade_no, amount=payment.amount)
-
-        def expire():
-            barrier.wait(timeout=10)
-            try:
-                return order_expire(order_id=payment.order_id)
-            finally:
-                connections.close_all()
-
-        def notify():
-            barrier.wait(timeout=10)
-            try:
-                return post_notification(Client(), fields).content
-            finally:
-                connections.close_all()
-
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            expired, answer = pool.submit(expire), pool.submit(notify)
-            return expired.result(), answer.result()
+        return run_together(
+            lambda: order_expire(order_id=payment.order_id),
+            lambda: post_notification(Client(), fields).content,
+        )
 
     outcomes = [race(p) for p in payments]
 

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from decimal import Decimal
 
 import pytest
-from django.db import connections
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
@@ -20,6 +17,7 @@ from payments.services import RefundRefused, refund_request
 from payments.tasks import orders_expire, payments_reconcile
 from shop.models import ExceptionReason, Order, OrderStatus
 from tests.factories import ProductFactory, stock_product
+from tests.races import run_together
 from tests.storefront import checkout, post_notification
 
 pytestmark = pytest.mark.django_db
@@ -243,25 +241,8 @@ def test_notification_racing_the_reconciliation_query_confirms_once(alipay, prod
     paid_at_alipay(alipay, payment, trade_no="RACE1")
     age(payment)
     fields = alipay.notification(out_trade_no=payment.out_trade_no, amount="30.00", trade_no="RACE1")
-    barrier = threading.Barrier(2)
 
-    def notify():
-        barrier.wait(timeout=10)
-        try:
-            return post_notification(Client(), fields, "alipay").content
-        finally:
-            connections.close_all()
-
-    def reconcile():
-        barrier.wait(timeout=10)
-        try:
-            return payments_reconcile()
-        finally:
-            connections.close_all()
-
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        notified, reconciled = pool.submit(notify), pool.submit(reconcile)
-        answer, _ = notified.result(), reconciled.result()
+    answer, _ = run_together(lambda: post_notification(Client(), fields, "alipay").content, payments_reconcile)
 
     assert answer == b"success"
     order.refresh_from_db()
@@ -277,17 +258,8 @@ def test_same_alipay_notification_ten_times_concurrently_delivers_once(alipay, p
     order = checkout(client, product)
     payment = start(client, order)
     fields = alipay.notification(out_trade_no=payment.out_trade_no, amount="30.00")
-    barrier = threading.Barrier(10)
 
-    def notify():
-        barrier.wait(timeout=10)
-        try:
-            return post_notification(Client(), fields, "alipay").content
-        finally:
-            connections.close_all()
-
-    with ThreadPoolExecutor(max_workers=10) as pool:
-        answers = [f.result() for f in [pool.submit(notify) for _ in range(10)]]
+    answers = run_together(*[lambda: post_notification(Client(), fields, "alipay").content] * 10)
 
     assert answers == [b"success"] * 10
     assert CardKey.objects.filter(order=order).count() == 1
@@ -306,26 +278,14 @@ def test_wechat_notification_racing_the_expiry_task_ends_delivered_or_queued(wec
         payment = start(client, order, "wechatpay")
         Order.objects.filter(pk=order.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
         headers, body = wechat.notification(out_trade_no=payment.out_trade_no, amount=payment.amount)
-        barrier = threading.Barrier(2)
+        notify_url = reverse("payments:notify", args=["wechatpay"])
 
-        def notify():
-            barrier.wait(timeout=10)
-            try:
-                return Client().post(reverse("payments:notify", args=["wechatpay"]), body, content_type="application/json", headers=headers).status_code
-            finally:
-                connections.close_all()
+        status, _expired = run_together(
+            lambda: Client().post(notify_url, body, content_type="application/json", headers=headers).status_code,
+            orders_expire,
+        )
 
-        def expire():
-            barrier.wait(timeout=10)
-            try:
-                return orders_expire()
-            finally:
-                connections.close_all()
-
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            notified, expired = pool.submit(notify), pool.submit(expire)
-            assert notified.result() == 204
-            expired.result()
+        assert status == 204
         order.refresh_from_db()
         keys = CardKey.objects.filter(order=order).count()
         if order.status == OrderStatus.DELIVERED:

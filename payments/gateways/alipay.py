@@ -16,7 +16,7 @@ import logging
 import types
 from collections.abc import Mapping
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from functools import lru_cache
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
@@ -53,6 +53,7 @@ from payments.gateways.base import (
     PaymentStatus,
     RefundResult,
     VerifiedNotification,
+    yuan_parse,
 )
 from payments.keys import private_key_load, private_key_pkcs1_body, public_key_load, public_key_spki_body
 
@@ -151,16 +152,6 @@ def _yuan(amount: Decimal) -> str:
     return f"{amount:.2f}"
 
 
-def _amount(text: str) -> Decimal:
-    try:
-        amount = Decimal(text)
-    except (InvalidOperation, TypeError):
-        raise NotificationRejected("bad total_amount") from None
-    if not amount.is_finite() or amount <= 0 or amount != amount.quantize(Decimal("0.01")):
-        raise NotificationRejected("bad total_amount")
-    return amount
-
-
 class AlipayGateway(PaymentGateway):
     identifier = "alipay"
     verbose_name = _("Alipay")
@@ -238,7 +229,7 @@ class AlipayGateway(PaymentGateway):
         return VerifiedNotification(
             out_trade_no=fields["out_trade_no"],
             transaction_id=fields["trade_no"],
-            amount=_amount(fields["total_amount"]),
+            amount=yuan_parse(fields["total_amount"], field="total_amount"),
             paid=fields["trade_status"] in PAID_STATUSES,
         )
 

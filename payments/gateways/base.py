@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from decimal import Decimal
+import time
+from decimal import Decimal, InvalidOperation
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,27 @@ class NotificationRejected(Exception):
 
 class GatewayError(Exception):
     """The platform could not be asked, or refused a request (transient unless it says so)."""
+
+
+def unix_timestamp_check_fresh(text: str, *, max_age_seconds: int, field: str) -> None:
+    """Refuse a notification whose Unix timestamp is further than ``max_age_seconds`` from now."""
+    try:
+        sent_at = int(text)
+    except (TypeError, ValueError):
+        raise NotificationRejected(f"bad {field}") from None
+    if abs(time.time() - sent_at) > max_age_seconds:
+        raise NotificationRejected("stale notification")
+
+
+def yuan_parse(text: str, *, field: str) -> Decimal:
+    """A platform's yuan string ("48.00") as a positive Decimal with at most 2 places."""
+    try:
+        amount = Decimal(text)
+    except (InvalidOperation, TypeError):
+        raise NotificationRejected(f"bad {field}") from None
+    if not amount.is_finite() or amount <= 0 or amount != amount.quantize(Decimal("0.01")):
+        raise NotificationRejected(f"bad {field}")
+    return amount
 
 
 class PaymentGateway:

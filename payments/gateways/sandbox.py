@@ -11,7 +11,7 @@ import hmac
 import secrets
 import time
 from collections.abc import Mapping
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
 from django.conf import settings
 from django.urls import reverse
@@ -25,6 +25,8 @@ from payments.gateways.base import (
     PaymentStatus,
     RefundResult,
     VerifiedNotification,
+    unix_timestamp_check_fresh,
+    yuan_parse,
 )
 
 MERCHANT_ID = "kameng-sandbox"
@@ -71,18 +73,10 @@ class SandboxGateway(PaymentGateway):
             raise NotificationRejected("identifier too long")
         if form["merchant_id"] != MERCHANT_ID:
             raise NotificationRejected("wrong merchant")
-        try:
-            sent_at = int(form["timestamp"])
-        except ValueError:
-            raise NotificationRejected("bad timestamp") from None
-        if abs(time.time() - sent_at) > settings.PAYMENTS_NOTIFY_MAX_AGE_SECONDS:
-            raise NotificationRejected("stale notification")
-        try:
-            amount = Decimal(form["total_amount"])
-        except InvalidOperation:
-            raise NotificationRejected("bad amount") from None
-        if not amount.is_finite() or amount <= 0 or amount != amount.quantize(Decimal("0.01")):
-            raise NotificationRejected("bad amount")
+        unix_timestamp_check_fresh(
+            form["timestamp"], max_age_seconds=settings.PAYMENTS_NOTIFY_MAX_AGE_SECONDS, field="timestamp"
+        )
+        amount = yuan_parse(form["total_amount"], field="amount")
         return VerifiedNotification(
             out_trade_no=form["out_trade_no"],
             transaction_id=form["trade_no"],

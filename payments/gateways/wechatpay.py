@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
@@ -36,6 +35,7 @@ from payments.gateways.base import (
     PaymentStatus,
     RefundResult,
     VerifiedNotification,
+    unix_timestamp_check_fresh,
 )
 from payments.keys import private_key_load, private_key_pkcs8_pem, public_key_load, public_key_spki_pem
 
@@ -201,12 +201,9 @@ class WechatPayGateway(PaymentGateway):
             if serial.upper() not in config.known_serials:
                 # Refuse before the SDK sees it: for an unknown serial it would download certificates.
                 raise NotificationRejected("unknown Wechatpay-Serial")
-        try:
-            sent_at = int(values["Wechatpay-Timestamp"])
-        except ValueError:
-            raise NotificationRejected("bad Wechatpay-Timestamp") from None
-        if abs(time.time() - sent_at) > config.notify_max_age:
-            raise NotificationRejected("stale notification")
+        unix_timestamp_check_fresh(
+            values["Wechatpay-Timestamp"], max_age_seconds=config.notify_max_age, field="Wechatpay-Timestamp"
+        )
         try:
             text = body.decode("utf-8")
             json.loads(text)
