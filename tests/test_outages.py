@@ -1,0 +1,109 @@
+"""Outages of real components: the paid orders are delivered when they come back."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+
+import pytest
+import requests
+
+from cardpool.models import CardKey
+from payments.models import Payment
+from payments.registry import gateway_get
+from payments.services import payment_start
+from shop.models import Order, OrderStatus
+from tests.conftest import wait_until
+from tests.factories import OrderFactory, ProductFactory, stock_product
+from tests.platforms import sandbox_notification
+from tests.processes import BIN, ServiceProcess, service_env, start_worker
+
+pytestmark = [pytest.mark.redis, pytest.mark.django_db(transaction=True)]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class RedisServer:
+    """A private redis-server on its own port, so the test can stop and start it at will."""
+
+    def __init__(self, tmp_path, port: int) -> None:
+        self.port, self.tmp_path, self.process = port, tmp_path, None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [shutil.which("redis-server"), "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
+             "--appendonly", "no", "--dir", str(self.tmp_path)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        wait_until(self._answers, timeout=10, message="redis-server to start")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
+
+    def _answers(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    server = RedisServer(tmp_path, _free_port())
+    server.start()
+    yield server
+    if server.process.poll() is None:
+        server.stop()
+
+
+def test_orders_paid_while_redis_is_down_are_delivered_after_it_returns(redis_server, tmp_path):
+    product = ProductFactory()
+    stock_product(product, 10)
+    payments = []
+    for _ in range(5):
+        order = OrderFactory(product=product, contact="13800138000", contact_kind="mobile")
+        payments.append(payment_start(order=order, gateway=gateway_get("sandbox"))[0])
+    port = _free_port()
+    env = service_env(
+        tmp_path,
+        CELERY_BROKER_URL=f"redis://127.0.0.1:{redis_server.port}/0",
+        ALLOWED_HOSTS="127.0.0.1",
+        DELIVERY_SWEEP_AFTER_SECONDS="1",
+        DELIVERY_SWEEP_INTERVAL_SECONDS="1",
+    )
+    web = ServiceProcess(
+        "web", [str(BIN / "gunicorn"), "kameng.wsgi:application", "--bind", f"127.0.0.1:{port}", "--workers", "2"], env, tmp_path
+    )
+    worker = start_worker(env, tmp_path, concurrency=2, beat=True)
+    try:
+        web.wait_for_log("Booting worker")
+        redis_server.stop()
+
+        for payment in payments:
+            fields = sandbox_notification(out_trade_no=payment.out_trade_no, amount=payment.amount)
+            answer = requests.post(f"http://127.0.0.1:{port}/payments/sandbox/notify/", data=fields, timeout=30)
+            assert answer.text == "success"  # the payment is recorded whether or not Redis is there
+        assert set(Order.objects.values_list("status", flat=True)) == {OrderStatus.PAID}
+
+        redis_server.start()
+
+        wait_until(
+            lambda: set(Order.objects.values_list("status", flat=True)) == {OrderStatus.DELIVERED},
+            timeout=90,
+            message="the sweeper to deliver every order paid during the outage",
+        )
+    finally:
+        worker.stop()
+        web.stop()
+
+    assert CardKey.objects.filter(status="sold").count() == 5
+    assert len(set(CardKey.objects.filter(status="sold").values_list("order_id", flat=True))) == 5
+    assert Payment.objects.filter(state="succeeded").count() == 5
