@@ -288,3 +288,53 @@ def test_delivery_task_for_an_unknown_order_is_dropped():
     from delivery.tasks import order_deliver as order_deliver_task
 
     assert order_deliver_task.delay(987654).get() == "missing"
+
+
+@pytest.fixture
+def smtp(settings):
+    from tests.smtp_server import smtp_server_start
+
+    controller, handler = smtp_server_start()
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", controller.port
+    settings.EMAIL_USE_TLS = settings.EMAIL_USE_SSL = False
+    settings.EMAIL_HOST_USER = settings.EMAIL_HOST_PASSWORD = ""
+    yield handler
+    controller.stop()
+
+
+def _decoded(content: str) -> str:
+    import email
+    from email import policy
+
+    message = email.message_from_string(content, policy=policy.default)
+    return "".join(part.get_content() for part in message.walk() if part.get_content_type() == "text/plain")
+
+
+def test_real_smtp_server_refusing_then_accepting_gets_the_email_once(client, on_commit, smtp, settings):
+    settings.DELIVERY_EMAIL_RETRY_BASE_SECONDS = 0
+    smtp.data_replies = ["451 4.3.0 try again later", "421 4.7.0 too busy"]
+    product = ProductFactory()
+    keys = stock_product(product, 1)
+
+    order = pay(client, on_commit, product)
+
+    message = DeliveryMessage.objects.get(order=order)
+    assert message.state == MessageState.SENT and message.tries == 3
+    assert smtp.attempts == 3 and len(smtp.received) == 1
+    assert smtp.received[0]["to"] == ["buyer@example.com"] and keys[0] in _decoded(smtp.received[0]["content"])
+    assert order.status == OrderStatus.DELIVERED
+
+
+def test_real_smtp_server_refusing_the_mailbox_lands_in_delivery_failed(client, on_commit, smtp):
+    smtp.refuse_recipients = {"buyer@example.com"}
+    product = ProductFactory()
+    keys = stock_product(product, 1)
+
+    order = pay(client, on_commit, product)
+
+    message = DeliveryMessage.objects.get(order=order)
+    assert message.state == MessageState.FAILED and message.tries == 1
+    assert "550" in message.last_error
+    assert order.status == OrderStatus.EXCEPTION and order.exception_reason == ExceptionReason.DELIVERY_FAILED
+    assert keys[0] in order_page(client, order) and not smtp.received
