@@ -147,6 +147,33 @@ def _message_schedule(*, message_id: int, countdown: float | None = None) -> Non
         tasks.message_send.delay_on_commit(message_id)
 
 
+class ResendRefused(Exception):
+    """The buyer cannot have the message sent again now; the text says why."""
+
+
+RESEND_LIMIT_PER_HOUR = 3
+
+
+def delivery_resend(*, order_id: int) -> None:
+    """Buyer self-service: send an order's email again, at most RESEND_LIMIT_PER_HOUR times an
+    hour. Sends the same keys; moves no keys or money. Raises ResendRefused."""
+    with transaction.atomic(durable=True):
+        order = order_lock(order_id)  # serialises concurrent clicks, so the limit holds
+        message = DeliveryMessage.objects.filter(order=order, channel="email").first()
+        if message is None or not CardKey.objects.filter(order=order).exists():
+            raise ResendRefused("nothing to send yet")
+        if message.state in (MessageState.PENDING, MessageState.SENDING):
+            raise ResendRefused("already on its way")
+        hour_ago = timezone.now() - timedelta(hours=1)
+        if order.events.filter(type="delivery.email.resend", created_at__gte=hour_ago).count() >= RESEND_LIMIT_PER_HOUR:
+            raise ResendRefused("limit reached")
+        DeliveryMessage.objects.filter(pk=message.pk).update(
+            state=MessageState.PENDING, tries=0, next_try_at=None, last_error=""
+        )
+        OrderEvent.objects.create(order=order, type="delivery.email.resend", message=message.recipient, actor="buyer")
+        _message_schedule(message_id=message.pk)
+
+
 # --- Email ---------------------------------------------------------------------------------
 
 

@@ -13,12 +13,13 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.translation import gettext as _
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_GET, require_http_methods
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django.utils.safestring import mark_safe
 from django_ratelimit.core import is_ratelimited
 from qrcode.image.svg import SvgPathImage
 
 from cardpool.selectors import order_secrets
+from delivery.services import ResendRefused, delivery_resend
 from payments.gateways.base import GatewayError
 from payments.registry import GatewayNotFound, gateway_get, gateways_enabled
 from payments.services import PaymentRefused, payment_start
@@ -128,6 +129,25 @@ def order_detail(request: HttpRequest, token: str) -> HttpResponse:
     response["Cache-Control"] = "no-store"
     response["Referrer-Policy"] = "no-referrer"
     return response
+
+
+@require_POST
+def order_resend(request: HttpRequest, token: str) -> HttpResponse:
+    """Buyer self-service: have the delivery email sent again (limited per hour)."""
+    order = _order_by_token(token)
+    try:
+        delivery_resend(order_id=order.pk)
+    except ResendRefused as exc:
+        reason = str(exc)
+        if reason == "limit reached":
+            messages.error(request, _("The email was sent again 3 times in the last hour. Please try again later, or copy the keys from this page."))
+        elif reason == "already on its way":
+            messages.info(request, _("The email is already on its way."))
+        else:
+            messages.error(request, _("There is nothing to send yet."))
+    else:
+        messages.success(request, _("The email is on its way to %(contact)s.") % {"contact": order.contact})
+    return redirect("shop:order", token=token)
 
 
 @never_cache

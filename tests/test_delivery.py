@@ -338,3 +338,33 @@ def test_real_smtp_server_refusing_the_mailbox_lands_in_delivery_failed(client, 
     assert "550" in message.last_error
     assert order.status == OrderStatus.EXCEPTION and order.exception_reason == ExceptionReason.DELIVERY_FAILED
     assert keys[0] in order_page(client, order) and not smtp.received
+
+
+def test_buyer_has_the_email_sent_again_three_times_an_hour(client, on_commit):
+    product = ProductFactory()
+    keys = stock_product(product, 1)
+    order = pay(client, on_commit, product)
+    resend_url = reverse("shop:order-resend", args=[order.access_token])
+    assert "Email the keys again" in client.get(reverse("shop:order", args=[order.access_token]), headers={"accept-language": "en"}).content.decode()
+
+    for _ in range(3):
+        with on_commit():
+            page = client.post(resend_url, follow=True, headers={"accept-language": "en"}).content.decode()
+        assert "on its way to buyer@example.com" in page
+    with on_commit():
+        page = client.post(resend_url, follow=True, headers={"accept-language": "en"}).content.decode()
+
+    assert "sent again 3 times in the last hour" in page
+    assert len(mail.outbox) == 4 and all(keys[0] in m.body for m in mail.outbox)
+    assert CardKey.objects.filter(order=order).count() == 1
+
+
+def test_resend_before_delivery_sends_nothing(client):
+    product = ProductFactory()
+    stock_product(product, 1)
+    order = checkout(client, product)
+
+    page = client.post(reverse("shop:order-resend", args=[order.access_token]), follow=True, headers={"accept-language": "en"})
+
+    assert "nothing to send yet" in page.content.decode()
+    assert not mail.outbox
