@@ -114,9 +114,12 @@ def cardkeys_import_text(*, product, text: str, created_by=None, source_name: st
         batch.invalid = len(report.invalid)
         batch.save()
         report.batch_id = batch.pk
-        from delivery.services import stock_alerts_resolve
+        from delivery.services import out_of_stock_orders_schedule, stock_alerts_resolve
 
         stock_alerts_resolve(product=product)
+        if report.added:
+            # Orders that waited in the exception queue for these keys get them, oldest first.
+            out_of_stock_orders_schedule(product_id=product.pk)
     logger.info("imported %d keys into product %s (batch %s)", report.added, product.pk, batch.pk)
     return report
 

@@ -138,6 +138,35 @@ def _order_retry_fulfil(*, order: Order, actor: str) -> str:
     return order.status
 
 
+def out_of_stock_orders_schedule(*, product_id: int) -> None:
+    """After keys were added to a product: deliver its out_of_stock orders, after commit."""
+    from delivery import tasks
+
+    tasks.out_of_stock_orders_deliver.delay_on_commit(product_id)
+
+
+def out_of_stock_orders_deliver(*, product_id: int) -> int:
+    """Deliver a product's out_of_stock exception-queue orders, oldest first, until the pool
+    runs short again. Returns how many were delivered."""
+    delivered = 0
+    order_ids = (
+        Order.objects.filter(
+            product_id=product_id, status=OrderStatus.EXCEPTION, exception_reason=ExceptionReason.OUT_OF_STOCK
+        )
+        .order_by("exception_at", "id")
+        .values_list("pk", flat=True)
+    )
+    for order_id in order_ids:
+        try:
+            status = order_retry_delivery(order_id=order_id, actor="system:restock")
+        except DeliveryRefused:
+            continue  # staff handled it meanwhile
+        if status != OrderStatus.DELIVERED:
+            break  # the new keys are used up; the rest keep waiting in order
+        delivered += 1
+    return delivered
+
+
 def _message_schedule(*, message_id: int, countdown: float | None = None) -> None:
     from delivery import tasks
 

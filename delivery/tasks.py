@@ -30,3 +30,8 @@ def message_send(message_id: int) -> str:
 def delivery_sweep() -> dict:
     report = services.delivery_sweep()
     return {"orders": report.orders, "messages": report.messages}
+
+
+@shared_task(acks_late=True)
+def out_of_stock_orders_deliver(product_id: int) -> int:
+    return services.out_of_stock_orders_deliver(product_id=product_id)

@@ -368,3 +368,22 @@ def test_resend_before_delivery_sends_nothing(client):
 
     assert "nothing to send yet" in page.content.decode()
     assert not mail.outbox
+
+
+def test_importing_keys_delivers_out_of_stock_orders_oldest_first(admin_client, client, on_commit):
+    product = ProductFactory()
+    stock_product(product, 3)
+    orders = [checkout(client, product) for _ in range(3)]
+    CardKey.objects.update(status=CardKeyStatus.VOID)
+    for order in orders:
+        payment = start_sandbox_payment(client, order)
+        with on_commit():
+            post_notification(client, sandbox_notification(out_trade_no=payment.out_trade_no, amount=order.total))
+    assert set(Order.objects.values_list("exception_reason", flat=True)) == {ExceptionReason.OUT_OF_STOCK}
+
+    with on_commit():
+        admin_client.post(reverse("admin:cardpool_cardkey_import"), {"product": product.pk, "text": "NEW-A\nNEW-B\n"})
+
+    statuses = [Order.objects.get(pk=o.pk).status for o in orders]
+    assert statuses == [OrderStatus.DELIVERED, OrderStatus.DELIVERED, OrderStatus.EXCEPTION]
+    assert Order.objects.get(pk=orders[0].pk).events.filter(type="shop.order.delivered", actor="system:restock").exists()
