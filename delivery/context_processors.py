@@ -1,8 +1,12 @@
 from delivery.models import StockAlert
+from delivery.services import stock_cover
 
 
 def stock_alerts(request):
-    """Open low-stock alerts for the admin banner; nothing for the storefront."""
+    """Open low-stock alerts for the admin banner, with days of cover; nothing for the storefront."""
     if not request.path.startswith("/admin/") or not getattr(request.user, "is_staff", False):
         return {}
-    return {"open_stock_alerts": list(StockAlert.objects.filter(resolved_at__isnull=True).select_related("product")[:10])}
+    alerts = list(StockAlert.objects.filter(resolved_at__isnull=True).select_related("product")[:10])
+    for alert in alerts:
+        alert.cover = stock_cover(product_id=alert.product_id, available=alert.available)
+    return {"open_stock_alerts": alerts}

@@ -35,3 +35,8 @@ def delivery_sweep() -> dict:
 @shared_task(acks_late=True)
 def out_of_stock_orders_deliver(product_id: int) -> int:
     return services.out_of_stock_orders_deliver(product_id=product_id)
+
+
+@shared_task(autoretry_for=(OSError,), retry_backoff=True, max_retries=5)
+def stock_alert_email(alert_id: int) -> None:
+    services.stock_alert_email(alert_id=alert_id)

@@ -387,3 +387,25 @@ def test_importing_keys_delivers_out_of_stock_orders_oldest_first(admin_client, 
     statuses = [Order.objects.get(pk=o.pk).status for o in orders]
     assert statuses == [OrderStatus.DELIVERED, OrderStatus.DELIVERED, OrderStatus.EXCEPTION]
     assert Order.objects.get(pk=orders[0].pk).events.filter(type="shop.order.delivered", actor="system:restock").exists()
+
+
+def test_low_stock_alert_emails_once_and_again_only_after_a_restock(client, on_commit, settings):
+    settings.ALERT_EMAILS = ["ops@example.com"]
+    product = ProductFactory(low_stock_threshold=1, name="Steam 50")
+    stock_product(product, 3)
+
+    pay(client, on_commit, product)  # 2 left
+    pay(client, on_commit, product)  # 1 left: alert
+    pay(client, on_commit, product)  # 0 left: same alert
+    alerts = [m for m in mail.outbox if m.to == ["ops@example.com"]]
+    assert len(alerts) == 1
+    # Raised by the second sale: 1 key left, 2 sold in the last 7 days → 3.5 days of cover.
+    assert "Steam 50" in alerts[0].subject and "3.5" in alerts[0].body
+
+    with on_commit():
+        cardkeys_import_text(product=product, text="R1\nR2\nR3\n")  # above the threshold: resolved
+    pay(client, on_commit, product)  # 2 left
+    pay(client, on_commit, product)  # 1 left: a new alert
+
+    assert len([m for m in mail.outbox if m.to == ["ops@example.com"]]) == 2
+    assert StockAlert.objects.filter(resolved_at__isnull=True).count() == 1
