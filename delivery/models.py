@@ -40,6 +40,33 @@ class DeliveryMessage(models.Model):
         return f"{self.channel} → {self.recipient}"
 
 
+class AttemptState(models.TextChoices):
+    SENDING = "sending", _("Sending")
+    SENT = "sent", _("Sent")
+    FAILED = "failed", _("Failed")
+
+
+class DeliveryAttempt(models.Model):
+    """One try at sending a delivery message, written before the outside call and updated after."""
+
+    message = models.ForeignKey(DeliveryMessage, on_delete=models.CASCADE, related_name="attempts")
+    number = models.PositiveSmallIntegerField(_("try"))
+    state = models.CharField(_("state"), max_length=16, choices=AttemptState.choices, default=AttemptState.SENDING)
+    provider_message_id = models.CharField(_("provider message id"), max_length=255, blank=True)
+    error = models.TextField(_("error"), blank=True)
+    permanent = models.BooleanField(_("permanent failure"), default=False)
+    started_at = models.DateTimeField(_("started at"), auto_now_add=True)
+    finished_at = models.DateTimeField(_("finished at"), null=True, blank=True)
+
+    class Meta:
+        ordering = ["message", "number"]
+        verbose_name = _("delivery attempt")
+        verbose_name_plural = _("delivery attempts")
+
+    def __str__(self) -> str:
+        return f"{self.message_id} #{self.number}"
+
+
 class StockAlert(models.Model):
     """Raised once when a product's available stock falls to its threshold."""
 

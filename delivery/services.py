@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import smtplib
+from email.utils import make_msgid
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
@@ -23,7 +24,7 @@ from cardpool.services import (
     cardkeys_sell_to_order,
     cardkeys_shortfall_is_contention,
 )
-from delivery.models import DeliveryMessage, MessageState, StockAlert
+from delivery.models import AttemptState, DeliveryAttempt, DeliveryMessage, MessageState, StockAlert
 from shop.lock_objects import order_lock
 from shop.models import ContactKind, ExceptionReason, Order, OrderEvent, OrderStatus
 from shop.services import order_exception_enter, order_transition
@@ -235,7 +236,9 @@ def email_render_keys(*, order: Order) -> EmailMultiAlternatives:
         subject = " ".join(render_to_string("delivery/email/keys_subject.txt", context).split())
         text = render_to_string("delivery/email/keys_body.txt", context)
         html = render_to_string("delivery/email/keys_body.html", context)
-    email = EmailMultiAlternatives(subject=subject, body=text, to=[order.contact])
+    email = EmailMultiAlternatives(
+        subject=subject, body=text, to=[order.contact], headers={"Message-ID": make_msgid(domain="kameng")}
+    )
     email.attach_alternative(html, "text/html")
     return email
 
@@ -256,23 +259,35 @@ def message_send(*, message_id: int) -> str:
     if not claimed:
         return "not-due"
     message = DeliveryMessage.objects.select_related("order__product").get(pk=message_id)
+    # The attempt is on record before the outside call: a crash leaves a visible "sending" try.
+    attempt = DeliveryAttempt.objects.create(message=message, number=message.tries)
     try:
         email = email_render_keys(order=message.order)
     except Exception as exc:  # noqa: BLE001 - a bug here must reach staff, not loop forever
         logger.exception("could not render delivery message %s", message.pk)
-        return _message_failed(message=message, failure=SendFailed(f"render: {type(exc).__name__}", permanent=True))
+        return _message_failed(
+            message=message, attempt=attempt, failure=SendFailed(f"render: {type(exc).__name__}", permanent=True)
+        )
     try:
         email.connection = get_connection(timeout=settings.EMAIL_TIMEOUT)
         email.send()
     except (smtplib.SMTPException, OSError) as exc:
-        return _message_failed(message=message, failure=_email_failure(exc))
-    DeliveryMessage.objects.filter(pk=message.pk).update(state=MessageState.SENT, sent_at=timezone.now(), last_error="")
-    OrderEvent.objects.create(order=message.order, type="delivery.email.sent", message=message.recipient)
+        return _message_failed(message=message, attempt=attempt, failure=_email_failure(exc))
+    now = timezone.now()
+    with transaction.atomic():
+        DeliveryAttempt.objects.filter(pk=attempt.pk).update(
+            state=AttemptState.SENT, finished_at=now, provider_message_id=email.extra_headers.get("Message-ID", "")
+        )
+        DeliveryMessage.objects.filter(pk=message.pk).update(state=MessageState.SENT, sent_at=now, last_error="")
+        OrderEvent.objects.create(order=message.order, type="delivery.email.sent", message=message.recipient)
     return MessageState.SENT
 
 
-def _message_failed(*, message: DeliveryMessage, failure: SendFailed) -> str:
+def _message_failed(*, message: DeliveryMessage, attempt: DeliveryAttempt, failure: SendFailed) -> str:
     logger.warning("delivery message %s try %s failed: %s", message.pk, message.tries, failure)
+    DeliveryAttempt.objects.filter(pk=attempt.pk).update(
+        state=AttemptState.FAILED, finished_at=timezone.now(), error=str(failure), permanent=failure.permanent
+    )
     if not failure.permanent and message.tries < settings.DELIVERY_EMAIL_MAX_TRIES:
         delay = settings.DELIVERY_EMAIL_RETRY_BASE_SECONDS * 2 ** (message.tries - 1)
         with transaction.atomic():
@@ -320,10 +335,13 @@ def delivery_sweep() -> SweepReport:
     )
     for order_id in order_ids:
         tasks.order_deliver.send_quietly(order_id)
-    # A worker that died mid-send leaves its try in "sending"; give it back to the queue.
-    DeliveryMessage.objects.filter(state=MessageState.SENDING, updated_at__lte=cutoff).update(
-        state=MessageState.PENDING, next_try_at=now
+    # A worker that died mid-send leaves its try in "sending"; give it back to the queue (the
+    # retry is a new attempt; the dead one is closed as failed).
+    stuck = list(DeliveryMessage.objects.filter(state=MessageState.SENDING, updated_at__lte=cutoff).values_list("pk", flat=True))
+    DeliveryAttempt.objects.filter(message_id__in=stuck, state=AttemptState.SENDING).update(
+        state=AttemptState.FAILED, finished_at=now, error="the worker stopped during the send"
     )
+    DeliveryMessage.objects.filter(pk__in=stuck, state=MessageState.SENDING).update(state=MessageState.PENDING, next_try_at=now)
     message_ids = list(
         DeliveryMessage.objects.filter(state=MessageState.PENDING)
         .filter(Q(next_try_at__isnull=True, updated_at__lte=cutoff) | Q(next_try_at__lte=cutoff) | Q(next_try_at=now))

@@ -409,3 +409,19 @@ def test_low_stock_alert_emails_once_and_again_only_after_a_restock(client, on_c
 
     assert len([m for m in mail.outbox if m.to == ["ops@example.com"]]) == 2
     assert StockAlert.objects.filter(resolved_at__isnull=True).count() == 1
+
+
+def test_every_try_is_an_attempt_row_visible_to_staff(admin_client, client, on_commit, scripted_smtp, settings):
+    settings.DELIVERY_EMAIL_RETRY_BASE_SECONDS = 0
+    product = ProductFactory()
+    stock_product(product, 1)
+    fail_next(TEMPORARY)
+
+    order = pay(client, on_commit, product)
+
+    message = DeliveryMessage.objects.get(order=order)
+    attempts = list(message.attempts.values_list("number", "state", "permanent"))
+    assert attempts == [(1, "failed", False), (2, "sent", False)]
+    assert message.attempts.get(number=2).provider_message_id.startswith("<")
+    page = admin_client.get(reverse("admin:delivery_deliverymessage_change", args=[message.pk])).content.decode()
+    assert "Connection unexpectedly closed" in page
