@@ -194,6 +194,8 @@ WECHATPAY_NOTIFY_MAX_AGE_SECONDS = env.int("WECHATPAY_NOTIFY_MAX_AGE_SECONDS", d
 WECHATPAY_API_URL = env.str("WECHATPAY_API_URL", default="https://api.mch.weixin.qq.com")
 
 # --- Delivery ------------------------------------------------------------------------------
+# Exception-queue entries older than this are highlighted.
+EXCEPTION_SLA_MINUTES = env.int("EXCEPTION_SLA_MINUTES", default=30)
 # Who gets low-stock alerts (comma-separated addresses); the admin banner shows them either way.
 ALERT_EMAILS = env.list("ALERT_EMAILS", default=[])
 DELIVERY_EMAIL_MAX_TRIES = env.int("DELIVERY_EMAIL_MAX_TRIES", default=3)

@@ -1,12 +1,16 @@
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib import admin, messages
 from django.db.models import F
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 
 from cardpool.selectors import available_counts
 from delivery.services import DeliveryRefused, order_retry_delivery
 from shop.models import Category, ExceptionOrder, Order, OrderEvent, OrderStatus, Product
+from shop.services import InvalidTransition, order_exception_assign, order_exception_resolve
 
 
 @admin.register(Category)
@@ -79,10 +83,56 @@ class OrderAdmin(admin.ModelAdmin):
 
 @admin.register(ExceptionOrder)
 class ExceptionQueueAdmin(OrderAdmin):
-    list_display = ["number", "exception_reason", "exception_at", "product", "quantity", "total", "contact", "exception_note"]
-    list_filter = ["exception_reason", "product"]
+    list_display = ["number", "exception_reason", "age", "assignee", "product", "quantity", "total", "contact", "exception_note"]
+    list_filter = ["exception_reason", "assignee", "product"]
+    list_select_related = ["product", "assignee"]
     date_hierarchy = None
-    actions = ["retry_delivery", "refund"]
+    actions = ["retry_delivery", "refund", "assign_to_me", "resolve"]
+    fields = ["assignee", "staff_note", *ORDER_READONLY, "history"]
+    # The history is shown read-only (below) so saving the staff fields needs no inline formset.
+    inlines = []
+
+    class Media:
+        css = {"all": ["shop/admin.css"]}
+
+    def get_readonly_fields(self, request, obj=None):
+        return [*ORDER_READONLY, "history"]
+
+    @admin.display(description=_("history"))
+    def history(self, obj: Order) -> str:
+        return format_html_join(
+            "", "<div>{} · {} · {} {}</div>",
+            ((timezone.localtime(e.created_at).strftime("%Y-%m-%d %H:%M:%S"), e.type, e.actor, e.message) for e in obj.events.all()),
+        )
+
+    @admin.display(description=_("waiting"), ordering="exception_at")
+    def age(self, obj: Order) -> str:
+        if obj.exception_at is None:
+            return "-"
+        minutes = int((timezone.now() - obj.exception_at).total_seconds() // 60)
+        text = f"{minutes // 60}h {minutes % 60:02d}m" if minutes >= 60 else f"{minutes}m"
+        overdue = minutes >= settings.EXCEPTION_SLA_MINUTES
+        return format_html('<span class="{}">{}</span>', "kameng-overdue" if overdue else "kameng-age", text)
+
+    def save_model(self, request, obj, form, change):
+        # Only the staff fields are editable here, and they go through the service (logged).
+        order_exception_assign(
+            order_id=obj.pk, assignee=form.cleaned_data.get("assignee"), note=form.cleaned_data.get("staff_note", ""),
+            actor=request.user.get_username(),
+        )
+
+    @admin.action(description=_("Assign to me"), permissions=["change"])
+    def assign_to_me(self, request, queryset):
+        for order in queryset:
+            order_exception_assign(order_id=order.pk, assignee=request.user, note=order.staff_note, actor=request.user.get_username())
+
+    @admin.action(description=_("Resolve (keys already with the buyer)"), permissions=["change"])
+    def resolve(self, request, queryset):
+        for order in queryset:
+            try:
+                order_exception_resolve(order_id=order.pk, actor=request.user.get_username())
+            except InvalidTransition as exc:
+                self.message_user(request, str(exc), messages.WARNING)
 
     def get_queryset(self, request):
         return super().get_queryset(request).filter(status=OrderStatus.EXCEPTION).order_by(F("exception_at").asc(nulls_first=True))

@@ -100,6 +100,11 @@ class Order(models.Model):
     paid_at = models.DateTimeField(_("paid at"), null=True, blank=True)
     delivered_at = models.DateTimeField(_("delivered at"), null=True, blank=True)
     exception_at = models.DateTimeField(_("exception since"), null=True, blank=True)
+    # Exception-queue work by staff.
+    assignee = models.ForeignKey(
+        "auth.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+", verbose_name=_("assignee")
+    )
+    staff_note = models.TextField(_("staff notes"), blank=True)
     updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 
     class Meta:

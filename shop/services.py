@@ -253,3 +253,39 @@ def order_lookup(*, number: str, password: str) -> Order | None:
         make_password(password, hasher=QUERY_PASSWORD_HASHER)
         return None
     return order if order_check_query_password(order=order, password=password) else None
+
+
+def order_exception_assign(*, order_id: int, assignee, note: str, actor: str) -> Order:
+    """Staff take (or hand over) an exception-queue order and keep notes; logged on the order.
+
+    Not durable: the admin's change form already runs inside a transaction."""
+    with transaction.atomic():
+        order = order_lock(order_id)
+        changes = []
+        if order.assignee_id != (assignee.pk if assignee else None):
+            order.assignee = assignee
+            changes.append(f"assigned to {assignee.get_username() if assignee else 'nobody'}")
+        if note != order.staff_note:
+            order.staff_note = note
+            changes.append("notes updated")
+        if changes:
+            Order.objects.filter(pk=order.pk).update(assignee=assignee, staff_note=note)
+            OrderEvent.objects.create(order=order, type="shop.order.exception.worked", message="; ".join(changes), actor=actor)
+    return order
+
+
+def order_exception_resolve(*, order_id: int, actor: str, note: str = "") -> Order:
+    """Staff mark an exception-queue order as handled. Only an order that holds its keys can
+    leave as delivered (keys are never taken back here); others need a delivery or a refund.
+    Raises InvalidTransition."""
+    from cardpool.models import CardKey
+
+    with transaction.atomic(durable=True):
+        order = order_lock(order_id)
+        if order.status != S.EXCEPTION:
+            raise InvalidTransition(f"order {order.number} is not in the exception queue")
+        if not CardKey.objects.filter(order=order, status="sold").exists():
+            raise InvalidTransition(f"order {order.number} has no keys: deliver or refund it instead")
+        return order_transition(
+            order=order, to=S.DELIVERED, event_type="shop.order.resolved", message=note or "resolved by staff", actor=actor
+        )

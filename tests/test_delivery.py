@@ -86,7 +86,7 @@ def paid_while_sold_out(client, on_commit):
     product = ProductFactory()
     stock_product(product, 1)
     order = checkout(client, product)
-    CardKey.objects.update(status=CardKeyStatus.VOID)
+    CardKey.objects.filter(product=product).update(status=CardKeyStatus.VOID)
     payment = start_sandbox_payment(client, order)
     with on_commit():
         post_notification(client, sandbox_notification(out_trade_no=payment.out_trade_no, amount=order.total))
@@ -425,3 +425,40 @@ def test_every_try_is_an_attempt_row_visible_to_staff(admin_client, client, on_c
     assert message.attempts.get(number=2).provider_message_id.startswith("<")
     page = admin_client.get(reverse("admin:delivery_deliverymessage_change", args=[message.pk])).content.decode()
     assert "Connection unexpectedly closed" in page
+
+
+def test_staff_take_an_entry_keep_notes_and_see_its_age(admin_client, admin_user, client, on_commit, settings):
+    settings.EXCEPTION_SLA_MINUTES = 30
+    _product, order = paid_while_sold_out(client, on_commit)
+    Order.objects.filter(pk=order.pk).update(exception_at=timezone.now() - timedelta(minutes=45))
+    queue_url = reverse("admin:shop_exceptionorder_changelist")
+    assert "kameng-overdue" in admin_client.get(queue_url).content.decode()
+
+    admin_client.post(queue_url, {"action": "assign_to_me", "_selected_action": [order.pk]})
+    saved = admin_client.post(
+        reverse("admin:shop_exceptionorder_change", args=[order.pk]),
+        {"assignee": admin_user.pk, "staff_note": "supplier restocks at 18:00"},
+    )
+    assert saved.status_code == 302, saved.context["adminform"].form.errors if saved.context else saved
+
+    order.refresh_from_db()
+    assert order.assignee == admin_user and order.staff_note == "supplier restocks at 18:00"
+    assert order.status == OrderStatus.EXCEPTION
+    assert list(order.events.filter(type="shop.order.exception.worked").values_list("message", flat=True)) == [
+        "assigned to admin", "notes updated",
+    ]
+
+
+def test_resolve_only_takes_orders_that_hold_their_keys(admin_client, client, on_commit, scripted_smtp):
+    fail_next(PERMANENT)
+    product = ProductFactory()
+    stock_product(product, 1)
+    failed_email = pay(client, on_commit, product)
+    _product, sold_out = paid_while_sold_out(client, on_commit)
+
+    admin_client.post(
+        reverse("admin:shop_exceptionorder_changelist"), {"action": "resolve", "_selected_action": [failed_email.pk, sold_out.pk]}
+    )
+
+    assert Order.objects.get(pk=failed_email.pk).status == OrderStatus.DELIVERED
+    assert Order.objects.get(pk=sold_out.pk).status == OrderStatus.EXCEPTION
