@@ -12,6 +12,7 @@ from django.utils.translation import gettext_lazy as _
 from cardpool.forms import KeyImportForm
 from cardpool.models import CardKey, ImportBatch
 from cardpool.services import ImportRefused, cardkeys_import_text
+from delivery.services import DeliveryRefused, cardkey_replace_defective
 from kameng.admin_mixins import ReadOnlyAdminMixin
 
 
@@ -24,6 +25,21 @@ class CardKeyAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     fields = ["product", "mask", "key_version", "status", "order", "batch", "created_at", "sold_at"]
     readonly_fields = fields
     change_list_template = "admin/cardpool/cardkey/change_list.html"
+    actions = ["replace_defective"]
+
+    def has_replace_permission(self, request) -> bool:
+        return request.user.has_perm("shop.change_order")
+
+    @admin.action(description=_("Mark defective and send a replacement"), permissions=["replace"])
+    def replace_defective(self, request, queryset):
+        for key in queryset.filter(status="sold"):
+            try:
+                status = cardkey_replace_defective(key_id=key.pk, reason="reported defective", actor=request.user.get_username())
+            except DeliveryRefused as exc:
+                self.message_user(request, str(exc), messages.WARNING)
+                continue
+            level = messages.SUCCESS if status == "delivered" else messages.WARNING
+            self.message_user(request, f"{key.mask} → {key.order}: {status}", level)
 
     def get_urls(self):
         return [

@@ -142,8 +142,9 @@ _SELL_SQL = """
 """
 
 
-def cardkeys_sell_to_order(*, order) -> int:
-    """Mark exactly ``order.quantity`` sellable keys sold to ``order`` in the caller's transaction.
+def cardkeys_sell_to_order(*, order, quantity: int | None = None) -> int:
+    """Mark exactly ``quantity`` (default ``order.quantity``) sellable keys sold to ``order`` in
+    the caller's transaction.
 
     One statement: UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED LIMIT n). SKIP LOCKED
     lets concurrent deliveries take different keys instead of queueing on the same rows; the
@@ -151,16 +152,17 @@ def cardkeys_sell_to_order(*, order) -> int:
     selectors.RESERVATION_ORDER). Hand-written because it is the hottest statement of a flash
     sale. Raises StockShortfall.
     """
+    wanted = order.quantity if quantity is None else quantity
     lock = "FOR UPDATE SKIP LOCKED" if connection.features.has_select_for_update_skip_locked else ""
     now = connection.ops.adapt_datetimefield_value(timezone.now())
     with connection.cursor() as cursor:
         cursor.execute(
             _SELL_SQL.format(table=CardKey._meta.db_table, lock=lock),
-            [CardKeyStatus.SOLD, order.pk, now, order.product_id, CardKeyStatus.AVAILABLE, now, order.quantity],
+            [CardKeyStatus.SOLD, order.pk, now, order.product_id, CardKeyStatus.AVAILABLE, now, wanted],
         )
         sold = cursor.rowcount
-    if sold != order.quantity:
-        raise StockShortfall(f"order {order.pk}: {sold} of {order.quantity} keys")
+    if sold != wanted:
+        raise StockShortfall(f"order {order.pk}: {sold} of {wanted} keys")
     return sold
 
 
@@ -172,3 +174,39 @@ def cardkeys_shortfall_is_contention(*, product_id: int, quantity: int) -> bool:
         return False  # no row locks to skip (SQLite): the shortfall was real
     visible = CardKey.objects.filter(sellable_keys(product_id=product_id, now=timezone.now())).order_by(*RESERVATION_ORDER)
     return visible[quantity - 1 : quantity].exists()
+
+
+class ManualKeysRefused(ValueError):
+    """Keys typed by staff cannot be used as they are; the text says why. Nothing was stored."""
+
+
+def cardkeys_add_sold_to_order(*, order, secrets: list[str], batch_note: str, created_by=None) -> int:
+    """Store keys typed by staff, encrypted like any other, as sold to ``order`` (manual
+    delivery), inside the caller's transaction. Raises ManualKeysRefused for an empty, too long
+    or duplicate key (the pool's dedupe covers them too)."""
+    normalized = [secret_normalize(s) for s in secrets if secret_normalize(s)]
+    if not normalized:
+        raise ManualKeysRefused("no key given")
+    for secret in normalized:
+        problem = _line_problem(secret)
+        if problem:
+            raise ManualKeysRefused(problem)
+    indexes = [secret_blind_index(secret=s, product_id=order.product_id) for s in normalized]
+    if len(set(indexes)) != len(indexes):
+        raise ManualKeysRefused("the same key twice")
+    if CardKey.objects.filter(product_id=order.product_id, blind_index__in=indexes).exists():
+        raise ManualKeysRefused("a key that is already in the pool")
+    batch = ImportBatch.objects.create(
+        product_id=order.product_id, created_by=created_by, source_name=batch_note[:255],
+        lines_total=len(normalized), added=len(normalized),
+    )
+    now = timezone.now()
+    rows = []
+    for secret, index in zip(normalized, indexes):
+        version, ciphertext = secret_encrypt(secret=secret, product_id=order.product_id)
+        rows.append(CardKey(
+            product_id=order.product_id, batch=batch, ciphertext=ciphertext, key_version=version, blind_index=index,
+            mask=secret_mask(secret), status=CardKeyStatus.SOLD, order=order, sold_at=now,
+        ))
+    CardKey.objects.bulk_create(rows)
+    return len(rows)

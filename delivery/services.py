@@ -21,6 +21,7 @@ from cardpool.selectors import available_counts, order_secrets, product_has_stoc
 from cardpool.services import (
     ReservationContended,
     StockShortfall,
+    cardkeys_add_sold_to_order,
     cardkeys_sell_to_order,
     cardkeys_shortfall_is_contention,
 )
@@ -54,11 +55,7 @@ def _order_fulfil(*, order: Order, actor: str) -> None:
         message=f"{order.quantity} key(s)",
         actor=actor,
     )
-    if order.contact_kind == ContactKind.EMAIL:
-        message, _created = DeliveryMessage.objects.get_or_create(
-            order=order, channel="email", defaults={"recipient": order.contact}
-        )
-        _message_schedule(message_id=message.pk)
+    _order_messages_send(order=order)
     stock_alert_check(product_id=order.product_id, threshold=order.low_stock_threshold)
 
 
@@ -117,12 +114,7 @@ def order_retry_delivery(*, order_id: int, actor: str) -> str:
             order_transition(
                 order=order, to=OrderStatus.DELIVERED, event_type="shop.order.delivery_retried", actor=actor
             )
-            updated = DeliveryMessage.objects.filter(order=order).update(
-                state=MessageState.PENDING, tries=0, next_try_at=None, last_error=""
-            )
-            if updated:
-                for message_id in DeliveryMessage.objects.filter(order=order).values_list("pk", flat=True):
-                    _message_schedule(message_id=message_id)
+            _order_messages_send(order=order)
         else:
             return _order_retry_fulfil(order=order, actor=actor)
     return order.status
@@ -176,6 +168,68 @@ def _message_schedule(*, message_id: int, countdown: float | None = None) -> Non
         tasks.message_send.apply_async_on_commit(args=(message_id,), countdown=countdown)
     else:
         tasks.message_send.delay_on_commit(message_id)
+
+
+def order_deliver_manually(*, order_id: int, secrets: list[str], actor: str, user=None) -> Order:
+    """Staff deliver an exception-queue order by typing or pasting its keys (out of stock at the
+    supplier, say). The keys are stored encrypted, sold to the order; it becomes delivered and
+    the email goes out. Raises DeliveryRefused, ManualKeysRefused."""
+    with transaction.atomic(durable=True):
+        order = order_lock(order_id)
+        if order.status != OrderStatus.EXCEPTION:
+            raise DeliveryRefused(f"order {order.number} is {order.status}, not in the exception queue")
+        held = CardKey.objects.filter(order=order, status=CardKeyStatus.SOLD).count()
+        if held + len([s for s in secrets if s.strip()]) != order.quantity:
+            raise DeliveryRefused(f"order {order.number} needs exactly {order.quantity - held} more key(s)")
+        cardkeys_add_sold_to_order(order=order, secrets=secrets, batch_note=f"manual delivery {order.number}", created_by=user)
+        order_transition(
+            order=order, to=OrderStatus.DELIVERED, event_type="shop.order.delivered_manually",
+            message=f"{order.quantity - held} key(s) typed by staff", actor=actor,
+        )
+        _order_messages_send(order=order)
+    return order
+
+
+def cardkey_replace_defective(*, key_id: int, reason: str, actor: str) -> str:
+    """A buyer reports a delivered key as defective: void it (kept on the order for the record)
+    and sell a replacement from the pool to the same order, then email the keys again. With no
+    replacement in stock the order goes to the exception queue (defective_key). Returns the
+    order's status. Raises DeliveryRefused for a key that is not sold to an order."""
+    key = CardKey.objects.get(pk=key_id)
+    if key.status != CardKeyStatus.SOLD or key.order_id is None:
+        raise DeliveryRefused(f"key {key.mask} is {key.status}, not a delivered key")
+    try:
+        with transaction.atomic(durable=True):
+            order = order_lock(key.order_id)
+            if not CardKey.objects.filter(pk=key.pk, status=CardKeyStatus.SOLD).update(status=CardKeyStatus.VOID):
+                raise DeliveryRefused(f"key {key.mask} was already replaced")
+            OrderEvent.objects.create(order=order, type="cardpool.key.defective", message=f"{key.mask}: {reason}", actor=actor)
+            cardkeys_sell_to_order(order=order, quantity=1)
+            OrderEvent.objects.create(order=order, type="cardpool.key.replaced", message=key.mask, actor=actor)
+            if order.status == OrderStatus.EXCEPTION and order.exception_reason == ExceptionReason.DEFECTIVE_KEY:
+                order_transition(order=order, to=OrderStatus.DELIVERED, event_type="shop.order.delivered", actor=actor)
+            _order_messages_send(order=order)
+    except StockShortfall:
+        with transaction.atomic(durable=True):
+            order = order_lock(key.order_id)
+            CardKey.objects.filter(pk=key.pk, status=CardKeyStatus.SOLD).update(status=CardKeyStatus.VOID)
+            OrderEvent.objects.create(order=order, type="cardpool.key.defective", message=f"{key.mask}: {reason}", actor=actor)
+            note = f"{key.mask} defective ({reason}); no replacement in stock"
+            if order.status == OrderStatus.EXCEPTION:
+                OrderEvent.objects.create(order=order, type="cardpool.key.replacement_missing", message=note, actor=actor)
+            else:
+                order_exception_enter(order=order, reason=ExceptionReason.DEFECTIVE_KEY, note=note, actor=actor)
+    return order.status
+
+
+def _order_messages_send(*, order: Order) -> None:
+    """(Re)send an order's email after its keys changed; creates the row on first use."""
+    if order.contact_kind != ContactKind.EMAIL:
+        return
+    message, created = DeliveryMessage.objects.get_or_create(order=order, channel="email", defaults={"recipient": order.contact})
+    if not created:
+        DeliveryMessage.objects.filter(pk=message.pk).update(state=MessageState.PENDING, tries=0, next_try_at=None, last_error="")
+    _message_schedule(message_id=message.pk)
 
 
 class ResendRefused(Exception):

@@ -1,14 +1,21 @@
 from __future__ import annotations
 
+from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
 from django.db.models import F
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
+from django.core.exceptions import PermissionDenied
+from django.shortcuts import redirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
 
 from cardpool.selectors import available_counts
-from delivery.services import DeliveryRefused, order_retry_delivery
+from cardpool.forms import SecretTextarea
+from cardpool.services import ManualKeysRefused
+from delivery.services import DeliveryRefused, order_deliver_manually, order_retry_delivery
 from shop.models import Category, ExceptionOrder, Order, OrderEvent, OrderStatus, Product
 from shop.services import InvalidTransition, order_exception_assign, order_exception_resolve
 
@@ -49,6 +56,12 @@ class OrderEventInline(admin.TabularInline):
         return False
 
 
+class ManualDeliveryForm(forms.Form):
+    keys = forms.CharField(
+        label=_("Keys, one per line"), widget=SecretTextarea(attrs={"rows": 6, "autocomplete": "off", "spellcheck": "false"})
+    )
+
+
 ORDER_READONLY = [
     "number", "product", "quantity", "unit_price", "total", "contact", "contact_kind", "client_ip", "status",
     "exception_reason", "exception_note", "created_at", "expires_at", "paid_at", "delivered_at", "exception_at",
@@ -83,7 +96,7 @@ class OrderAdmin(admin.ModelAdmin):
 
 @admin.register(ExceptionOrder)
 class ExceptionQueueAdmin(OrderAdmin):
-    list_display = ["number", "exception_reason", "age", "assignee", "product", "quantity", "total", "contact", "exception_note"]
+    list_display = ["number", "exception_reason", "age", "assignee", "product", "quantity", "total", "contact", "exception_note", "manual_delivery"]
     list_filter = ["exception_reason", "assignee", "product"]
     list_select_related = ["product", "assignee"]
     date_hierarchy = None
@@ -97,6 +110,44 @@ class ExceptionQueueAdmin(OrderAdmin):
 
     def get_readonly_fields(self, request, obj=None):
         return [*ORDER_READONLY, "history"]
+
+    @admin.display(description=_("manual delivery"))
+    def manual_delivery(self, obj: Order) -> str:
+        url = reverse("admin:shop_exceptionorder_deliver_manually", args=[obj.pk])
+        return format_html('<a href="{}">{}</a>', url, _("Type the keys"))
+
+    def get_urls(self):
+        return [
+            path(
+                "<int:order_id>/deliver-manually/",
+                self.admin_site.admin_view(self.deliver_manually_view),
+                name="shop_exceptionorder_deliver_manually",
+            ),
+            *super().get_urls(),
+        ]
+
+    def deliver_manually_view(self, request, order_id: int):
+        if not self.has_change_permission(request):
+            raise PermissionDenied
+        order = Order.objects.select_related("product").get(pk=order_id)
+        form = ManualDeliveryForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            try:
+                order_deliver_manually(
+                    order_id=order.pk, secrets=form.cleaned_data["keys"].splitlines(),
+                    actor=request.user.get_username(), user=request.user,
+                )
+            except (DeliveryRefused, ManualKeysRefused) as exc:
+                form = ManualDeliveryForm()
+                self.message_user(request, str(exc), messages.ERROR)
+            else:
+                self.message_user(request, _("Order %(number)s delivered.") % {"number": order.number}, messages.SUCCESS)
+                return redirect("admin:shop_exceptionorder_changelist")
+        context = {
+            **self.admin_site.each_context(request), "title": _("Deliver %(number)s manually") % {"number": order.number},
+            "form": form, "order": order, "opts": self.model._meta,
+        }
+        return TemplateResponse(request, "admin/shop/exceptionorder/deliver_manually.html", context)
 
     @admin.display(description=_("history"))
     def history(self, obj: Order) -> str:

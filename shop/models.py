@@ -71,6 +71,7 @@ class ExceptionReason(models.TextChoices):
     PAID_AFTER_EXPIRY = "paid_after_expiry", _("Paid after expiry")
     DELIVERY_FAILED = "delivery_failed", _("Delivery failed")
     DUPLICATE_PAYMENT = "duplicate_payment", _("Paid twice")
+    DEFECTIVE_KEY = "defective_key", _("Defective key, no replacement in stock")
 
 
 class ContactKind(models.TextChoices):

@@ -462,3 +462,72 @@ def test_resolve_only_takes_orders_that_hold_their_keys(admin_client, client, on
 
     assert Order.objects.get(pk=failed_email.pk).status == OrderStatus.DELIVERED
     assert Order.objects.get(pk=sold_out.pk).status == OrderStatus.EXCEPTION
+
+
+def test_staff_deliver_manually_with_typed_keys_stored_encrypted(admin_client, client, on_commit):
+    _product, order = paid_while_sold_out(client, on_commit)
+    url = reverse("admin:shop_exceptionorder_deliver_manually", args=[order.pk])
+    assert admin_client.get(url).status_code == 200
+
+    with on_commit():
+        response = admin_client.post(url, {"keys": "  MANUAL-KEY-0001  \n"})
+
+    assert response.status_code == 302
+    order.refresh_from_db()
+    assert order.status == OrderStatus.DELIVERED
+    key = CardKey.objects.get(order=order, status=CardKeyStatus.SOLD)
+    assert b"MANUAL-KEY-0001" not in bytes(key.ciphertext) and key.mask == "MA***********01"
+    assert "MANUAL-KEY-0001" in order_page(client, order) and "MANUAL-KEY-0001" in mail.outbox[-1].body
+    assert order.events.filter(type="shop.order.delivered_manually", actor="admin").exists()
+
+
+@pytest.mark.parametrize(
+    "typed, problem",
+    [("", "This field is required"), ("K-1\nK-2", "needs exactly 1 more"), ("KEY-IN-POOL", "already in the pool")],
+    ids=["nothing", "too-many", "duplicate-of-pool"],
+)
+def test_manual_delivery_refuses_bad_keys_and_changes_nothing(admin_client, client, on_commit, typed, problem):
+    product, order = paid_while_sold_out(client, on_commit)
+    cardkeys_import_text(product=product, text="KEY-IN-POOL")
+    CardKey.objects.filter(product=product, status=CardKeyStatus.AVAILABLE).update(status=CardKeyStatus.VOID)
+    url = reverse("admin:shop_exceptionorder_deliver_manually", args=[order.pk])
+
+    page = admin_client.post(url, {"keys": typed}, follow=True, headers={"accept-language": "en"}).content.decode()
+
+    assert problem in page
+    order.refresh_from_db()
+    assert order.status == OrderStatus.EXCEPTION and not CardKey.objects.filter(order=order, status="sold").exists()
+
+
+def test_defective_key_is_replaced_from_the_pool_and_emailed(admin_client, client, on_commit):
+    product = ProductFactory()
+    keys = stock_product(product, 2)
+    order = pay(client, on_commit, product)
+    bad = CardKey.objects.get(order=order, status=CardKeyStatus.SOLD)
+
+    with on_commit():
+        admin_client.post(reverse("admin:cardpool_cardkey_changelist"), {"action": "replace_defective", "_selected_action": [bad.pk]})
+
+    page = order_page(client, order)
+    sold = CardKey.objects.filter(order=order, status=CardKeyStatus.SOLD)
+    assert sold.count() == 1 and sold.get().pk != bad.pk
+    assert CardKey.objects.get(pk=bad.pk).status == CardKeyStatus.VOID
+    assert sum(k in page for k in keys) == 1
+    assert len(mail.outbox) == 2 and all(k not in mail.outbox[-1].body for k in keys if k not in page)
+    assert list(order.events.filter(type__startswith="cardpool.key").values_list("type", flat=True)) == [
+        "cardpool.key.defective", "cardpool.key.replaced",
+    ]
+
+
+def test_defective_key_with_nothing_in_stock_goes_to_the_queue_and_imports_fix_it(admin_client, client, on_commit):
+    product = ProductFactory()
+    stock_product(product, 1)
+    order = pay(client, on_commit, product)
+    bad = CardKey.objects.get(order=order)
+
+    with on_commit():
+        admin_client.post(reverse("admin:cardpool_cardkey_changelist"), {"action": "replace_defective", "_selected_action": [bad.pk]})
+
+    order.refresh_from_db()
+    assert order.status == OrderStatus.EXCEPTION and order.exception_reason == ExceptionReason.DEFECTIVE_KEY
+    assert not CardKey.objects.filter(order=order, status=CardKeyStatus.SOLD).exists()
