@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import logging
-import smtplib
-from email.utils import make_msgid
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
 
 from django.conf import settings
-from django.core.mail import EmailMultiAlternatives, get_connection
+from django.core import signing
+from django.core.mail import EmailMultiAlternatives
+from django.urls import reverse
 from django.db import connection, transaction
 from django.db.models import F, Q
 from django.template.loader import render_to_string
@@ -25,6 +25,7 @@ from cardpool.services import (
     cardkeys_sell_to_order,
     cardkeys_shortfall_is_contention,
 )
+from delivery.channels import ChannelError, DeliveryContent, channel_get
 from delivery.models import AttemptState, DeliveryAttempt, DeliveryMessage, MessageState, StockAlert
 from shop.lock_objects import order_lock
 from shop.models import ContactKind, ExceptionReason, Order, OrderEvent, OrderStatus
@@ -223,10 +224,10 @@ def cardkey_replace_defective(*, key_id: int, reason: str, actor: str) -> str:
 
 
 def _order_messages_send(*, order: Order) -> None:
-    """(Re)send an order's email after its keys changed; creates the row on first use."""
-    if order.contact_kind != ContactKind.EMAIL:
-        return
-    message, created = DeliveryMessage.objects.get_or_create(order=order, channel="email", defaults={"recipient": order.contact})
+    """(Re)send an order's message after its keys changed: email to an email address, SMS to a
+    mobile number (the page always has the keys). Creates the row on first use."""
+    channel = "email" if order.contact_kind == ContactKind.EMAIL else "sms"
+    message, created = DeliveryMessage.objects.get_or_create(order=order, channel=channel, defaults={"recipient": order.contact})
     if not created:
         DeliveryMessage.objects.filter(pk=message.pk).update(state=MessageState.PENDING, tries=0, next_try_at=None, last_error="")
     _message_schedule(message_id=message.pk)
@@ -244,57 +245,40 @@ def delivery_resend(*, order_id: int) -> None:
     hour. Sends the same keys; moves no keys or money. Raises ResendRefused."""
     with transaction.atomic(durable=True):
         order = order_lock(order_id)  # serialises concurrent clicks, so the limit holds
-        message = DeliveryMessage.objects.filter(order=order, channel="email").first()
+        message = DeliveryMessage.objects.filter(order=order).first()
         if message is None or not CardKey.objects.filter(order=order).exists():
             raise ResendRefused("nothing to send yet")
         if message.state in (MessageState.PENDING, MessageState.SENDING):
             raise ResendRefused("already on its way")
         hour_ago = timezone.now() - timedelta(hours=1)
-        if order.events.filter(type="delivery.email.resend", created_at__gte=hour_ago).count() >= RESEND_LIMIT_PER_HOUR:
+        if order.events.filter(type="delivery.resend", created_at__gte=hour_ago).count() >= RESEND_LIMIT_PER_HOUR:
             raise ResendRefused("limit reached")
         DeliveryMessage.objects.filter(pk=message.pk).update(
             state=MessageState.PENDING, tries=0, next_try_at=None, last_error=""
         )
-        OrderEvent.objects.create(order=order, type="delivery.email.resend", message=message.recipient, actor="buyer")
+        OrderEvent.objects.create(order=order, type="delivery.resend", message=message.recipient, actor="buyer")
         _message_schedule(message_id=message.pk)
 
 
 # --- Email ---------------------------------------------------------------------------------
 
 
-class SendFailed(Exception):
-    def __init__(self, reason: str, *, permanent: bool) -> None:
-        super().__init__(reason)
-        self.permanent = permanent
-
-
-def _email_failure(exc: Exception) -> SendFailed:
-    """Classify an SMTP/socket error: 5xx answers are permanent, everything else transient."""
-    if isinstance(exc, smtplib.SMTPRecipientsRefused):
-        codes = [code for code, _msg in exc.recipients.values()]
-        return SendFailed(f"recipient refused: {codes}", permanent=all(500 <= c < 600 for c in codes))
-    if isinstance(exc, smtplib.SMTPResponseException):
-        return SendFailed(f"SMTP {exc.smtp_code}", permanent=500 <= exc.smtp_code < 600)
-    return SendFailed(f"{type(exc).__name__}: {exc}"[:500], permanent=False)
-
-
-def email_render_keys(*, order: Order) -> EmailMultiAlternatives:
-    """The email carrying an order's keys (subject, text and HTML templates), in the shop's language."""
-    context = {
-        "order": order,
-        "product": order.product,
-        "secrets": order_secrets(order=order),
-        "order_url": f"{settings.SITE_URL}/order/{order.access_token}/",
-    }
-    with translation.override(settings.LANGUAGE_CODE):
-        subject = " ".join(render_to_string("delivery/email/keys_subject.txt", context).split())
-        text = render_to_string("delivery/email/keys_body.txt", context)
-        html = render_to_string("delivery/email/keys_body.html", context)
-    email = EmailMultiAlternatives(
-        subject=subject, body=text, to=[order.contact], headers={"Message-ID": make_msgid(domain="kameng")}
+def delivery_content(*, order: Order) -> DeliveryContent:
+    """What a message for ``order`` carries, plaintext keys included. Never log it."""
+    return DeliveryContent(
+        order_number=order.number,
+        product_name=order.product.name,
+        quantity=order.quantity,
+        secrets=tuple(order_secrets(order=order)),
+        usage_instructions=order.product.usage_instructions,
+        order_url=f"{settings.SITE_URL}/order/{order.access_token}/",
+        short_url=settings.SITE_URL + reverse("shop:order-short", args=[order_short_token(order=order)]),
     )
-    email.attach_alternative(html, "text/html")
-    return email
+
+
+def order_short_token(*, order: Order) -> str:
+    """A short signed token for SMS links: the order number and an HMAC of it (``/s/<token>/``)."""
+    return f"{order.number}.{signing.Signer(salt='kameng.sms-link').signature(order.number)[:16]}"
 
 
 def message_send(*, message_id: int) -> str:
@@ -316,28 +300,28 @@ def message_send(*, message_id: int) -> str:
     # The attempt is on record before the outside call: a crash leaves a visible "sending" try.
     attempt = DeliveryAttempt.objects.create(message=message, number=message.tries)
     try:
-        email = email_render_keys(order=message.order)
+        channel = channel_get(message.channel)
+        content = delivery_content(order=message.order)
     except Exception as exc:  # noqa: BLE001 - a bug here must reach staff, not loop forever
-        logger.exception("could not render delivery message %s", message.pk)
+        logger.exception("could not prepare delivery message %s", message.pk)
         return _message_failed(
-            message=message, attempt=attempt, failure=SendFailed(f"render: {type(exc).__name__}", permanent=True)
+            message=message, attempt=attempt, failure=ChannelError(f"prepare: {type(exc).__name__}", permanent=True)
         )
     try:
-        email.connection = get_connection(timeout=settings.EMAIL_TIMEOUT)
-        email.send()
-    except (smtplib.SMTPException, OSError) as exc:
-        return _message_failed(message=message, attempt=attempt, failure=_email_failure(exc))
+        provider_message_id = channel.send(recipient=message.recipient, content=content)
+    except ChannelError as failure:
+        return _message_failed(message=message, attempt=attempt, failure=failure)
     now = timezone.now()
     with transaction.atomic():
         DeliveryAttempt.objects.filter(pk=attempt.pk).update(
-            state=AttemptState.SENT, finished_at=now, provider_message_id=email.extra_headers.get("Message-ID", "")
+            state=AttemptState.SENT, finished_at=now, provider_message_id=provider_message_id[:255]
         )
         DeliveryMessage.objects.filter(pk=message.pk).update(state=MessageState.SENT, sent_at=now, last_error="")
-        OrderEvent.objects.create(order=message.order, type="delivery.email.sent", message=message.recipient)
+        OrderEvent.objects.create(order=message.order, type=f"delivery.{message.channel}.sent", message=message.recipient)
     return MessageState.SENT
 
 
-def _message_failed(*, message: DeliveryMessage, attempt: DeliveryAttempt, failure: SendFailed) -> str:
+def _message_failed(*, message: DeliveryMessage, attempt: DeliveryAttempt, failure: ChannelError) -> str:
     logger.warning("delivery message %s try %s failed: %s", message.pk, message.tries, failure)
     DeliveryAttempt.objects.filter(pk=attempt.pk).update(
         state=AttemptState.FAILED, finished_at=timezone.now(), error=str(failure), permanent=failure.permanent
@@ -350,7 +334,7 @@ def _message_failed(*, message: DeliveryMessage, attempt: DeliveryAttempt, failu
             )
             OrderEvent.objects.create(
                 order_id=message.order_id,
-                type="delivery.email.retry_scheduled",
+                type=f"delivery.{message.channel}.retry_scheduled",
                 message=f"try {message.tries} failed ({failure}); next in {delay}s",
             )
             _message_schedule(message_id=message.pk, countdown=delay)
@@ -358,11 +342,11 @@ def _message_failed(*, message: DeliveryMessage, attempt: DeliveryAttempt, failu
     with transaction.atomic():
         DeliveryMessage.objects.filter(pk=message.pk).update(state=MessageState.FAILED, last_error=str(failure))
         order = order_lock(message.order_id)
-        note = f"email to {message.recipient} failed after {message.tries} tries: {failure}"
+        note = f"{message.channel} to {message.recipient} failed after {message.tries} tries: {failure}"
         if order.status == OrderStatus.DELIVERED:
             order_exception_enter(order=order, reason=ExceptionReason.DELIVERY_FAILED, note=note)
         else:
-            OrderEvent.objects.create(order=order, type="delivery.email.failed", message=note)
+            OrderEvent.objects.create(order=order, type=f"delivery.{message.channel}.failed", message=note)
     return MessageState.FAILED
 
 

@@ -194,6 +194,25 @@ WECHATPAY_NOTIFY_MAX_AGE_SECONDS = env.int("WECHATPAY_NOTIFY_MAX_AGE_SECONDS", d
 WECHATPAY_API_URL = env.str("WECHATPAY_API_URL", default="https://api.mch.weixin.qq.com")
 
 # --- Delivery ------------------------------------------------------------------------------
+# SMS to buyers who gave a mobile number: console (development), aliyun or tencent.
+SMS_PROVIDER = env.str("SMS_PROVIDER", default="console")
+SMS_CONTENT = env.str("SMS_CONTENT", default="link")  # "link": a short signed link; "key": the keys
+if SMS_CONTENT not in ("link", "key"):
+    raise ImproperlyConfigured("SMS_CONTENT must be link or key")
+SMS_TIMEOUT_SECONDS = env.int("SMS_TIMEOUT_SECONDS", default=10)
+ALIYUN_SMS_ACCESS_KEY_ID = env.str("ALIYUN_SMS_ACCESS_KEY_ID", default="")
+ALIYUN_SMS_ACCESS_KEY_SECRET = env.str("ALIYUN_SMS_ACCESS_KEY_SECRET", default="")
+ALIYUN_SMS_SIGN_NAME = env.str("ALIYUN_SMS_SIGN_NAME", default="")
+ALIYUN_SMS_TEMPLATE_CODE = env.str("ALIYUN_SMS_TEMPLATE_CODE", default="")
+ALIYUN_SMS_ENDPOINT = env.str("ALIYUN_SMS_ENDPOINT", default="dysmsapi.aliyuncs.com")
+TENCENT_SMS_SECRET_ID = env.str("TENCENT_SMS_SECRET_ID", default="")
+TENCENT_SMS_SECRET_KEY = env.str("TENCENT_SMS_SECRET_KEY", default="")
+TENCENT_SMS_SDK_APP_ID = env.str("TENCENT_SMS_SDK_APP_ID", default="")
+TENCENT_SMS_SIGN_NAME = env.str("TENCENT_SMS_SIGN_NAME", default="")
+TENCENT_SMS_TEMPLATE_ID = env.str("TENCENT_SMS_TEMPLATE_ID", default="")
+TENCENT_SMS_REGION = env.str("TENCENT_SMS_REGION", default="ap-guangzhou")
+TENCENT_SMS_ENDPOINT = env.str("TENCENT_SMS_ENDPOINT", default="sms.tencentcloudapi.com")
+
 # Exception-queue entries older than this are highlighted.
 EXCEPTION_SLA_MINUTES = env.int("EXCEPTION_SLA_MINUTES", default=30)
 # Who gets low-stock alerts (comma-separated addresses); the admin banner shows them either way.

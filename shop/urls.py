@@ -7,6 +7,7 @@ urlpatterns = [
     path("", views.catalog, name="catalog"),
     path("p/<slug:slug>/", views.product_detail, name="product"),
     path("lookup/", views.order_lookup_view, name="lookup"),
+    path("s/<str:token>/", views.order_short_link, name="order-short"),
     path("order/<str:token>/", views.order_detail, name="order"),
     path("order/<str:token>/pay/", views.order_pay, name="order-pay"),
     path("order/<str:token>/pay/<str:out_trade_no>/", views.order_pay_qr, name="order-pay-qr"),

@@ -14,12 +14,13 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.translation import gettext as _
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django.utils.crypto import constant_time_compare
 from django.utils.safestring import mark_safe
 from django_ratelimit.core import is_ratelimited
 from qrcode.image.svg import SvgPathImage
 
 from cardpool.selectors import order_secrets
-from delivery.services import ResendRefused, delivery_resend
+from delivery.services import ResendRefused, delivery_resend, order_short_token
 from payments.gateways.base import GatewayError
 from payments.registry import GatewayNotFound, gateway_get, gateways_enabled
 from payments.services import PaymentRefused, payment_start
@@ -131,6 +132,16 @@ def order_detail(request: HttpRequest, token: str) -> HttpResponse:
     return response
 
 
+@require_GET
+def order_short_link(request: HttpRequest, token: str) -> HttpResponse:
+    """The short signed link an SMS carries: opens the order page, nothing else."""
+    number, _dot, signature = token.partition(".")
+    order = get_object_or_404(Order, number=number)
+    if not constant_time_compare(token, order_short_token(order=order)):
+        raise Http404("bad link")
+    return redirect("shop:order", token=order.access_token)
+
+
 @require_POST
 def order_resend(request: HttpRequest, token: str) -> HttpResponse:
     """Buyer self-service: have the delivery email sent again (limited per hour)."""
@@ -140,13 +151,13 @@ def order_resend(request: HttpRequest, token: str) -> HttpResponse:
     except ResendRefused as exc:
         reason = str(exc)
         if reason == "limit reached":
-            messages.error(request, _("The email was sent again 3 times in the last hour. Please try again later, or copy the keys from this page."))
+            messages.error(request, _("The keys were sent again 3 times in the last hour. Please try again later, or copy them from this page."))
         elif reason == "already on its way":
-            messages.info(request, _("The email is already on its way."))
+            messages.info(request, _("The message is already on its way."))
         else:
             messages.error(request, _("There is nothing to send yet."))
     else:
-        messages.success(request, _("The email is on its way to %(contact)s.") % {"contact": order.contact})
+        messages.success(request, _("The message is on its way to %(contact)s.") % {"contact": order.contact})
     return redirect("shop:order", token=token)
 
 

@@ -188,7 +188,7 @@ def test_retry_of_a_failed_email_resends_the_same_keys(admin_client, client, on_
     assert len(mail.outbox) == 1 and sum(k in mail.outbox[0].body for k in keys) == 1
 
 
-def test_mobile_contact_gets_keys_on_the_page_and_no_email(client, on_commit):
+def test_mobile_contact_gets_keys_on_the_page_and_an_sms_link(client, on_commit, capsys):
     product = ProductFactory()
     keys = stock_product(product, 1)
 
@@ -197,6 +197,12 @@ def test_mobile_contact_gets_keys_on_the_page_and_no_email(client, on_commit):
     assert order.status == OrderStatus.DELIVERED
     assert keys[0] in order_page(client, order)
     assert not mail.outbox
+    sms = capsys.readouterr().out
+    assert f"SMS to 13900139000: order {order.number}: http://testserver/s/{order.number}." in sms
+    assert keys[0] not in sms  # SMS_CONTENT=link by default
+    link = sms.split(": ")[-1].strip().removeprefix("http://testserver")
+    assert client.get(link)["Location"] == reverse("shop:order", args=[order.access_token])
+    assert client.get(link[:-3] + "xyz/").status_code == 404
 
 
 def test_email_carries_keys_and_usage_instructions_in_chinese(client, on_commit):

@@ -1,0 +1,50 @@
+"""Email through Django's email backends (EMAIL_URL): subject, text and HTML templates."""
+
+from __future__ import annotations
+
+import smtplib
+from email.utils import make_msgid
+
+from django.conf import settings
+from django.core.mail import EmailMultiAlternatives, get_connection
+from django.template.loader import render_to_string
+from django.utils import translation
+
+from delivery.channels.base import Channel, ChannelError, DeliveryContent
+
+
+def email_render(*, recipient: str, content: DeliveryContent) -> EmailMultiAlternatives:
+    """The email carrying an order's keys, in the shop's language."""
+    context = {"content": content}
+    with translation.override(settings.LANGUAGE_CODE):
+        subject = " ".join(render_to_string("delivery/email/keys_subject.txt", context).split())
+        text = render_to_string("delivery/email/keys_body.txt", context)
+        html = render_to_string("delivery/email/keys_body.html", context)
+    email = EmailMultiAlternatives(
+        subject=subject, body=text, to=[recipient], headers={"Message-ID": make_msgid(domain="kameng")}
+    )
+    email.attach_alternative(html, "text/html")
+    return email
+
+
+def smtp_failure(exc: Exception) -> ChannelError:
+    """Classify an SMTP/socket error: 5xx answers are permanent, everything else transient."""
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        codes = [code for code, _msg in exc.recipients.values()]
+        return ChannelError(f"recipient refused: {codes}", permanent=all(500 <= c < 600 for c in codes))
+    if isinstance(exc, smtplib.SMTPResponseException):
+        return ChannelError(f"SMTP {exc.smtp_code}", permanent=500 <= exc.smtp_code < 600)
+    return ChannelError(f"{type(exc).__name__}: {exc}"[:500], permanent=False)
+
+
+class EmailChannel(Channel):
+    identifier = "email"
+
+    def send(self, *, recipient: str, content: DeliveryContent) -> str:
+        email = email_render(recipient=recipient, content=content)
+        email.connection = get_connection(timeout=settings.EMAIL_TIMEOUT)
+        try:
+            email.send()
+        except (smtplib.SMTPException, OSError) as exc:
+            raise smtp_failure(exc) from exc
+        return email.extra_headers["Message-ID"]
