@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import random
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
@@ -285,7 +286,7 @@ def message_send(*, message_id: int) -> str:
     """Send one delivery message if it is due. Returns its state afterwards.
 
     The row is claimed with a conditional UPDATE first, so two workers never send the same try.
-    Transient failures are retried with exponential backoff up to DELIVERY_EMAIL_MAX_TRIES;
+    Transient failures are retried with exponential backoff up to DELIVERY_MAX_TRIES;
     permanent ones and the last failure put the order in the exception queue (delivery_failed).
     """
     now = timezone.now()
@@ -326,8 +327,14 @@ def _message_failed(*, message: DeliveryMessage, attempt: DeliveryAttempt, failu
     DeliveryAttempt.objects.filter(pk=attempt.pk).update(
         state=AttemptState.FAILED, finished_at=timezone.now(), error=str(failure), permanent=failure.permanent
     )
-    if not failure.permanent and message.tries < settings.DELIVERY_EMAIL_MAX_TRIES:
-        delay = settings.DELIVERY_EMAIL_RETRY_BASE_SECONDS * 2 ** (message.tries - 1)
+    product = message.order.product
+    max_tries = product.delivery_max_tries or settings.DELIVERY_MAX_TRIES
+    base = product.delivery_retry_base_seconds
+    base = settings.DELIVERY_RETRY_BASE_SECONDS if base is None else base
+    if not failure.permanent and message.tries < max_tries:
+        # Exponential backoff with ±20 % jitter, so a provider outage is not hit by every
+        # queued message at the same second when it returns.
+        delay = round(base * 2 ** (message.tries - 1) * random.uniform(0.8, 1.2))
         with transaction.atomic():
             DeliveryMessage.objects.filter(pk=message.pk).update(
                 state=MessageState.PENDING, next_try_at=timezone.now() + timedelta(seconds=delay), last_error=str(failure)
@@ -337,7 +344,9 @@ def _message_failed(*, message: DeliveryMessage, attempt: DeliveryAttempt, failu
                 type=f"delivery.{message.channel}.retry_scheduled",
                 message=f"try {message.tries} failed ({failure}); next in {delay}s",
             )
-            _message_schedule(message_id=message.pk, countdown=delay)
+            if delay <= settings.DELIVERY_MAX_COUNTDOWN_SECONDS:
+                _message_schedule(message_id=message.pk, countdown=delay)
+            # else: next_try_at holds it; the sweeper sends it when it is due.
         return MessageState.PENDING
     with transaction.atomic():
         DeliveryMessage.objects.filter(pk=message.pk).update(state=MessageState.FAILED, last_error=str(failure))
@@ -345,6 +354,10 @@ def _message_failed(*, message: DeliveryMessage, attempt: DeliveryAttempt, failu
         note = f"{message.channel} to {message.recipient} failed after {message.tries} tries: {failure}"
         if order.status == OrderStatus.DELIVERED:
             order_exception_enter(order=order, reason=ExceptionReason.DELIVERY_FAILED, note=note)
+            if settings.ALERT_EMAILS:
+                from delivery import tasks
+
+                tasks.staff_alert_email.delay_on_commit(order.pk)
         else:
             OrderEvent.objects.create(order=order, type=f"delivery.{message.channel}.failed", message=note)
     return MessageState.FAILED
@@ -421,6 +434,16 @@ def stock_alert_check(*, product_id: int, threshold: int) -> None:
         from delivery import tasks
 
         tasks.stock_alert_email.delay_on_commit(row[0])
+
+
+def staff_alert_email(*, order_id: int) -> None:
+    """Tell ALERT_EMAILS that an order's delivery failed for good and waits in the exception queue."""
+    order = Order.objects.select_related("product").get(pk=order_id)
+    context = {"order": order, "admin_url": settings.SITE_URL + reverse("admin:shop_exceptionorder_change", args=[order.pk])}
+    with translation.override(settings.LANGUAGE_CODE):
+        subject = " ".join(render_to_string("delivery/email/staff_alert_subject.txt", context).split())
+        body = render_to_string("delivery/email/staff_alert_body.txt", context)
+    EmailMultiAlternatives(subject=subject, body=body, to=settings.ALERT_EMAILS).send()
 
 
 def stock_alert_email(*, alert_id: int) -> None:

@@ -40,3 +40,8 @@ def out_of_stock_orders_deliver(product_id: int) -> int:
 @shared_task(autoretry_for=(OSError,), retry_backoff=True, max_retries=5)
 def stock_alert_email(alert_id: int) -> None:
     services.stock_alert_email(alert_id=alert_id)
+
+
+@shared_task(autoretry_for=(OSError,), retry_backoff=True, max_retries=5)
+def staff_alert_email(order_id: int) -> None:
+    services.staff_alert_email(order_id=order_id)

@@ -217,8 +217,12 @@ TENCENT_SMS_ENDPOINT = env.str("TENCENT_SMS_ENDPOINT", default="sms.tencentcloud
 EXCEPTION_SLA_MINUTES = env.int("EXCEPTION_SLA_MINUTES", default=30)
 # Who gets low-stock alerts (comma-separated addresses); the admin banner shows them either way.
 ALERT_EMAILS = env.list("ALERT_EMAILS", default=[])
-DELIVERY_EMAIL_MAX_TRIES = env.int("DELIVERY_EMAIL_MAX_TRIES", default=3)
-DELIVERY_EMAIL_RETRY_BASE_SECONDS = env.int("DELIVERY_EMAIL_RETRY_BASE_SECONDS", default=30)
+# Email/SMS retries: exponential backoff with jitter from the base (per product overridable).
+DELIVERY_MAX_TRIES = env.int("DELIVERY_MAX_TRIES", default=3)
+DELIVERY_RETRY_BASE_SECONDS = env.int("DELIVERY_RETRY_BASE_SECONDS", default=300)
+# Waits up to this long ride on the broker (countdown); longer ones wait in the database for the
+# sweeper, so no message sits in Redis past its visibility timeout and gets delivered twice.
+DELIVERY_MAX_COUNTDOWN_SECONDS = env.int("DELIVERY_MAX_COUNTDOWN_SECONDS", default=600)
 DELIVERY_SWEEP_AFTER_SECONDS = env.int("DELIVERY_SWEEP_AFTER_SECONDS", default=60)
 DELIVERY_SWEEP_INTERVAL_SECONDS = env.float("DELIVERY_SWEEP_INTERVAL_SECONDS", default=30.0)
 

@@ -34,6 +34,11 @@ class ProductAdmin(admin.ModelAdmin):
     list_select_related = ["category"]
     search_fields = ["name", "slug"]
     prepopulated_fields = {"slug": ["name"]}
+    fieldsets = [
+        (None, {"fields": ["category", "name", "slug", "price", "is_active", "sort_order", "description", "usage_instructions"]}),
+        (_("Limits and stock"), {"fields": ["min_quantity", "max_quantity", "low_stock_threshold"]}),
+        (_("Delivery"), {"fields": ["delivery_max_tries", "delivery_retry_base_seconds"]}),
+    ]
 
     def get_changelist_instance(self, request):
         changelist = super().get_changelist_instance(request)

@@ -37,6 +37,12 @@ class Product(models.Model):
     max_quantity = models.PositiveIntegerField(_("maximum per order"), default=10, validators=[MinValueValidator(1)])
     low_stock_threshold = models.PositiveIntegerField(_("low-stock threshold"), default=5)
     usage_instructions = models.TextField(_("usage instructions"), blank=True, help_text=_("Shown with the keys."))
+    delivery_max_tries = models.PositiveSmallIntegerField(
+        _("delivery tries"), null=True, blank=True, help_text=_("Email/SMS tries before the exception queue; empty: the shop's default.")
+    )
+    delivery_retry_base_seconds = models.PositiveIntegerField(
+        _("first retry after (seconds)"), null=True, blank=True, help_text=_("Doubles each try; empty: the shop's default.")
+    )
     sort_order = models.PositiveIntegerField(_("sort order"), default=0)
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)
 

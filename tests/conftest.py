@@ -36,8 +36,8 @@ def _shop_settings(settings, request):
     settings.PAYMENTS_SANDBOX_ENABLED = True
     settings.PAYMENTS_SANDBOX_SECRET = SANDBOX_SECRET
     settings.SITE_URL = "http://testserver"
-    settings.DELIVERY_EMAIL_RETRY_BASE_SECONDS = 30
-    settings.DELIVERY_EMAIL_MAX_TRIES = 3
+    settings.DELIVERY_RETRY_BASE_SECONDS = 30
+    settings.DELIVERY_MAX_TRIES = 3
     settings.SECURE_SSL_REDIRECT = False
     settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": request.node.nodeid}}
     # Tests without a real worker run tasks in-process when their transaction commits.

@@ -134,7 +134,7 @@ def test_email_failing_temporarily_is_retried_with_backoff_then_sent(client, on_
 
     message = DeliveryMessage.objects.get(order=order)
     assert message.state == MessageState.PENDING and message.tries == 1
-    assert timedelta(seconds=25) < message.next_try_at - timezone.now() <= timedelta(seconds=30)
+    assert timedelta(seconds=23) < message.next_try_at - timezone.now() <= timedelta(seconds=36)  # 30 s ± 20 %
     assert not mail.outbox
     # The backoff elapses; the sweeper (or the countdown task) sends the next try.
     DeliveryMessage.objects.filter(pk=message.pk).update(next_try_at=timezone.now() - timedelta(seconds=120))
@@ -149,7 +149,7 @@ def test_email_failing_temporarily_is_retried_with_backoff_then_sent(client, on_
 
 
 def test_email_failing_every_try_lands_in_the_exception_queue_with_keys_kept(client, on_commit, scripted_smtp, settings):
-    settings.DELIVERY_EMAIL_RETRY_BASE_SECONDS = 0
+    settings.DELIVERY_RETRY_BASE_SECONDS = 0
     product = ProductFactory()
     keys = stock_product(product, 1)
     fail_next(TEMPORARY, TEMPORARY, TEMPORARY)
@@ -318,7 +318,7 @@ def _decoded(content: str) -> str:
 
 
 def test_real_smtp_server_refusing_then_accepting_gets_the_email_once(client, on_commit, smtp, settings):
-    settings.DELIVERY_EMAIL_RETRY_BASE_SECONDS = 0
+    settings.DELIVERY_RETRY_BASE_SECONDS = 0
     smtp.data_replies = ["451 4.3.0 try again later", "421 4.7.0 too busy"]
     product = ProductFactory()
     keys = stock_product(product, 1)
@@ -418,7 +418,7 @@ def test_low_stock_alert_emails_once_and_again_only_after_a_restock(client, on_c
 
 
 def test_every_try_is_an_attempt_row_visible_to_staff(admin_client, client, on_commit, scripted_smtp, settings):
-    settings.DELIVERY_EMAIL_RETRY_BASE_SECONDS = 0
+    settings.DELIVERY_RETRY_BASE_SECONDS = 0
     product = ProductFactory()
     stock_product(product, 1)
     fail_next(TEMPORARY)
@@ -537,3 +537,35 @@ def test_defective_key_with_nothing_in_stock_goes_to_the_queue_and_imports_fix_i
     order.refresh_from_db()
     assert order.status == OrderStatus.EXCEPTION and order.exception_reason == ExceptionReason.DEFECTIVE_KEY
     assert not CardKey.objects.filter(order=order, status=CardKeyStatus.SOLD).exists()
+
+
+def test_retry_policy_comes_from_the_product_and_long_waits_stay_in_the_database(client, on_commit, scripted_smtp, settings):
+    settings.DELIVERY_RETRY_BASE_SECONDS = 300
+    settings.DELIVERY_MAX_COUNTDOWN_SECONDS = 600
+    product = ProductFactory(delivery_max_tries=5, delivery_retry_base_seconds=1000)
+    stock_product(product, 1)
+    fail_next(TEMPORARY)
+
+    order = pay(client, on_commit, product)
+
+    message = DeliveryMessage.objects.get(order=order)
+    wait = (message.next_try_at - timezone.now()).total_seconds()
+    assert message.state == MessageState.PENDING and 790 <= wait <= 1200  # 1000 s ± 20 % jitter
+    assert delivery_sweep().messages == 0  # not due yet; no broker message carries it either
+    DeliveryMessage.objects.filter(pk=message.pk).update(next_try_at=timezone.now() - timedelta(seconds=61))
+    with on_commit():
+        delivery_sweep()
+    assert DeliveryMessage.objects.get(pk=message.pk).state == MessageState.SENT
+
+
+def test_staff_are_alerted_when_a_delivery_fails_for_good(client, on_commit, scripted_smtp, settings):
+    settings.ALERT_EMAILS = ["support@example.com"]
+    fail_next(PERMANENT)
+    product = ProductFactory()
+    stock_product(product, 1)
+
+    order = pay(client, on_commit, product)
+
+    alerts = [m for m in mail.outbox if m.to == ["support@example.com"] and order.number in m.subject]
+    assert len(alerts) == 1
+    assert f"/admin/shop/exceptionorder/{order.pk}/change/" in alerts[0].body

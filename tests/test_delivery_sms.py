@@ -68,7 +68,7 @@ def test_sms_provider_that_never_answers_is_retried_then_queued(client, on_commi
     server = SilentServer()
     try:
         use_provider(settings, flavour, server.endpoint)
-        settings.DELIVERY_EMAIL_RETRY_BASE_SECONDS = 0
+        settings.DELIVERY_RETRY_BASE_SECONDS = 0
         product = ProductFactory()
         keys = stock_product(product, 1)
 
