@@ -42,3 +42,23 @@ def smtp_server_start() -> tuple[Controller, ScriptedHandler]:
     controller = Controller(handler, hostname="127.0.0.1", port=free_port())
     controller.start()
     return controller, handler
+
+
+class BlockingHandler(ScriptedHandler):
+    """Holds every RCPT until ``release`` is set: a send caught in the middle of the conversation."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        import threading
+
+        self.release = threading.Event()
+        self.waiting = threading.Event()
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: N802
+        import asyncio
+
+        if not self.release.is_set():
+            self.waiting.set()
+            while not self.release.is_set():
+                await asyncio.sleep(0.02)
+        return await super().handle_RCPT(server, session, envelope, address, rcpt_options)

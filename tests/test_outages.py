@@ -8,8 +8,11 @@ import subprocess
 
 import pytest
 import requests
+from aiosmtpd.controller import Controller
+from django.test import Client
 
 from cardpool.models import CardKey
+from delivery.models import DeliveryMessage
 from payments.models import Payment
 from payments.registry import gateway_get
 from payments.services import payment_start
@@ -17,7 +20,9 @@ from shop.models import Order, OrderStatus
 from tests.conftest import wait_until
 from tests.factories import OrderFactory, ProductFactory, stock_product
 from tests.platforms import sandbox_notification
-from tests.processes import BIN, ServiceProcess, service_env, start_worker
+from tests.processes import BIN, ServiceProcess, flush_test_broker, service_env, start_worker
+from tests.smtp_server import BlockingHandler, free_port
+from tests.storefront import post_notification
 
 pytestmark = [pytest.mark.redis, pytest.mark.django_db(transaction=True)]
 
@@ -107,3 +112,40 @@ def test_orders_paid_while_redis_is_down_are_delivered_after_it_returns(redis_se
     assert CardKey.objects.filter(status="sold").count() == 5
     assert len(set(CardKey.objects.filter(status="sold").values_list("order_id", flat=True))) == 5
     assert Payment.objects.filter(state="succeeded").count() == 5
+
+
+def test_worker_killed_mid_send_sends_the_email_once_after_restart(tmp_path):
+    handler = BlockingHandler()
+    smtp = Controller(handler, hostname="127.0.0.1", port=free_port())
+    smtp.start()
+    product = ProductFactory()
+    keys = stock_product(product, 2)
+    order = OrderFactory(product=product, contact="buyer@example.com", contact_kind="email")
+    payment = payment_start(order=order, gateway=gateway_get("sandbox"))[0]
+    flush_test_broker()
+    env = service_env(tmp_path, EMAIL_URL=f"smtp://127.0.0.1:{smtp.port}")
+    worker = start_worker(env, tmp_path, name="doomed-sender", concurrency=1)
+    try:
+        assert post_notification(Client(), sandbox_notification(out_trade_no=payment.out_trade_no, amount=payment.amount)).content == b"success"
+        assert handler.waiting.wait(timeout=60), "the worker never reached the SMTP server"
+        worker.kill()  # in the middle of the SMTP conversation
+        handler.release.set()
+
+        assert Order.objects.get(pk=order.pk).status == OrderStatus.DELIVERED  # the keys were committed before the send
+        assert DeliveryMessage.objects.get(order=order).state == "sending"
+
+        restarted = {**env, "DELIVERY_SWEEP_AFTER_SECONDS": "1", "DELIVERY_SWEEP_INTERVAL_SECONDS": "1"}
+        survivor = start_worker(restarted, tmp_path, name="survivor-sender", concurrency=1, beat=True)
+        try:
+            wait_until(lambda: DeliveryMessage.objects.get(order=order).state == "sent", timeout=60, message="the resend")
+        finally:
+            survivor.stop()
+    finally:
+        worker.stop()
+        smtp.stop()
+
+    assert len(handler.received) == 1 and handler.received[0]["to"] == ["buyer@example.com"]
+    message = DeliveryMessage.objects.get(order=order)
+    assert list(message.attempts.values_list("state", flat=True)) == ["failed", "sent"]
+    assert message.attempts.first().error == "the worker stopped during the send"
+    assert CardKey.objects.filter(order=order).count() == 1 and len(keys) == 2
