@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 # (BEGIN and COMMIT come from psycopg2 on both sides).
 RAW_SQL = [
     # shop.lock_objects.order_lock
-    """SELECT o.*, p.low_stock_threshold AS low_stock_threshold
+    """SELECT o.*, p.low_stock_threshold AS low_stock_threshold, p.delivery_delay_minutes AS delivery_delay_minutes
          FROM shop_order o JOIN shop_product p ON p.id = o.product_id WHERE o.id = %(order)s FOR UPDATE OF o""",
     # cardpool.services.cardkeys_sell_to_order
     """UPDATE cardpool_cardkey SET status = 'sold', order_id = %(order)s, sold_at = now()

@@ -1,6 +1,8 @@
 from django.contrib import admin
+from django.core.cache import cache
+from django.shortcuts import redirect
 
-from delivery.models import DeliveryAttempt, DeliveryMessage, StockAlert
+from delivery.models import DeliveryAttempt, DeliveryMessage, DeliveryRules, StockAlert
 from kameng.admin_mixins import ReadOnlyAdminMixin
 
 
@@ -27,3 +29,25 @@ class StockAlertAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_filter = ["resolved_at"]
     list_select_related = ["product"]
     readonly_fields = ["product", "available", "threshold", "created_at", "resolved_at"]
+
+
+@admin.register(DeliveryRules)
+class DeliveryRulesAdmin(admin.ModelAdmin):
+    """One editable row; the list page opens it directly."""
+
+    fields = ["auto_delivery", "review_amount", "review_orders_per_hour", "updated_at"]
+    readonly_fields = ["updated_at"]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    def changelist_view(self, request, extra_context=None):
+        DeliveryRules.objects.get_or_create(pk=1)
+        return redirect("admin:delivery_deliveryrules_change", 1)
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        cache.delete("kameng:delivery-rules")

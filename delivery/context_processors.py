@@ -9,4 +9,11 @@ def stock_alerts(request):
     alerts = list(StockAlert.objects.filter(resolved_at__isnull=True).select_related("product")[:10])
     for alert in alerts:
         alert.cover = stock_cover(product_id=alert.product_id, available=alert.available)
-    return {"open_stock_alerts": alerts}
+    context = {"open_stock_alerts": alerts}
+    if request.path == "/admin/":
+        from django.utils import timezone
+
+        from shop.selectors import sales_figures
+
+        context["sales_figures"] = sales_figures(now=timezone.now())
+    return context

@@ -89,3 +89,28 @@ class StockAlert(models.Model):
 
     def __str__(self) -> str:
         return f"{self.product}: {self.available}"
+
+
+class DeliveryRules(models.Model):
+    """Shop-wide delivery rules, edited by operators in admin. One row (pk=1)."""
+
+    auto_delivery = models.BooleanField(
+        _("deliver automatically"), default=True,
+        help_text=_("Off: paid orders wait in the exception queue as held for review."),
+    )
+    review_amount = models.DecimalField(
+        _("hold orders from this total"), max_digits=12, decimal_places=2, null=True, blank=True,
+        help_text=_("Orders whose total is at or above this wait for a person. Empty: no limit."),
+    )
+    review_orders_per_hour = models.PositiveIntegerField(
+        _("hold after this many orders an hour"), null=True, blank=True,
+        help_text=_("Hold an order when its contact or IP placed more paid orders than this in the last hour."),
+    )
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("delivery rules")
+        verbose_name_plural = _("delivery rules")
+
+    def __str__(self) -> str:
+        return str(_("delivery rules"))

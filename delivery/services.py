@@ -10,6 +10,7 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.core import signing
+from django.core.cache import cache
 from django.core.mail import EmailMultiAlternatives
 from django.urls import reverse
 from django.db import connection, transaction
@@ -27,7 +28,7 @@ from cardpool.services import (
     cardkeys_shortfall_is_contention,
 )
 from delivery.channels import ChannelError, DeliveryContent, channel_get
-from delivery.models import AttemptState, DeliveryAttempt, DeliveryMessage, MessageState, StockAlert
+from delivery.models import DeliveryRules, AttemptState, DeliveryAttempt, DeliveryMessage, MessageState, StockAlert
 from shop.lock_objects import order_lock
 from shop.models import ContactKind, ExceptionReason, Order, OrderEvent, OrderStatus
 from shop.services import order_exception_enter, order_transition
@@ -79,6 +80,47 @@ def _order_short_of_stock(*, order_id: int, expected_status: str, actor: str) ->
     return order.status
 
 
+def delivery_rules() -> DeliveryRules:
+    """The shop's delivery rules, read at most every few seconds per process (hot path)."""
+    rules = cache.get("kameng:delivery-rules")
+    if rules is None:
+        rules = DeliveryRules.objects.filter(pk=1).first() or DeliveryRules(pk=1)
+        cache.set("kameng:delivery-rules", rules, timeout=5)
+    return rules
+
+
+def delivery_hold_reason(*, order: Order) -> str:
+    """Why a paid order must wait for a person instead of being delivered now, or ""."""
+    rules = delivery_rules()
+    if not rules.auto_delivery:
+        return "automatic delivery is switched off"
+    if rules.review_amount is not None and order.total >= rules.review_amount:
+        return f"total {order.total} is at or above {rules.review_amount}"
+    if rules.review_orders_per_hour:
+        hour_ago = timezone.now() - timedelta(hours=1)
+        recent = Order.objects.filter(paid_at__gte=hour_ago).exclude(pk=order.pk)
+        if recent.filter(contact=order.contact).count() >= rules.review_orders_per_hour:
+            return f"{order.contact} placed more than {rules.review_orders_per_hour} orders in the last hour"
+        if order.client_ip and recent.filter(client_ip=order.client_ip).count() >= rules.review_orders_per_hour:
+            return f"{order.client_ip} placed more than {rules.review_orders_per_hour} orders in the last hour"
+    return ""
+
+
+def _delivery_delay_remaining(*, order: Order) -> float:
+    delay = order.delivery_delay_minutes  # read with the order lock
+    if not delay:
+        return 0
+    return (order.paid_at + timedelta(minutes=delay) - timezone.now()).total_seconds()
+
+
+def _order_delivery_later(*, order_id: int, seconds: float) -> None:
+    # Short waits ride on the broker; longer ones are picked up by the sweeper when due.
+    if seconds <= settings.DELIVERY_MAX_COUNTDOWN_SECONDS:
+        from delivery import tasks
+
+        tasks.order_deliver.apply_async_on_commit(args=(order_id,), countdown=seconds)
+
+
 def order_deliver(*, order_id: int) -> str:
     """Deliver a paid order: exactly ``quantity`` keys, once, in one transaction.
 
@@ -95,6 +137,14 @@ def order_deliver(*, order_id: int) -> str:
                 logger.warning("delivery task for unknown order %s dropped", order_id)
                 return "missing"
             if order.status != OrderStatus.PAID:
+                return order.status
+            wait = _delivery_delay_remaining(order=order)
+            if wait > 0:
+                _order_delivery_later(order_id=order.pk, seconds=wait)
+                return order.status
+            held_because = delivery_hold_reason(order=order)
+            if held_because:
+                order_exception_enter(order=order, reason=ExceptionReason.HELD_FOR_REVIEW, note=held_because)
                 return order.status
             _order_fulfil(order=order, actor="system")
     except StockShortfall:

@@ -66,6 +66,9 @@ def payment_start(
     if order.status != OrderStatus.PENDING or order.expires_at <= timezone.now():
         raise PaymentRefused(order.status)
     with transaction.atomic():
+        if not gateway.is_enabled():  # staff test mode (registry only admits it for staff)
+            Order.objects.filter(pk=order.pk).update(is_test=True)
+            OrderEvent.objects.create(order=order, type="shop.order.test_mode", message=gateway.identifier, actor="staff")
         payment = Payment.objects.create(
             order=order,
             gateway=gateway.identifier,
@@ -175,6 +178,9 @@ def _notice_apply(*, gateway: PaymentGateway, notice: VerifiedNotification, raw:
         payment = payment_lock(out_trade_no=notice.out_trade_no, gateway=gateway.identifier)
         if payment is None:
             return _rejected(gateway=gateway, raw=raw, reason="unknown out_trade_no", out_trade_no=notice.out_trade_no)
+        if not gateway.is_enabled() and not Order.objects.filter(pk=payment.order_id, is_test=True).exists():
+            # Staff test mode only: a public order can never be paid by a disabled gateway.
+            return _rejected(gateway=gateway, raw=raw, reason="gateway disabled", out_trade_no=notice.out_trade_no)
         if not _ledger_record(gateway=gateway.identifier, notice=notice, payment_id=payment.pk, raw=raw):
             return NotificationOutcome(accepted=True, verdict=NotificationVerdict.DUPLICATE)
         if notice.paid:

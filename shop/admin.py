@@ -37,7 +37,7 @@ class ProductAdmin(admin.ModelAdmin):
     fieldsets = [
         (None, {"fields": ["category", "name", "slug", "price", "is_active", "sort_order", "description", "usage_instructions"]}),
         (_("Limits and stock"), {"fields": ["min_quantity", "max_quantity", "low_stock_threshold"]}),
-        (_("Delivery"), {"fields": ["delivery_max_tries", "delivery_retry_base_seconds"]}),
+        (_("Delivery"), {"fields": ["delivery_delay_minutes", "delivery_max_tries", "delivery_retry_base_seconds"]}),
     ]
 
     def get_changelist_instance(self, request):
@@ -70,13 +70,14 @@ class ManualDeliveryForm(forms.Form):
 ORDER_READONLY = [
     "number", "product", "quantity", "unit_price", "total", "contact", "contact_kind", "client_ip", "status",
     "exception_reason", "exception_note", "created_at", "expires_at", "paid_at", "delivered_at", "exception_at",
+    "is_test",
 ]
 
 
 @admin.register(Order)
 class OrderAdmin(admin.ModelAdmin):
     list_display = ["number", "product", "quantity", "total", "contact", "status", "exception_reason", "created_at"]
-    list_filter = ["status", "exception_reason", "product"]
+    list_filter = ["status", "exception_reason", "is_test", "product"]
     list_select_related = ["product"]
     search_fields = ["=number", "contact"]
     date_hierarchy = "created_at"

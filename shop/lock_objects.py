@@ -10,7 +10,7 @@ from shop.models import Order
 # cost more than the query itself (see bench/reserve.py). FOR UPDATE OF o locks the order row
 # only; locking the joined product row would serialise every delivery of that product.
 _ORDER_LOCK_SQL = """
-    SELECT o.*, p.low_stock_threshold AS low_stock_threshold
+    SELECT o.*, p.low_stock_threshold AS low_stock_threshold, p.delivery_delay_minutes AS delivery_delay_minutes
       FROM {order} o JOIN {product} p ON p.id = o.product_id
      WHERE o.id = %s {lock}
 """

@@ -37,6 +37,9 @@ class Product(models.Model):
     max_quantity = models.PositiveIntegerField(_("maximum per order"), default=10, validators=[MinValueValidator(1)])
     low_stock_threshold = models.PositiveIntegerField(_("low-stock threshold"), default=5)
     usage_instructions = models.TextField(_("usage instructions"), blank=True, help_text=_("Shown with the keys."))
+    delivery_delay_minutes = models.PositiveIntegerField(
+        _("deliver after (minutes)"), default=0, help_text=_("Delay delivery this long after payment.")
+    )
     delivery_max_tries = models.PositiveSmallIntegerField(
         _("delivery tries"), null=True, blank=True, help_text=_("Email/SMS tries before the exception queue; empty: the shop's default.")
     )
@@ -78,6 +81,7 @@ class ExceptionReason(models.TextChoices):
     DELIVERY_FAILED = "delivery_failed", _("Delivery failed")
     DUPLICATE_PAYMENT = "duplicate_payment", _("Paid twice")
     DEFECTIVE_KEY = "defective_key", _("Defective key, no replacement in stock")
+    HELD_FOR_REVIEW = "held_for_review", _("Held for review")
 
 
 class ContactKind(models.TextChoices):
@@ -112,6 +116,9 @@ class Order(models.Model):
         "auth.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+", verbose_name=_("assignee")
     )
     staff_note = models.TextField(_("staff notes"), blank=True)
+    # Bought by staff with the sandbox gateway to check a product end to end: no real money,
+    # left out of sales figures.
+    is_test = models.BooleanField(_("test order"), default=False)
     updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 
     class Meta:

@@ -82,7 +82,7 @@ def order_pay(request: HttpRequest, token: str) -> HttpResponse:
         return redirect("shop:order", token=token)
     if request.method == "POST":
         try:
-            gateway = gateway_get(request.POST.get("gateway", ""))
+            gateway = gateway_get(request.POST.get("gateway", ""), staff_test=request.user.is_staff)
             payment, action = payment_start(
                 order=order, gateway=gateway, mobile=is_mobile_browser(request), client_ip=client_ip(request) or ""
             )
@@ -97,7 +97,9 @@ def order_pay(request: HttpRequest, token: str) -> HttpResponse:
             if action.redirect_url:
                 return redirect(action.redirect_url)
             return redirect("shop:order-pay-qr", token=token, out_trade_no=payment.out_trade_no)
-    return render(request, "shop/order_pay.html", {"order": order, "gateways": gateways_enabled()})
+    return render(
+        request, "shop/order_pay.html", {"order": order, "gateways": gateways_enabled(staff_test=request.user.is_staff)}
+    )
 
 
 @never_cache

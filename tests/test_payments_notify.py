@@ -10,6 +10,7 @@ from django.core import mail
 from django.urls import reverse
 
 from cardpool.models import CardKey
+from payments.gateways.sandbox import sandbox_secret, sandbox_signature
 from payments.models import NotificationVerdict, Payment, PaymentNotification
 from shop.models import ExceptionReason, Order, OrderStatus
 from tests.factories import ProductFactory, stock_product
@@ -187,14 +188,18 @@ def test_notify_for_an_expired_order_goes_to_the_exception_queue(client, on_comm
     assert not CardKey.objects.filter(order=order).exists()
 
 
-def test_notify_when_sandbox_is_disabled_is_not_found(client, settings, pending_payment):
+def test_notify_when_sandbox_is_disabled_is_refused(client, settings, pending_payment):
     _product, _keys, order, payment = pending_payment
     settings.PAYMENTS_SANDBOX_ENABLED = False
 
     response = post_notification(client, sandbox_notification(out_trade_no=payment.out_trade_no, amount="25.00"))
 
-    assert response.status_code == 404
+    assert response.status_code == 400  # a public order is never paid by a disabled gateway
     assert Payment.objects.get(pk=payment.pk).state == "created"
+
+
+def test_notify_to_an_unknown_gateway_is_not_found(client):
+    assert post_notification(client, {"a": "b"}, gateway="paypal").status_code == 404
 
 
 def test_notify_get_is_not_allowed(client):
@@ -217,3 +222,44 @@ def test_notify_with_garbage_body_is_refused_cleanly(client):
     )
 
     assert response.status_code == 400 and response.content == b"fail"
+
+
+def test_staff_test_mode_buys_with_the_sandbox_in_production_and_is_left_out_of_sales(admin_client, client, on_commit, settings):
+    settings.PAYMENTS_SANDBOX_ENABLED = False
+    settings.PAYMENTS_SANDBOX_SECRET = ""
+    product = ProductFactory(price=Decimal("20.00"))
+    keys = stock_product(product, 2)
+    buyer_order = checkout(client, product)
+    assert "Sandbox" not in client.get(reverse("shop:order-pay", args=[buyer_order.access_token])).content.decode()
+    staff_order = checkout(admin_client, product)
+
+    payment = start_sandbox_payment(admin_client, staff_order)
+    page = admin_client.get(reverse("payments:sandbox-pay", args=[payment.out_trade_no]))
+    with on_commit():
+        response = post_notification(client, dict(page.context["fields"]))
+
+    assert response.content == b"success"
+    staff_order.refresh_from_db()
+    assert staff_order.is_test and staff_order.status == OrderStatus.DELIVERED
+    assert any(k in admin_client.get(reverse("shop:order", args=[staff_order.access_token])).content.decode() for k in keys)
+    dashboard = admin_client.get(reverse("admin:index")).context["sales_figures"]
+    assert dashboard["today"]["orders"] == 0
+
+
+def test_sandbox_notification_for_a_public_order_is_refused_while_the_sandbox_is_off(admin_client, client, settings):
+    settings.PAYMENTS_SANDBOX_ENABLED = False
+    settings.PAYMENTS_SANDBOX_SECRET = ""
+    product = ProductFactory()
+    stock_product(product, 1)
+    staff_order = checkout(admin_client, product)
+    payment = start_sandbox_payment(admin_client, staff_order)
+    fields = dict(admin_client.get(reverse("payments:sandbox-pay", args=[payment.out_trade_no])).context["fields"])
+    public = checkout(client, product)
+    public_payment = Payment.objects.create(order=public, gateway="sandbox", out_trade_no="PUBLIC1", amount=public.total)
+
+    forged = {**fields, "out_trade_no": public_payment.out_trade_no, "trade_no": "SBXOTHER"}
+    forged["sign"] = sandbox_signature(forged, sandbox_secret())  # even with the server's own key
+
+    assert post_notification(client, forged).status_code == 400
+    assert PaymentNotification.objects.get(out_trade_no="PUBLIC1").reason == "gateway disabled"
+    assert Order.objects.get(pk=public.pk).status == OrderStatus.PENDING
