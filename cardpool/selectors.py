@@ -57,7 +57,10 @@ def product_has_stock(*, product_id: int, quantity: int) -> bool:
         return cursor.fetchone() is not None
 
 
-def order_secrets(*, order) -> list[str]:
-    """The plaintext keys sold to an order, in order. Only for the buyer's page and the email."""
+def order_keys(*, order) -> list[tuple[str, "datetime | None"]]:
+    """(plaintext, expires_at) of the keys sold to an order. Only for the buyer's page and messages."""
     keys = CardKey.objects.filter(order=order, status=CardKeyStatus.SOLD).order_by("id")
-    return [secret_decrypt(ciphertext=k.ciphertext, key_version=k.key_version, product_id=k.product_id) for k in keys]
+    return [
+        (secret_decrypt(ciphertext=k.ciphertext, key_version=k.key_version, product_id=k.product_id), k.expires_at)
+        for k in keys
+    ]

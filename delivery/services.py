@@ -19,7 +19,7 @@ from django.template.loader import render_to_string
 from django.utils import timezone, translation
 
 from cardpool.models import CardKey, CardKeyStatus
-from cardpool.selectors import available_counts, order_secrets, product_has_stock
+from cardpool.selectors import available_counts, order_keys, product_has_stock
 from cardpool.services import (
     ReservationContended,
     StockShortfall,
@@ -28,6 +28,7 @@ from cardpool.services import (
     cardkeys_shortfall_is_contention,
 )
 from delivery.channels import ChannelError, DeliveryContent, channel_get
+from delivery.channels.base import DeliveredKey
 from delivery.models import DeliveryRules, AttemptState, DeliveryAttempt, DeliveryMessage, MessageState, StockAlert
 from shop.lock_objects import order_lock
 from shop.models import ContactKind, ExceptionReason, Order, OrderEvent, OrderStatus
@@ -320,8 +321,11 @@ def delivery_content(*, order: Order) -> DeliveryContent:
         order_number=order.number,
         product_name=order.product.name,
         quantity=order.quantity,
-        secrets=tuple(order_secrets(order=order)),
+        keys=tuple(DeliveredKey(secret=secret, expires_at=expires) for secret, expires in order_keys(order=order)),
         usage_instructions=order.product.usage_instructions,
+        email_subject=order.product.email_subject,
+        email_text=order.product.email_text,
+        email_html=order.product.email_html,
         order_url=f"{settings.SITE_URL}/order/{order.access_token}/",
         short_url=settings.SITE_URL + reverse("shop:order-short", args=[order_short_token(order=order)]),
     )

@@ -9,6 +9,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 from django.core.exceptions import PermissionDenied
 from django.shortcuts import redirect
+from django.template import Engine, TemplateSyntaxError
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
@@ -27,8 +28,33 @@ class CategoryAdmin(admin.ModelAdmin):
     prepopulated_fields = {"slug": ["name"]}
 
 
+class ProductForm(forms.ModelForm):
+    class Meta:
+        model = Product
+        fields = "__all__"
+
+    def _template(self, name: str) -> str:
+        source = self.cleaned_data.get(name, "")
+        if source:
+            try:
+                Engine.get_default().from_string(source)
+            except TemplateSyntaxError as exc:
+                raise forms.ValidationError(_("Template error: %(error)s") % {"error": exc})
+        return source
+
+    def clean_email_subject(self) -> str:
+        return self._template("email_subject")
+
+    def clean_email_text(self) -> str:
+        return self._template("email_text")
+
+    def clean_email_html(self) -> str:
+        return self._template("email_html")
+
+
 @admin.register(Product)
 class ProductAdmin(admin.ModelAdmin):
+    form = ProductForm
     list_display = ["name", "category", "price", "stock", "low_stock_threshold", "is_active"]
     list_filter = ["category", "is_active"]
     list_select_related = ["category"]
@@ -38,6 +64,13 @@ class ProductAdmin(admin.ModelAdmin):
         (None, {"fields": ["category", "name", "slug", "price", "is_active", "sort_order", "description", "usage_instructions"]}),
         (_("Limits and stock"), {"fields": ["min_quantity", "max_quantity", "low_stock_threshold"]}),
         (_("Delivery"), {"fields": ["delivery_delay_minutes", "delivery_max_tries", "delivery_retry_base_seconds"]}),
+        (_("Delivery email"), {
+            "classes": ["collapse"],
+            "description": _("Optional, in Django template syntax. Variables: content.order_number, content.product_name, "
+                             "content.quantity, content.keys (each with .secret and .expires_at), content.usage_instructions, "
+                             "content.order_url. Empty fields use the shop's default email."),
+            "fields": ["email_subject", "email_text", "email_html"],
+        }),
     ]
 
     def get_changelist_instance(self, request):

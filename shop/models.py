@@ -37,6 +37,12 @@ class Product(models.Model):
     max_quantity = models.PositiveIntegerField(_("maximum per order"), default=10, validators=[MinValueValidator(1)])
     low_stock_threshold = models.PositiveIntegerField(_("low-stock threshold"), default=5)
     usage_instructions = models.TextField(_("usage instructions"), blank=True, help_text=_("Shown with the keys."))
+    # Optional per-product delivery email, in Django template syntax; empty fields use the default.
+    # Variables: content.order_number, content.product_name, content.quantity, content.keys (each
+    # with .secret and .expires_at), content.usage_instructions, content.order_url.
+    email_subject = models.CharField(_("email subject template"), max_length=200, blank=True)
+    email_text = models.TextField(_("email text template"), blank=True)
+    email_html = models.TextField(_("email HTML template"), blank=True)
     delivery_delay_minutes = models.PositiveIntegerField(
         _("deliver after (minutes)"), default=0, help_text=_("Delay delivery this long after payment.")
     )

@@ -19,7 +19,7 @@ from django.utils.safestring import mark_safe
 from django_ratelimit.core import is_ratelimited
 from qrcode.image.svg import SvgPathImage
 
-from cardpool.selectors import order_secrets
+from cardpool.selectors import order_keys
 from delivery.services import ResendRefused, delivery_resend, order_short_token
 from payments.gateways.base import GatewayError
 from payments.registry import GatewayNotFound, gateway_get, gateways_enabled
@@ -123,11 +123,11 @@ def order_pay_qr(request: HttpRequest, token: str, out_trade_no: str) -> HttpRes
 @require_GET
 def order_detail(request: HttpRequest, token: str) -> HttpResponse:
     order = _order_by_token(token)
-    secrets = order_secrets(order=order)
+    keys = order_keys(order=order)
     response = render(
         request,
         "shop/order.html",
-        {"order": order, "secrets": secrets, "events": selectors.order_events(order=order)},
+        {"order": order, "keys": keys, "secrets": [secret for secret, _expires in keys], "events": selectors.order_events(order=order)},
     )
     response["Cache-Control"] = "no-store"
     response["Referrer-Policy"] = "no-referrer"

@@ -626,3 +626,35 @@ def test_delayed_delivery_waits_for_the_product_delay(client, on_commit):
         delivery_sweep()
     order.refresh_from_db()
     assert order.status == OrderStatus.DELIVERED
+
+
+def test_product_email_template_and_key_validity(admin_client, client, on_commit):
+    product = ProductFactory(
+        email_subject="【{{ content.product_name }}】卡密到了",
+        email_text="{% for key in content.keys %}KEY={{ key.secret }} until {{ key.expires_at|date:'Y-m-d' }}\n{% endfor %}",
+    )
+    keys = stock_product(product, 1)
+    CardKey.objects.filter(product=product).update(expires_at=timezone.now() + timedelta(days=30))
+
+    order = pay(client, on_commit, product)
+
+    email = mail.outbox[-1]
+    expiry = (timezone.localtime() + timedelta(days=30)).strftime("%Y-%m-%d")
+    assert email.subject == f"【{product.name}】卡密到了"
+    assert f"KEY={keys[0]} until {expiry}" in email.body
+    assert keys[0] in email.alternatives[0][0]  # no HTML template of its own: the default one
+    assert expiry in order_page(client, order)
+
+
+def test_product_email_template_with_a_syntax_error_is_refused_in_admin(admin_client):
+    product = ProductFactory()
+
+    response = admin_client.post(
+        reverse("admin:shop_product_change", args=[product.pk]),
+        {"category": product.category_id, "name": product.name, "slug": product.slug, "price": "10.00", "sort_order": 0,
+         "min_quantity": 1, "max_quantity": 10, "low_stock_threshold": 0, "delivery_delay_minutes": 0,
+         "email_text": "{% for key in content.keys %}", "is_active": "on"},
+        headers={"accept-language": "en"},
+    )
+
+    assert response.status_code == 200 and "Template error" in response.content.decode()

@@ -7,19 +7,28 @@ from email.utils import make_msgid
 
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives, get_connection
+from django.template import Context, Engine, TemplateSyntaxError
 from django.template.loader import render_to_string
 from django.utils import translation
 
 from delivery.channels.base import Channel, ChannelError, DeliveryContent
 
 
+def _render(own: str, default_template: str, context: dict, *, autoescape: bool) -> str:
+    """The product's own template when it has one, else the shop's default file."""
+    if not own:
+        return render_to_string(default_template, context)
+    return Engine.get_default().from_string(own).render(Context(context, autoescape=autoescape))
+
+
 def email_render(*, recipient: str, content: DeliveryContent) -> EmailMultiAlternatives:
-    """The email carrying an order's keys, in the shop's language."""
+    """The email carrying an order's keys, in the shop's language; per-product subject, text and
+    HTML templates when the operator wrote them."""
     context = {"content": content}
     with translation.override(settings.LANGUAGE_CODE):
-        subject = " ".join(render_to_string("delivery/email/keys_subject.txt", context).split())
-        text = render_to_string("delivery/email/keys_body.txt", context)
-        html = render_to_string("delivery/email/keys_body.html", context)
+        subject = " ".join(_render(content.email_subject, "delivery/email/keys_subject.txt", context, autoescape=False).split())
+        text = _render(content.email_text, "delivery/email/keys_body.txt", context, autoescape=False)
+        html = _render(content.email_html, "delivery/email/keys_body.html", context, autoescape=True)
     email = EmailMultiAlternatives(
         subject=subject, body=text, to=[recipient], headers={"Message-ID": make_msgid(domain="kameng")}
     )
@@ -41,7 +50,10 @@ class EmailChannel(Channel):
     identifier = "email"
 
     def send(self, *, recipient: str, content: DeliveryContent) -> str:
-        email = email_render(recipient=recipient, content=content)
+        try:
+            email = email_render(recipient=recipient, content=content)
+        except TemplateSyntaxError as exc:  # an operator's product template: staff must fix it
+            raise ChannelError(f"email template: {exc}"[:300], permanent=True) from exc
         email.connection = get_connection(timeout=settings.EMAIL_TIMEOUT)
         try:
             email.send()
