@@ -1,8 +1,16 @@
-"""Key pool admin: masked keys only, and the import form. No plaintext ever renders here."""
+"""Key pool admin: masked keys, the import form, and audited plaintext access.
+
+Plaintext renders only in the reveal view and the export, each after a stated reason and a
+RevealLog row, for staff holding the reveal / export permission."""
 
 from __future__ import annotations
 
+import csv
+
+from django import forms
 from django.contrib import admin, messages
+from django.http import StreamingHttpResponse
+from django.utils.html import format_html
 from django.core.exceptions import PermissionDenied
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
@@ -10,10 +18,11 @@ from django.urls import path, reverse
 from django.utils.translation import gettext_lazy as _
 
 from cardpool.forms import KeyImportForm
-from cardpool.models import CardKey, ImportBatch
-from cardpool.services import ImportRefused, cardkeys_import_text
+from cardpool.models import CardKey, ImportBatch, RevealLog
+from cardpool.services import ImportRefused, cardkey_reveal, cardkeys_export_unsold, cardkeys_import_text
 from delivery.services import DeliveryRefused, cardkey_replace_defective
 from kameng.admin_mixins import ReadOnlyAdminMixin
+from shop.models import Product
 
 
 @admin.register(CardKey)
@@ -22,9 +31,12 @@ class CardKeyAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_filter = ["status", "product"]
     list_select_related = ["product", "order", "batch"]
     search_fields = ["=order__number"]
-    fields = ["product", "mask", "key_version", "status", "order", "batch", "created_at", "sold_at"]
+    fields = ["product", "mask", "reveal_link", "key_version", "status", "order", "batch", "expires_at", "created_at", "sold_at"]
     readonly_fields = fields
     change_list_template = "admin/cardpool/cardkey/change_list.html"
+
+    class Media:
+        css = {"all": ["shop/admin.css"]}
     actions = ["replace_defective"]
 
     def has_replace_permission(self, request) -> bool:
@@ -44,8 +56,55 @@ class CardKeyAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     def get_urls(self):
         return [
             path("import/", self.admin_site.admin_view(self.import_view), name="cardpool_cardkey_import"),
+            path("export/", self.admin_site.admin_view(self.export_view), name="cardpool_cardkey_export"),
+            path("<int:key_id>/reveal/", self.admin_site.admin_view(self.reveal_view), name="cardpool_cardkey_reveal"),
             *super().get_urls(),
         ]
+
+    @admin.display(description=_("plaintext"))
+    def reveal_link(self, obj: CardKey) -> str:
+        return format_html('<a href="{}">{}</a>', reverse("admin:cardpool_cardkey_reveal", args=[obj.pk]), _("Reveal (audited)"))
+
+    def reveal_view(self, request, key_id: int):
+        """Shows one key after the staff member states why; every reveal is logged."""
+        if not request.user.has_perm("cardpool.reveal_cardkey"):
+            raise PermissionDenied
+        key = CardKey.objects.select_related("product", "order").get(pk=key_id)
+        form = ReasonForm(request.POST or None)
+        secret = None
+        if request.method == "POST" and form.is_valid():
+            secret = cardkey_reveal(
+                key_id=key.pk, user=request.user, ip=request.META.get("REMOTE_ADDR"), reason=form.cleaned_data["reason"]
+            )
+        context = {
+            **self.admin_site.each_context(request), "title": _("Reveal key %(mask)s") % {"mask": key.mask},
+            "key": key, "form": form, "secret": secret, "opts": self.model._meta,
+        }
+        response = TemplateResponse(request, "admin/cardpool/cardkey/reveal.html", context)
+        response["Cache-Control"] = "no-store"
+        return response
+
+    def export_view(self, request):
+        """CSV of unsold keys after the staff member states why; logged, formula-safe."""
+        if not request.user.has_perm("cardpool.export_cardkey"):
+            raise PermissionDenied
+        form = ExportForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            product = form.cleaned_data["product"]
+            rows = cardkeys_export_unsold(
+                product_id=product.pk, user=request.user, ip=request.META.get("REMOTE_ADDR"),
+                reason=form.cleaned_data["reason"], batch_id=form.cleaned_data["batch"] or None,
+            )
+            writer = csv.writer(Echo())
+            response = StreamingHttpResponse(
+                ("\ufeff" if i == 0 else "") + writer.writerow(row) for i, row in enumerate(rows)
+            )
+            response["Content-Type"] = "text/csv; charset=utf-8"
+            response["Content-Disposition"] = f'attachment; filename="keys-{product.slug}.csv"'
+            response["Cache-Control"] = "no-store"
+            return response
+        context = {**self.admin_site.each_context(request), "title": _("Export unsold keys"), "form": form, "opts": self.model._meta}
+        return TemplateResponse(request, "admin/cardpool/cardkey/export.html", context)
 
     def import_view(self, request):
         if not request.user.has_perm("cardpool.add_cardkey"):
@@ -77,6 +136,32 @@ class CardKeyAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             "opts": self.model._meta,
         }
         return TemplateResponse(request, "admin/cardpool/cardkey/import.html", context)
+
+
+class Echo:
+    """A file-like object whose write returns the line, for streaming csv.writer output."""
+
+    def write(self, value: str) -> str:
+        return value
+
+
+class ReasonForm(forms.Form):
+    reason = forms.CharField(label=_("Why do you need to see it?"), widget=forms.Textarea(attrs={"rows": 2}), max_length=2000)
+
+
+class ExportForm(ReasonForm):
+    product = forms.ModelChoiceField(label=_("Product"), queryset=Product.objects.order_by("name"))
+    batch = forms.IntegerField(label=_("Only import batch (id)"), required=False)
+
+    field_order = ["product", "batch", "reason"]
+
+
+@admin.register(RevealLog)
+class RevealLogAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ["created_at", "username", "kind", "key", "product", "key_count", "ip", "reason"]
+    list_filter = ["kind", "username"]
+    list_select_related = ["key", "product"]
+    search_fields = ["username", "reason"]
 
 
 @admin.register(ImportBatch)

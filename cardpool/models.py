@@ -54,6 +54,10 @@ class CardKey(models.Model):
         ordering = ["id"]
         verbose_name = _("card key")
         verbose_name_plural = _("card keys")
+        permissions = [
+            ("reveal_cardkey", _("Can reveal a card key (audited)")),
+            ("export_cardkey", _("Can export unsold card keys (audited)")),
+        ]
         constraints = [
             # Dedupe across the whole pool, sold keys included.
             models.UniqueConstraint(fields=["product", "blind_index"], name="cardkey_unique_per_product"),
@@ -81,3 +85,30 @@ class CardKey(models.Model):
 
     def __str__(self) -> str:
         return self.mask
+
+
+class RevealKind(models.TextChoices):
+    REVEAL = "reveal", _("Reveal")
+    EXPORT = "export", _("Export")
+
+
+class RevealLog(models.Model):
+    """Every plaintext access by staff: who, when, from where, which keys, and why."""
+
+    kind = models.CharField(_("kind"), max_length=16, choices=RevealKind.choices)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, verbose_name=_("user"))
+    username = models.CharField(_("username"), max_length=150)
+    ip = models.GenericIPAddressField(_("IP"), null=True, blank=True)
+    key = models.ForeignKey(CardKey, null=True, blank=True, on_delete=models.SET_NULL, related_name="reveals", verbose_name=_("key"))
+    product = models.ForeignKey("shop.Product", null=True, blank=True, on_delete=models.SET_NULL, verbose_name=_("product"))
+    key_count = models.PositiveIntegerField(_("keys"), default=1)
+    reason = models.TextField(_("reason"))
+    created_at = models.DateTimeField(_("time"), auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = _("plaintext access")
+        verbose_name_plural = _("plaintext access log")
+
+    def __str__(self) -> str:
+        return f"{self.username} {self.kind} {self.created_at:%Y-%m-%d %H:%M}"

@@ -210,3 +210,63 @@ def cardkeys_add_sold_to_order(*, order, secrets: list[str], batch_note: str, cr
         ))
     CardKey.objects.bulk_create(rows)
     return len(rows)
+
+
+class RevealRefused(PermissionError):
+    """The reveal or export is not allowed (no permission or no reason); nothing was shown."""
+
+
+def cardkey_reveal(*, key_id: int, user, ip: str | None, reason: str) -> str:
+    """Return one key's plaintext to a staff member with the reveal permission and a stated
+    reason, writing the RevealLog row first in the same transaction. Raises RevealRefused."""
+    from cardpool.crypto import secret_decrypt
+    from cardpool.models import RevealKind, RevealLog
+
+    if not user.has_perm("cardpool.reveal_cardkey"):
+        raise RevealRefused("no permission to reveal keys")
+    if not reason.strip():
+        raise RevealRefused("a reason is required")
+    with transaction.atomic():
+        key = CardKey.objects.get(pk=key_id)
+        RevealLog.objects.create(
+            kind=RevealKind.REVEAL, user=user, username=user.get_username(), ip=ip, key=key,
+            product_id=key.product_id, reason=reason.strip()[:2000],
+        )
+        return secret_decrypt(ciphertext=key.ciphertext, key_version=key.key_version, product_id=key.product_id)
+
+
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value: str) -> str:
+    """Neutralise spreadsheet formula injection: a cell starting with = + - @ (or tab/CR) is
+    prefixed with a quote, so Excel/WPS show it as text instead of running it."""
+    return "'" + value if value.startswith(FORMULA_PREFIXES) else value
+
+
+def cardkeys_export_unsold(*, product_id: int, user, ip: str | None, reason: str, batch_id: int | None = None):
+    """Yield CSV rows (id, key, batch, added) of a product's unsold keys for a staff member with
+    the export permission and a reason; the RevealLog row is written before the first row.
+    Raises RevealRefused."""
+    from cardpool.crypto import secret_decrypt
+    from cardpool.models import RevealKind, RevealLog
+
+    if not user.has_perm("cardpool.export_cardkey"):
+        raise RevealRefused("no permission to export keys")
+    if not reason.strip():
+        raise RevealRefused("a reason is required")
+    keys = CardKey.objects.filter(product_id=product_id, status=CardKeyStatus.AVAILABLE).order_by("id")
+    if batch_id:
+        keys = keys.filter(batch_id=batch_id)
+    RevealLog.objects.create(
+        kind=RevealKind.EXPORT, user=user, username=user.get_username(), ip=ip, product_id=product_id,
+        key_count=keys.count(), reason=reason.strip()[:2000],
+    )
+
+    def rows():
+        yield ["id", "key", "batch", "added_at"]
+        for key in keys.iterator(chunk_size=2000):
+            secret = secret_decrypt(ciphertext=key.ciphertext, key_version=key.key_version, product_id=key.product_id)
+            yield [str(key.pk), spreadsheet_safe(secret), str(key.batch_id or ""), key.created_at.isoformat()]
+
+    return rows()
