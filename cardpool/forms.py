@@ -5,6 +5,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.utils.translation import gettext_lazy as _
 
+from cardpool.services import ImportRefused, text_decode
 from shop.models import Product
 
 
@@ -31,15 +32,10 @@ class KeyImportForm(forms.Form):
             return None
         if upload.size > settings.CARDPOOL_IMPORT_MAX_BYTES:
             raise ValidationError(_("The file is larger than the import limit."))
-        raw = upload.read()
-        if b"\x00" in raw[:8192]:
-            raise ValidationError(_("This is not a text file."))
-        for encoding in ("utf-8-sig", "gb18030"):
-            try:
-                return raw.decode(encoding)
-            except UnicodeDecodeError:
-                continue
-        raise ValidationError(_("The file is neither UTF-8 nor GB18030 text."))
+        try:
+            return text_decode(upload.read())
+        except ImportRefused as exc:
+            raise ValidationError(str(exc)) from None
 
     def clean(self):
         cleaned = super().clean()

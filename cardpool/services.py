@@ -48,24 +48,73 @@ def _line_problem(secret: str) -> str | None:
     return None
 
 
-def cardkeys_import_text(*, product, text: str, created_by=None, source_name: str = "") -> ImportReport:
+SEPARATORS = {"----": "----", "space": " ", "comma": ",", "tab": "\t"}
+CANONICAL_SEPARATOR = "----"
+
+
+def text_decode(raw: bytes) -> str:
+    """Decode an uploaded key file: UTF-8 (with or without BOM), UTF-16 (BOM, or NUL-interleaved
+    ASCII), else GBK/GB18030. Raises ImportRefused for anything that is not text."""
+    sample = raw[:1024]
+    pairs = max(len(sample) // 2, 1)
+    # UTF-16 without a BOM: ASCII characters (digits, dashes, line ends) leave NULs on one side
+    # of each byte pair only; binary files have them everywhere.
+    odd_nuls, even_nuls = sample[1::2].count(0), sample[0::2].count(0)
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        candidates = ["utf-16"]
+    elif odd_nuls > pairs * 0.2 and even_nuls * 4 < odd_nuls:
+        candidates = ["utf-16-le"]
+    elif even_nuls > pairs * 0.2 and odd_nuls * 4 < even_nuls:
+        candidates = ["utf-16-be"]
+    else:
+        candidates = ["utf-8-sig", "gb18030"]
+    for encoding in candidates:
+        try:
+            text = raw.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+        if "\x00" in text or any(ord(ch) < 9 for ch in text[:4096]):
+            raise ImportRefused("the file looks binary, not text")
+        return text
+    raise ImportRefused("the file is neither UTF-8, UTF-16 nor GB18030 text")
+
+
+def _line_secret(line: str, separator: str | None) -> tuple[str, str | None]:
+    """(the key as stored, problem). With a separator the line must hold a card number and a
+    password, stored as NUMBER----PASSWORD."""
+    secret = secret_normalize(line)
+    if not secret or separator is None:
+        return secret, None
+    parts = [part.strip() for part in secret.split(SEPARATORS[separator]) if part.strip()]
+    if len(parts) != 2:
+        return secret, f"expected a card number and a password separated by {separator!r}"
+    return CANONICAL_SEPARATOR.join(parts), None
+
+
+def cardkeys_import_text(
+    *, product, text: str, created_by=None, source_name: str = "", separator: str | None = None,
+    supplier: str = "", dry_run: bool = False,
+) -> ImportReport:
     """Add one key per line of ``text`` to ``product``'s pool, encrypted; dedupe against the pool.
 
-    Blank lines and surrounding whitespace are ignored. Duplicates (within the text or of any
-    key ever added to the product, sold ones included) are counted and skipped. Raises
-    ImportRefused when there is nothing usable. Moves no money; adds available keys.
+    Blank lines and surrounding whitespace are ignored. With ``separator`` each line is a card
+    number and a password. Duplicates (within the text or of any key ever added to the product,
+    sold ones included) are counted and skipped. ``dry_run`` reports without writing anything.
+    Raises ImportRefused when there is nothing usable. Moves no money; adds available keys.
     """
     if "\x00" in text:
         raise ImportRefused("the file looks binary, not text")
+    if separator is not None and separator not in SEPARATORS:
+        raise ImportRefused(f"unknown separator {separator!r}: use one of {', '.join(SEPARATORS)}")
     report = ImportReport()
     seen: set[str] = set()
     candidates: list[tuple[str, str]] = []  # (blind index, normalized secret)
     for number, raw in enumerate(text.splitlines(), start=1):
-        secret = secret_normalize(raw)
+        secret, problem = _line_secret(raw, separator)
         if not secret:
             continue
         report.lines_total += 1
-        problem = _line_problem(secret)
+        problem = problem or _line_problem(secret)
         if problem:
             report.invalid.append(InvalidLine(number, problem))
             continue
@@ -77,9 +126,17 @@ def cardkeys_import_text(*, product, text: str, created_by=None, source_name: st
         candidates.append((index, secret))
     if report.lines_total == 0:
         raise ImportRefused("no keys found: the input is empty")
+    if dry_run:
+        for start in range(0, len(candidates), IMPORT_CHUNK):
+            chunk = [index for index, _secret in candidates[start : start + IMPORT_CHUNK]]
+            report.duplicates_in_pool += CardKey.objects.filter(product=product, blind_index__in=chunk).count()
+        report.added = len(candidates) - report.duplicates_in_pool
+        return report
 
     with transaction.atomic():
-        batch = ImportBatch.objects.create(product=product, created_by=created_by, source_name=source_name[:255])
+        batch = ImportBatch.objects.create(
+            product=product, created_by=created_by, source_name=source_name[:255], supplier=supplier[:100]
+        )
         for start in range(0, len(candidates), IMPORT_CHUNK):
             chunk = candidates[start : start + IMPORT_CHUNK]
             existing = set(
