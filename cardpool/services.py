@@ -327,3 +327,72 @@ def cardkeys_export_unsold(*, product_id: int, user, ip: str | None, reason: str
             yield [str(key.pk), spreadsheet_safe(secret), str(key.batch_id or ""), key.created_at.isoformat()]
 
     return rows()
+
+
+ROTATE_CHUNK = 500
+
+
+def cardkeys_rotate_chunk(*, after_id: int = 0) -> tuple[int, int]:
+    """Re-encrypt up to ROTATE_CHUNK keys not yet under the current key version, in one short
+    transaction, online. Returns (rows re-encrypted, last id seen; 0 when nothing was left).
+
+    SKIP LOCKED: rows a delivery holds right now are left for a later pass, and deliveries skip
+    the rows this holds, so sales go on. Only ciphertext and key_version change, guarded by the
+    old version, so no key is ever lost or sold twice because of a rotation.
+    """
+    from cardpool.crypto import keyring, secret_decrypt
+
+    current = keyring().current_version
+    with transaction.atomic():
+        rows = list(
+            CardKey.objects.select_for_update(skip_locked=True)
+            .filter(pk__gt=after_id)
+            .exclude(key_version=current)
+            .order_by("pk")
+            .only("pk", "product_id", "ciphertext", "key_version")[:ROTATE_CHUNK]
+        )
+        for row in rows:
+            secret = secret_decrypt(ciphertext=row.ciphertext, key_version=row.key_version, product_id=row.product_id)
+            row.key_version, row.ciphertext = secret_encrypt(secret=secret, product_id=row.product_id)
+        CardKey.objects.bulk_update(rows, ["ciphertext", "key_version"])
+    return len(rows), (rows[-1].pk if rows else 0)
+
+
+def cardkeys_rotate() -> int:
+    """Re-encrypt every key to the current CARDPOOL_KEYS version, chunk by chunk, until none is
+    left on an old version (locked rows are retried on the next pass). Returns how many."""
+    from cardpool.crypto import keyring
+
+    total = 0
+    while True:
+        after = 0
+        while True:
+            done, after = cardkeys_rotate_chunk(after_id=after)
+            total += done
+            if not after:
+                break
+        if not CardKey.objects.exclude(key_version=keyring().current_version).exists():
+            return total
+
+
+def cardkeys_rebuild_blind_index() -> int:
+    """Recompute every key's blind index with the current CARDPOOL_INDEX_KEY (after changing it).
+    Run it with imports stopped: dedupe compares against the index being rebuilt. Returns how many."""
+    from cardpool.crypto import secret_decrypt
+
+    changed = 0
+    last = 0
+    while True:
+        with transaction.atomic():
+            rows = list(
+                CardKey.objects.select_for_update().filter(pk__gt=last).order_by("pk")
+                .only("pk", "product_id", "ciphertext", "key_version", "blind_index")[:ROTATE_CHUNK]
+            )
+            if not rows:
+                return changed
+            for row in rows:
+                secret = secret_decrypt(ciphertext=row.ciphertext, key_version=row.key_version, product_id=row.product_id)
+                row.blind_index = secret_blind_index(secret=secret, product_id=row.product_id)
+            CardKey.objects.bulk_update(rows, ["blind_index"])
+            changed += len(rows)
+            last = rows[-1].pk

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import logging
+import os
 
 import pytest
 from cryptography.exceptions import InvalidTag
@@ -17,9 +18,12 @@ from django.utils import timezone
 from cardpool.crypto import keyring_parse, secret_decrypt, secret_encrypt
 from cardpool.models import CardKey, CardKeyStatus, ImportBatch
 from cardpool.selectors import RESERVATION_ORDER, sellable_keys
-from cardpool.services import ImportRefused, cardkeys_import_text
-from tests.factories import ProductFactory, stock_product
+from cardpool.services import ImportRefused, cardkeys_import_text, cardkeys_rotate
+from delivery.services import order_deliver
+from shop.models import Order
+from tests.factories import OrderFactory, ProductFactory, stock_product
 from tests.platforms import sandbox_notification
+from tests.races import run_together
 from tests.storefront import checkout, post_notification, start_sandbox_payment
 
 pytestmark = pytest.mark.django_db
@@ -393,3 +397,64 @@ def test_import_command_refuses_a_file_over_the_size_limit(tmp_path, settings):
 
     with pytest.raises(CommandError, match="larger than"):
         call_command("import_keys", str(path), "--product", "p")
+
+
+def _two_keys(settings):
+    old, new = base64.b64encode(os.urandom(32)).decode(), base64.b64encode(os.urandom(32)).decode()
+    settings.CARDPOOL_KEYS = f"1:{old}"
+    return old, new
+
+
+def test_rotation_re_encrypts_every_key_to_the_new_version(settings, client, on_commit):
+    old, new = _two_keys(settings)
+    product = ProductFactory()
+    keys = stock_product(product, 7)
+    settings.CARDPOOL_KEYS = f"1:{old},2:{new}"
+    out = io.StringIO()
+
+    call_command("rotate_cardpool_keys", stdout=out)
+
+    assert "re-encrypted 7 keys" in out.getvalue()
+    assert set(CardKey.objects.values_list("key_version", flat=True)) == {2}
+    settings.CARDPOOL_KEYS = f"2:{new}"  # the old key can now be retired
+    order = checkout(client, product)
+    payment = start_sandbox_payment(client, order)
+    with on_commit():
+        post_notification(client, sandbox_notification(out_trade_no=payment.out_trade_no, amount=order.total))
+    assert keys[0] in client.get(reverse("shop:order", args=[order.access_token])).content.decode()
+
+
+def test_rebuilding_the_blind_index_keeps_dedupe_working_under_a_new_index_key(settings):
+    product = ProductFactory()
+    cardkeys_import_text(product=product, text="SAME-KEY")
+    settings.CARDPOOL_INDEX_KEY = base64.b64encode(os.urandom(32)).decode()
+    out = io.StringIO()
+
+    call_command("rebuild_blind_index", stdout=out)
+
+    assert "rebuilt the blind index of 1 keys" in out.getvalue()
+    assert cardkeys_import_text(product=product, text="SAME-KEY").duplicates_in_pool == 1
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_rotation_while_sales_go_on_sells_no_key_twice_and_loses_none(settings):
+    old, new = _two_keys(settings)
+    product = ProductFactory()
+    secrets_ = stock_product(product, 1200)
+    orders = [OrderFactory(product=product, contact="13800138000", contact_kind="mobile", status="paid") for _ in range(150)]
+    Order.objects.update(paid_at=timezone.now())
+    settings.CARDPOOL_KEYS = f"1:{old},2:{new}"
+
+    def sell():
+        return sum(order_deliver(order_id=o.pk) == "delivered" for o in orders)
+
+    rotated, sold = run_together(cardkeys_rotate, sell)
+
+    assert sold == 150 and rotated == 1200
+    assert set(CardKey.objects.values_list("key_version", flat=True)) == {2}
+    sold_to = list(CardKey.objects.filter(status="sold").values_list("order_id", flat=True))
+    assert len(sold_to) == 150 and len(set(sold_to)) == 150
+    settings.CARDPOOL_KEYS = f"2:{new}"
+    plaintexts = {secret_decrypt(ciphertext=k.ciphertext, key_version=k.key_version, product_id=k.product_id) for k in CardKey.objects.all()}
+    assert plaintexts == set(secrets_)
