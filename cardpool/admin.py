@@ -6,10 +6,12 @@ RevealLog row, for staff holding the reveal / export permission."""
 from __future__ import annotations
 
 import csv
+from datetime import timedelta
 
 from django import forms
 from django.contrib import admin, messages
 from django.http import StreamingHttpResponse
+from django.utils import timezone
 from django.utils.html import format_html
 from django.core.exceptions import PermissionDenied
 from django.shortcuts import redirect
@@ -19,16 +21,40 @@ from django.utils.translation import gettext_lazy as _
 
 from cardpool.forms import KeyImportForm
 from cardpool.models import CardKey, ImportBatch, RevealLog
-from cardpool.services import ImportRefused, cardkey_reveal, cardkeys_export_unsold, cardkeys_import_text
+from cardpool.services import (
+    ImportRefused,
+    cardkey_reveal,
+    cardkeys_export_unsold,
+    cardkeys_import_text,
+    import_batch_void,
+)
 from delivery.services import DeliveryRefused, cardkey_replace_defective
 from kameng.admin_mixins import ReadOnlyAdminMixin
 from shop.models import Product
 
 
+class ExpiringFilter(admin.SimpleListFilter):
+    """Unsold keys that expire soon: sell or replace them first."""
+
+    title = _("expiry")
+    parameter_name = "expiring"
+
+    def lookups(self, request, model_admin):
+        return [("7", _("within 7 days")), ("30", _("within 30 days")), ("expired", _("already expired"))]
+
+    def queryset(self, request, queryset):
+        now = timezone.now()
+        if self.value() == "expired":
+            return queryset.filter(expires_at__lte=now, status="available")
+        if self.value() in ("7", "30"):
+            return queryset.filter(expires_at__gt=now, expires_at__lte=now + timedelta(days=int(self.value())), status="available")
+        return queryset
+
+
 @admin.register(CardKey)
 class CardKeyAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ["id", "product", "mask", "status", "order", "batch", "created_at", "sold_at"]
-    list_filter = ["status", "product"]
+    list_display = ["id", "product", "mask", "status", "order", "batch", "expires_at", "created_at", "sold_at"]
+    list_filter = ["status", ExpiringFilter, "product"]
     list_select_related = ["product", "order", "batch"]
     search_fields = ["=order__number"]
     fields = ["product", "mask", "reveal_link", "key_version", "status", "order", "batch", "expires_at", "created_at", "sold_at"]
@@ -166,6 +192,17 @@ class RevealLogAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 @admin.register(ImportBatch)
 class ImportBatchAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    actions = ["void_unsold"]
+
+    def has_void_permission(self, request) -> bool:
+        return request.user.has_perm("cardpool.change_cardkey") or request.user.has_perm("cardpool.add_cardkey")
+
+    @admin.action(description=_("Void the unsold keys of these batches"), permissions=["void"])
+    def void_unsold(self, request, queryset):
+        for batch in queryset:
+            voided = import_batch_void(batch_id=batch.pk, actor=request.user.get_username())
+            self.message_user(request, f"#{batch.pk}: {voided}", messages.SUCCESS)
+
     list_display = ["id", "product", "source_name", "added", "duplicates_in_file", "duplicates_in_pool", "invalid", "created_by", "created_at"]
     list_filter = ["product"]
     list_select_related = ["product", "created_by"]

@@ -19,6 +19,7 @@ class ImportBatch(models.Model):
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     source_name = models.CharField(_("source"), max_length=255, blank=True)
     supplier = models.CharField(_("supplier"), max_length=100, blank=True)
+    note = models.TextField(_("note"), blank=True)
     lines_total = models.PositiveIntegerField(_("lines"), default=0)
     added = models.PositiveIntegerField(_("added"), default=0)
     duplicates_in_file = models.PositiveIntegerField(_("duplicates in file"), default=0)

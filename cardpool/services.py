@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import F, Value
+from django.db.models.functions import Concat
 from django.utils import timezone
 
 from cardpool.crypto import secret_blind_index, secret_encrypt, secret_mask, secret_normalize
@@ -396,3 +398,18 @@ def cardkeys_rebuild_blind_index() -> int:
             CardKey.objects.bulk_update(rows, ["blind_index"])
             changed += len(rows)
             last = rows[-1].pk
+
+
+def import_batch_void(*, batch_id: int, actor: str) -> int:
+    """Void a batch's unsold keys (a supplier's bad batch); sold keys are untouched. Returns how
+    many were voided. Keys a delivery holds right now are sold by it, not voided."""
+    with transaction.atomic():
+        ids = list(
+            CardKey.objects.select_for_update(skip_locked=True)
+            .filter(batch_id=batch_id, status=CardKeyStatus.AVAILABLE)
+            .values_list("pk", flat=True)
+        )
+        voided = CardKey.objects.filter(pk__in=ids, status=CardKeyStatus.AVAILABLE).update(status=CardKeyStatus.VOID)
+        ImportBatch.objects.filter(pk=batch_id).update(note=Concat(F("note"), Value(f"\nvoided {voided} unsold keys by {actor}")))
+    logger.info("import batch %s: %d unsold keys voided by %s", batch_id, voided, actor)
+    return voided

@@ -6,6 +6,7 @@ import base64
 import io
 import logging
 import os
+from datetime import timedelta
 
 import pytest
 from cryptography.exceptions import InvalidTag
@@ -15,7 +16,7 @@ from django.db import connection, transaction
 from django.urls import reverse
 from django.utils import timezone
 
-from cardpool.crypto import keyring_parse, secret_decrypt, secret_encrypt
+from cardpool.crypto import keyring_parse, secret_blind_index, secret_decrypt, secret_encrypt
 from cardpool.models import CardKey, CardKeyStatus, ImportBatch
 from cardpool.selectors import RESERVATION_ORDER, sellable_keys
 from cardpool.services import ImportRefused, cardkeys_import_text, cardkeys_rotate
@@ -458,3 +459,49 @@ def test_rotation_while_sales_go_on_sells_no_key_twice_and_loses_none(settings):
     settings.CARDPOOL_KEYS = f"2:{new}"
     plaintexts = {secret_decrypt(ciphertext=k.ciphertext, key_version=k.key_version, product_id=k.product_id) for k in CardKey.objects.all()}
     assert plaintexts == set(secrets_)
+
+
+def test_voiding_a_batch_voids_its_unsold_keys_only(admin_client, client, on_commit):
+    product = ProductFactory()
+    first = cardkeys_import_text(product=product, text="A-1\nA-2\nA-3\n")
+    second = cardkeys_import_text(product=product, text="B-1\n")
+    order = checkout(client, product)
+    payment = start_sandbox_payment(client, order)
+    with on_commit():
+        post_notification(client, sandbox_notification(out_trade_no=payment.out_trade_no, amount=order.total))
+
+    admin_client.post(reverse("admin:cardpool_importbatch_changelist"), {"action": "void_unsold", "_selected_action": [first.batch_id]})
+
+    statuses = sorted(CardKey.objects.filter(batch_id=first.batch_id).values_list("status", flat=True))
+    assert statuses == ["sold", "void", "void"]
+    assert CardKey.objects.get(batch_id=second.batch_id).status == "available"
+    assert "voided 2 unsold keys by admin" in ImportBatch.objects.get(pk=first.batch_id).note
+
+
+def test_allocation_takes_the_soonest_expiring_key_and_never_an_expired_one(client, on_commit, admin_client):
+    product = ProductFactory()
+    cardkeys_import_text(product=product, text="EXPIRED\nLATER\nSOON\nNEVER\n")
+    now = timezone.now()
+    for secret, days in (("EXPIRED", -1), ("LATER", 60), ("SOON", 3)):
+        CardKey.objects.filter(blind_index=secret_blind_index(secret=secret, product_id=product.pk)).update(
+            expires_at=now + timedelta(days=days)
+        )
+
+    order = checkout(client, product)
+    payment = start_sandbox_payment(client, order)
+    with on_commit():
+        post_notification(client, sandbox_notification(out_trade_no=payment.out_trade_no, amount=order.total))
+
+    page = client.get(reverse("shop:order", args=[order.access_token])).content.decode()
+    assert ">SOON<" in page and "EXPIRED" not in page
+    listing = admin_client.get(reverse("admin:cardpool_cardkey_changelist") + "?expiring=expired")
+    assert [k.mask for k in listing.context["cl"].result_list] == ["EX***ED"]
+
+
+@pytest.mark.postgres
+def test_key_table_has_its_own_autovacuum_settings():
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT reloptions FROM pg_class WHERE relname = 'cardpool_cardkey'")
+        options = cursor.fetchone()[0]
+
+    assert "autovacuum_vacuum_scale_factor=0.01" in options and "autovacuum_analyze_scale_factor=0.02" in options
