@@ -154,7 +154,7 @@ EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=10)
 CARDPOOL_KEYS = env.str("CARDPOOL_KEYS")
 CARDPOOL_INDEX_KEY = env.str("CARDPOOL_INDEX_KEY")
 CARDPOOL_IMPORT_MAX_LINE_LENGTH = env.int("CARDPOOL_IMPORT_MAX_LINE_LENGTH", default=1024)
-CARDPOOL_IMPORT_MAX_BYTES = env.int("CARDPOOL_IMPORT_MAX_BYTES", default=20 * 1024 * 1024)
+CARDPOOL_IMPORT_MAX_BYTES = env.int("CARDPOOL_IMPORT_MAX_BYTES", default=100 * 1024 * 1024)
 
 # --- Orders and payments -----------------------------------------------------------------------
 ORDER_EXPIRE_MINUTES = env.int("ORDER_EXPIRE_MINUTES", default=15)

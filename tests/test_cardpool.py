@@ -505,3 +505,15 @@ def test_key_table_has_its_own_autovacuum_settings():
         options = cursor.fetchone()[0]
 
     assert "autovacuum_vacuum_scale_factor=0.01" in options and "autovacuum_analyze_scale_factor=0.02" in options
+
+
+def test_keys_with_tabs_and_backslashes_survive_the_import(client, on_commit):
+    product = ProductFactory()
+    secret = "A\tB\\C-123456"  # a tab and a backslash, which COPY's text format must escape
+
+    report = cardkeys_import_text(product=product, text=secret + "\n")
+
+    assert report.added == 1
+    key = CardKey.objects.get()
+    assert secret_decrypt(ciphertext=key.ciphertext, key_version=key.key_version, product_id=product.pk) == secret
+    assert key.mask.startswith("A\t")
