@@ -107,7 +107,55 @@ def main() -> int:
     print(f"first import : {summary}")
     print(f"same file again ({again_seconds:.1f} s, peak {again_peak:.0f} MB): {again_summary}")
     print("targets: >= 20,000 lines/s end to end, peak < 500 MB, the second import adds 0")
+    fresh, after = _reservation_times(database_url, slug)
+    print(f"reserving one key: fresh pool {fresh:.2f} ms; after {options.keys} keys were sold {after:.2f} ms "
+          f"(x{after / fresh:.2f}, target within x2)")
     return 0
+
+
+def _reservation_times(database_url: str, slug: str) -> tuple[float, float]:
+    """Median time of order_deliver() for one key: on a fresh pool of a new product, then on the
+    million-key product after every key has been sold (with autovacuum's settings applied)."""
+    script = f"""
+import os, statistics, time, secrets, django
+os.environ.update({{"DATABASE_URL": "{database_url}", "DJANGO_SETTINGS_MODULE": "kameng.settings", "LOG_LEVEL": "WARNING"}})
+django.setup()
+from datetime import timedelta
+from decimal import Decimal
+from django.db import connection
+from django.utils import timezone
+from cardpool.services import cardkeys_import_text
+from delivery.services import order_deliver
+from shop.models import Order, Product
+
+def orders(product, n):
+    now = timezone.now()
+    return [Order.objects.create(number="R" + secrets.token_hex(9), access_token=secrets.token_urlsafe(16), product=product,
+            quantity=1, unit_price=Decimal("1"), total=Decimal("1"), contact="13800138000", contact_kind="mobile",
+            query_password_hash="-", status="paid", paid_at=now, expires_at=now + timedelta(hours=1)).pk for _ in range(n)]
+
+def timed(product):
+    ids = orders(product, 50)
+    cardkeys_import_text(product=product, text="\\n".join("NEW-" + secrets.token_hex(8) for _ in range(60)))
+    times = []
+    for pk in ids:
+        started = time.perf_counter()
+        assert order_deliver(order_id=pk) == "delivered"
+        times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times)
+
+big = Product.objects.get(slug="{slug}")
+small = Product.objects.create(category=big.category, slug="fresh-" + secrets.token_hex(3), name="fresh", price=1)
+fresh = timed(small)
+sold_to = orders(big, 1)[0]
+with connection.cursor() as cursor:
+    cursor.execute("UPDATE cardpool_cardkey SET status = 'sold', order_id = %s, sold_at = now() WHERE product_id = %s", [sold_to, big.pk])
+    cursor.execute("VACUUM ANALYZE cardpool_cardkey")
+print(fresh, timed(big))
+"""
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True)
+    fresh, after = map(float, result.stdout.split()[-2:])
+    return fresh, after
 
 
 if __name__ == "__main__":
