@@ -29,6 +29,9 @@ from urllib.parse import urlencode
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from bench_database import database_recreate  # noqa: E402
 
 SANDBOX_SECRET = "bench-sandbox-secret"
 
@@ -45,14 +48,7 @@ def main() -> int:
     options = parser.parse_args()
     total = options.rate * options.seconds
 
-    import psycopg2
-
-    admin = psycopg2.connect(f"{options.server}/postgres")
-    admin.autocommit = True
-    with admin.cursor() as cursor:
-        cursor.execute(f'DROP DATABASE IF EXISTS "{options.database}" WITH (FORCE)')
-        cursor.execute(f'CREATE DATABASE "{options.database}"')
-    admin.close()
+    database_recreate(options.server, options.database)
     import redis
 
     redis.Redis.from_url("redis://127.0.0.1:6379/12").flushdb()

@@ -22,6 +22,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from bench_database import database_recreate  # noqa: E402
 
 
 def child(database_url: str, path: str, slug: str) -> None:
@@ -52,14 +55,7 @@ def main() -> int:
         child(database_url, *options.child)
         return 0
 
-    import psycopg2
-
-    admin = psycopg2.connect(f"{options.server}/postgres")
-    admin.autocommit = True
-    with admin.cursor() as cursor:
-        cursor.execute(f'DROP DATABASE IF EXISTS "{options.database}" WITH (FORCE)')
-        cursor.execute(f'CREATE DATABASE "{options.database}"')
-    admin.close()
+    database_recreate(options.server, options.database)
     env = {**os.environ, "DATABASE_URL": database_url, "LOG_LEVEL": "WARNING"}
     subprocess.run([sys.executable, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=env, check=True)
     slug = "bench-import"

@@ -31,6 +31,9 @@ from urllib.parse import urlencode
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from bench_database import database_recreate  # noqa: E402
 
 LUA = r"""
 local bodies = {}
@@ -94,14 +97,7 @@ def main() -> int:
         print("error: wrk is not installed (Debian: apt-get install wrk)", file=sys.stderr)
         return 2
 
-    import psycopg2
-
-    admin = psycopg2.connect(f"{options.server}/postgres")
-    admin.autocommit = True
-    with admin.cursor() as cursor:
-        cursor.execute(f'DROP DATABASE IF EXISTS "{options.database}" WITH (FORCE)')
-        cursor.execute(f'CREATE DATABASE "{options.database}"')
-    admin.close()
+    database_recreate(options.server, options.database)
 
     from cryptography.hazmat.primitives import serialization
 

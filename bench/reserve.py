@@ -23,6 +23,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from bench_database import database_recreate  # noqa: E402
 
 # The statements order_deliver() sends for a quantity-1 order to a mobile contact, in order
 # (BEGIN and COMMIT come from psycopg2 on both sides).
@@ -40,6 +43,10 @@ RAW_SQL = [
         WHERE id = %(order)s""",
     """INSERT INTO shop_orderevent (order_id, type, message, actor, created_at)
         VALUES (%(order)s, 'shop.order.delivered', '1 key(s)', 'system', now())""",
+    # delivery.services._order_messages_send (the SMS row; the task sends it after commit)
+    """INSERT INTO delivery_deliverymessage (order_id, channel, recipient, state, tries, last_error, created_at, updated_at)
+        VALUES (%(order)s, 'sms', '13800138000', 'pending', 0, '', now(), now())
+        ON CONFLICT (order_id, channel) DO NOTHING RETURNING id""",
     # cardpool.selectors.product_has_stock (the low-stock check, threshold 0)
     """SELECT id FROM cardpool_cardkey
         WHERE product_id = %(product)s AND status = 'available' AND (expires_at IS NULL OR expires_at > now())
@@ -54,17 +61,6 @@ def _setup_django(database_url: str) -> None:
     import django
 
     django.setup()
-
-
-def _recreate_database(admin_url: str, name: str) -> None:
-    import psycopg2
-
-    conn = psycopg2.connect(admin_url)
-    conn.autocommit = True
-    with conn.cursor() as cursor:
-        cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        cursor.execute(f'CREATE DATABASE "{name}"')
-    conn.close()
 
 
 def _prepare(orders: int, label: str) -> tuple[int, list[int]]:
@@ -159,7 +155,7 @@ def main() -> int:
     options = parser.parse_args()
     database_url = f"{options.server}/{options.database}"
 
-    _recreate_database(f"{options.server}/postgres", options.database)
+    database_recreate(options.server, options.database)
     _setup_django(database_url)
     from django.core.management import call_command
     from django.db import connections

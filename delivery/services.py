@@ -48,7 +48,7 @@ def order_delivery_schedule(*, order_id: int) -> None:
     tasks.order_deliver.delay_on_commit(order_id)
 
 
-def _order_fulfil(*, order: Order, actor: str) -> None:
+def _order_fulfil(*, order: Order, actor: str, schedule_messages: bool = True) -> None:
     """Sell the order's keys and mark it delivered, on a locked order, in the caller's
     transaction. Raises StockShortfall: the caller rolls back and calls _order_short_of_stock."""
     cardkeys_sell_to_order(order=order)
@@ -59,7 +59,7 @@ def _order_fulfil(*, order: Order, actor: str) -> None:
         message=f"{order.quantity} key(s)",
         actor=actor,
     )
-    _order_messages_send(order=order)
+    _order_messages_send(order=order, schedule=schedule_messages)
     stock_alert_check(product_id=order.product_id, threshold=order.low_stock_threshold)
 
 
@@ -147,7 +147,8 @@ def order_deliver(*, order_id: int) -> str:
             if held_because:
                 order_exception_enter(order=order, reason=ExceptionReason.HELD_FOR_REVIEW, note=held_because)
                 return order.status
-            _order_fulfil(order=order, actor="system")
+            # The task sends the message itself after this commit (order_messages_send_now).
+            _order_fulfil(order=order, actor="system", schedule_messages=False)
     except StockShortfall:
         return _order_short_of_stock(order_id=order_id, expected_status=OrderStatus.PAID, actor="system")
     return order.status
@@ -275,14 +276,43 @@ def cardkey_replace_defective(*, key_id: int, reason: str, actor: str) -> str:
     return order.status
 
 
-def _order_messages_send(*, order: Order) -> None:
+_MESSAGE_INSERT_SQL = """
+    INSERT INTO {table} (order_id, channel, recipient, state, tries, last_error, created_at, updated_at)
+    VALUES (%s, %s, %s, %s, 0, '', %s, %s)
+    ON CONFLICT (order_id, channel) DO NOTHING
+    RETURNING id
+"""
+
+
+def _order_messages_send(*, order: Order, schedule: bool = True) -> int:
     """(Re)send an order's message after its keys changed: email to an email address, SMS to a
-    mobile number (the page always has the keys). Creates the row on first use."""
+    mobile number (the page always has the keys). Creates the row on first use, in one
+    statement (every delivery passes here). ``schedule=False`` leaves the send to the caller
+    (the delivery task sends it inline after commit). Returns the message id."""
     channel = "email" if order.contact_kind == ContactKind.EMAIL else "sms"
-    message, created = DeliveryMessage.objects.get_or_create(order=order, channel=channel, defaults={"recipient": order.contact})
-    if not created:
-        DeliveryMessage.objects.filter(pk=message.pk).update(state=MessageState.PENDING, tries=0, next_try_at=None, last_error="")
-    _message_schedule(message_id=message.pk)
+    now = connection.ops.adapt_datetimefield_value(timezone.now())
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _MESSAGE_INSERT_SQL.format(table=DeliveryMessage._meta.db_table),
+            [order.pk, channel, order.contact, MessageState.PENDING, now, now],
+        )
+        row = cursor.fetchone()
+    if row is not None:
+        message_id = row[0]
+    else:
+        message_id = DeliveryMessage.objects.get(order=order, channel=channel).pk
+        DeliveryMessage.objects.filter(pk=message_id).update(state=MessageState.PENDING, tries=0, next_try_at=None, last_error="")
+    if schedule:
+        _message_schedule(message_id=message_id)
+    return message_id
+
+
+def order_messages_send_now(*, order_id: int) -> None:
+    """Send an order's pending messages in this process (the delivery task, right after its
+    commit): one broker hop less between payment and the buyer's inbox. A send that fails or
+    never happens is retried or re-driven like any other."""
+    for message_id in DeliveryMessage.objects.filter(order_id=order_id, state=MessageState.PENDING).values_list("pk", flat=True):
+        message_send(message_id=message_id)
 
 
 class ResendRefused(Exception):

@@ -14,11 +14,14 @@ from delivery import services
 @shared_task(bind=True, acks_late=True, autoretry_for=(OperationalError,), retry_backoff=True, max_retries=8)
 def order_deliver(self, order_id: int) -> str:
     try:
-        return services.order_deliver(order_id=order_id)
+        status = services.order_deliver(order_id=order_id)
     except ReservationContended as exc:
         # Transient: another delivery holds keys this one may need. Try again shortly; if the
         # retries run out the order is still "paid" and the sweeper picks it up.
         raise self.retry(exc=exc, countdown=random.uniform(0.05, 0.5), max_retries=100)
+    if status == "delivered":
+        services.order_messages_send_now(order_id=order_id)
+    return status
 
 
 @shared_task(acks_late=True, autoretry_for=(OperationalError,), retry_backoff=True, max_retries=8)
