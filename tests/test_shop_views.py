@@ -270,3 +270,16 @@ def test_buyer_switches_the_language_and_it_sticks(client):
     client.post(reverse("set_language"), {"language": "en", "next": "/"})
 
     assert "Find my order" in client.get("/").content.decode()
+
+
+def test_storefront_pages_forbid_inline_and_foreign_scripts(client, admin_client):
+    product = ProductFactory()
+    stock_product(product, 1)
+    order = checkout(client, product)
+
+    for url in ("/", reverse("shop:product", args=[product.slug]), reverse("shop:order", args=[order.access_token])):
+        policy = client.get(url)["Content-Security-Policy"]
+        assert "script-src 'self'" in policy and "frame-ancestors 'none'" in policy
+    page = client.get(reverse("shop:order", args=[order.access_token])).content.decode()
+    assert "<script>" not in page and "onclick=" not in page
+    assert "Content-Security-Policy" not in admin_client.get(reverse("admin:index"))
