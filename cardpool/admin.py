@@ -145,15 +145,24 @@ class CardKeyAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
                     text=form.keys_text(),
                     created_by=request.user,
                     source_name=upload.name if upload else "pasted",
+                    separator=form.cleaned_data["separator"] or None,
+                    supplier=form.cleaned_data["supplier"],
+                    dry_run=form.cleaned_data["preview"],
                 )
             except ImportRefused as exc:
                 messages.error(request, str(exc))
             else:
-                messages.success(request, _("Imported %(added)d keys.") % {"added": report.added})
-                if not report.invalid:
-                    return redirect(reverse("admin:cardpool_importbatch_change", args=[report.batch_id]))
+                if form.cleaned_data["preview"]:
+                    messages.info(request, _("Preview: %(added)d keys would be added. Nothing was written.") % {"added": report.added})
+                else:
+                    messages.success(request, _("Imported %(added)d keys.") % {"added": report.added})
+                    if not report.invalid:
+                        return redirect(reverse("admin:cardpool_importbatch_change", args=[report.batch_id]))
             # Never echo pasted keys back into the page.
-            form = KeyImportForm(initial={"product": form.cleaned_data["product"]})
+            form = KeyImportForm(initial={
+                "product": form.cleaned_data["product"], "separator": form.cleaned_data["separator"],
+                "supplier": form.cleaned_data["supplier"],
+            })
         context = {
             **self.admin_site.each_context(request),
             "title": _("Import card keys"),

@@ -24,7 +24,14 @@ class KeyImportForm(forms.Form):
         widget=SecretTextarea(attrs={"rows": 12, "spellcheck": "false", "autocomplete": "off"}),
         help_text=_("One key per line. Blank lines and surrounding spaces are ignored."),
     )
-    file = forms.FileField(label=_("Or upload a .txt file"), required=False)
+    file = forms.FileField(label=_("Or upload a text file (UTF-8, UTF-16 or GBK)"), required=False)
+    separator = forms.ChoiceField(
+        label=_("Each line is"), required=False,
+        choices=[("", _("one key")), ("----", _("card number----password")), ("space", _("card number and password, space")),
+                 ("comma", _("card number,password")), ("tab", _("card number and password, tab"))],
+    )
+    supplier = forms.CharField(label=_("Supplier"), max_length=100, required=False)
+    preview = forms.BooleanField(label=_("Preview only: count, write nothing"), required=False)
 
     def clean_file(self):
         upload = self.cleaned_data.get("file")

@@ -517,3 +517,32 @@ def test_keys_with_tabs_and_backslashes_survive_the_import(client, on_commit):
     key = CardKey.objects.get()
     assert secret_decrypt(ciphertext=key.ciphertext, key_version=key.key_version, product_id=product.pk) == secret
     assert key.mask.startswith("A\t")
+
+
+def test_admin_import_preview_counts_and_writes_nothing(admin_client):
+    product = ProductFactory()
+    cardkeys_import_text(product=product, text="OLD")
+
+    response = admin_client.post(
+        reverse("admin:cardpool_cardkey_import"),
+        {"product": product.pk, "text": "OLD\nNEW-1\nNEW-2\nNEW-2\n", "preview": "on"},
+        headers={"accept-language": "en"},
+    )
+
+    page = response.content.decode()
+    assert "Preview: 2 keys would be added" in page and "NEW-1" not in page
+    assert CardKey.objects.count() == 1 and ImportBatch.objects.count() == 1
+
+
+def test_admin_import_of_card_numbers_and_passwords_from_a_supplier(admin_client):
+    product = ProductFactory()
+
+    admin_client.post(
+        reverse("admin:cardpool_cardkey_import"),
+        {"product": product.pk, "text": "8888 0001\tpw1\n8888 0002\tpw2\n", "separator": "tab", "supplier": "盛大"},
+    )
+
+    batch = ImportBatch.objects.get()
+    assert batch.added == 2 and batch.supplier == "盛大"
+    key = CardKey.objects.order_by("id").first()
+    assert secret_decrypt(ciphertext=key.ciphertext, key_version=key.key_version, product_id=product.pk) == "8888 0001----pw1"
