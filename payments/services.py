@@ -39,6 +39,7 @@ from shop.lock_objects import order_lock
 from shop.models import ExceptionReason, Order, OrderEvent, OrderStatus
 from shop.selectors import orders_expired_ids
 from shop.services import (
+    order_cancel,
     order_duplicate_payment_queue,
     order_expire,
     order_payment_received,
@@ -418,3 +419,12 @@ def orders_query_platform(*, order_ids: list[int], actor: str) -> list[tuple[Ord
                 outcomes.append(f"{payment.gateway} error: {exc}")
         results.append((order, ", ".join(outcomes) or "no unconfirmed payment"))
     return results
+
+
+def order_cancel_by_buyer(*, order_id: int) -> bool:
+    """Cancel an unpaid order and close its trades at the platforms (best effort)."""
+    if not order_cancel(order_id=order_id, actor="buyer"):
+        return False
+    for payment_id in Payment.objects.filter(order_id=order_id, state=PaymentState.CREATED).values_list("pk", flat=True):
+        payment_close(payment_id=payment_id)
+    return True

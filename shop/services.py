@@ -239,6 +239,17 @@ def order_expire(*, order_id: int) -> bool:
     return True
 
 
+def order_cancel(*, order_id: int, actor: str = "buyer") -> bool:
+    """The buyer gives up an unpaid order. Returns True if it was cancelled now. A payment that
+    still arrives for it later lands in the exception queue (paid_after_expiry), never lost."""
+    with transaction.atomic(durable=True):
+        order = order_lock(order_id)
+        if order.status != S.PENDING:
+            return False
+        order_transition(order=order, to=S.CANCELLED, event_type="shop.order.cancelled", actor=actor)
+    return True
+
+
 def order_check_query_password(*, order: Order, password: str) -> bool:
     return check_password(password, order.query_password_hash)
 

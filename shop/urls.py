@@ -13,4 +13,5 @@ urlpatterns = [
     path("order/<str:token>/pay/<str:out_trade_no>/", views.order_pay_qr, name="order-pay-qr"),
     path("order/<str:token>/status/", views.order_status, name="order-status"),
     path("order/<str:token>/resend/", views.order_resend, name="order-resend"),
+    path("order/<str:token>/cancel/", views.order_cancel_view, name="order-cancel"),
 ]

@@ -23,7 +23,7 @@ from cardpool.selectors import order_keys
 from delivery.services import ResendRefused, delivery_resend, order_short_token
 from payments.gateways.base import GatewayError
 from payments.registry import GatewayNotFound, gateway_get, gateways_enabled
-from payments.services import PaymentRefused, payment_start
+from payments.services import PaymentRefused, order_cancel_by_buyer, payment_start
 from shop import selectors
 from shop.forms import CheckoutForm, OrderLookupForm
 from shop.models import Order, OrderStatus
@@ -142,6 +142,14 @@ def order_short_link(request: HttpRequest, token: str) -> HttpResponse:
     if not constant_time_compare(token, order_short_token(order=order)):
         raise Http404("bad link")
     return redirect("shop:order", token=order.access_token)
+
+
+@require_POST
+def order_cancel_view(request: HttpRequest, token: str) -> HttpResponse:
+    order = _order_by_token(token)
+    if order_cancel_by_buyer(order_id=order.pk):
+        messages.info(request, _("The order was cancelled."))
+    return redirect("shop:order", token=token)
 
 
 @require_POST

@@ -294,3 +294,19 @@ def test_wechat_notification_racing_the_expiry_task_ends_delivered_or_queued(wec
             assert (order.status, order.exception_reason, keys) == (OrderStatus.EXCEPTION, ExceptionReason.PAID_AFTER_EXPIRY, 0)
         outcomes.append(order.status)
     assert set(outcomes) <= {OrderStatus.DELIVERED, OrderStatus.EXCEPTION}
+
+
+def test_buyer_cancels_an_unpaid_order_and_a_late_payment_is_still_kept(client, on_commit, alipay, product):
+    order = checkout(client, product)
+    payment = start(client, order)
+    alipay.trades[payment.out_trade_no] = {"trade_status": "WAIT_BUYER_PAY", "total_amount": "30.00", "trade_no": "C1"}
+
+    page = client.post(reverse("shop:order-cancel", args=[order.access_token]), follow=True, headers={"accept-language": "en"})
+
+    order.refresh_from_db()
+    assert order.status == OrderStatus.CANCELLED and "was cancelled" in page.content.decode()
+    assert payment.out_trade_no in alipay.closed
+    with on_commit():
+        post_notification(client, alipay.notification(out_trade_no=payment.out_trade_no, amount="30.00"), "alipay")
+    order.refresh_from_db()
+    assert order.status == OrderStatus.EXCEPTION and order.exception_reason == ExceptionReason.PAID_AFTER_EXPIRY
