@@ -139,7 +139,6 @@ def _prepare(count: int) -> list[tuple[str, str]]:
     from cardpool.services import cardkeys_import_text
     from payments.models import Payment
     from shop.models import Category, Order, Product
-    from tests.platforms import sandbox_notification
 
     category = Category.objects.create(slug="bench", name="bench")
     product = Product.objects.create(category=category, slug="bench", name="bench", price=Decimal("9.90"), low_stock_threshold=0)

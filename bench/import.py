@@ -74,6 +74,8 @@ def main() -> int:
     path = work / "keys.txt"
     path.write_text("\n".join(lines) + "\n")
 
+    import psycopg2
+
     # Baseline: COPY of the same number of rows (a key-sized text column) into a bare table.
     conn = psycopg2.connect(database_url)
     with conn.cursor() as cursor:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from django.db import connection
 from django.db.models import Count, F, Q
 from django.utils import timezone
@@ -57,7 +59,7 @@ def product_has_stock(*, product_id: int, quantity: int) -> bool:
         return cursor.fetchone() is not None
 
 
-def order_keys(*, order) -> list[tuple[str, "datetime | None"]]:
+def order_keys(*, order) -> list[tuple[str, datetime | None]]:
     """(plaintext, expires_at) of the keys sold to an order. Only for the buyer's page and messages."""
     keys = CardKey.objects.filter(order=order, status=CardKeyStatus.SOLD).order_by("id")
     return [
