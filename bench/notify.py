@@ -112,6 +112,7 @@ def main() -> int:
         "DATABASE_URL": f"{options.server}/{options.database}",
         "CELERY_BROKER_URL": "redis://127.0.0.1:6379/14",
         "DEBUG": "false",
+        "EMAIL_URL": "dummymail://",
         "ALLOWED_HOSTS": "127.0.0.1",
         "SECURE_SSL_REDIRECT": "false",
         "STATIC_ROOT": str(work / "static"),

@@ -29,6 +29,7 @@ from cardpool.services import (
 )
 from delivery.channels import ChannelError, DeliveryContent, channel_get
 from delivery.channels.base import DeliveredKey
+from delivery.channels.sms import sms_enabled
 from delivery.models import DeliveryRules, AttemptState, DeliveryAttempt, DeliveryMessage, MessageState, StockAlert
 from shop.lock_objects import order_lock
 from shop.models import ContactKind, ExceptionReason, Order, OrderEvent, OrderStatus
@@ -284,12 +285,15 @@ _MESSAGE_INSERT_SQL = """
 """
 
 
-def _order_messages_send(*, order: Order, schedule: bool = True) -> int:
+def _order_messages_send(*, order: Order, schedule: bool = True) -> int | None:
     """(Re)send an order's message after its keys changed: email to an email address, SMS to a
     mobile number (the page always has the keys). Creates the row on first use, in one
     statement (every delivery passes here). ``schedule=False`` leaves the send to the caller
-    (the delivery task sends it inline after commit). Returns the message id."""
+    (the delivery task sends it inline after commit). Returns the message id, or None when the
+    shop sends no SMS (SMS_PROVIDER=none)."""
     channel = "email" if order.contact_kind == ContactKind.EMAIL else "sms"
+    if channel == "sms" and not sms_enabled():
+        return None
     now = connection.ops.adapt_datetimefield_value(timezone.now())
     with connection.cursor() as cursor:
         cursor.execute(

@@ -145,7 +145,9 @@ STORAGES = {
 }
 
 # --- Email ---------------------------------------------------------------------------------
-EMAIL_CONFIG = env.email("EMAIL_URL", default="consolemail://")
+# The console backend prints every email, keys included, to the worker's output (its log), so it
+# is only the default while DEBUG is on; a production shop must say where mail goes.
+EMAIL_CONFIG = env.email("EMAIL_URL", default="consolemail://") if DEBUG else env.email("EMAIL_URL")
 vars().update(EMAIL_CONFIG)
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Kameng <noreply@localhost>")
 EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=10)
@@ -195,8 +197,9 @@ WECHATPAY_NOTIFY_MAX_AGE_SECONDS = env.int("WECHATPAY_NOTIFY_MAX_AGE_SECONDS", d
 WECHATPAY_API_URL = env.str("WECHATPAY_API_URL", default="https://api.mch.weixin.qq.com")
 
 # --- Delivery ------------------------------------------------------------------------------
-# SMS to buyers who gave a mobile number: console (development), aliyun or tencent.
-SMS_PROVIDER = env.str("SMS_PROVIDER", default="console")
+# console (development; it prints the text, so only the default while DEBUG is on), aliyun,
+# tencent, or none: buyers who give a mobile number find their keys on the order page only.
+SMS_PROVIDER = env.str("SMS_PROVIDER", default="console" if DEBUG else "none")
 SMS_CONTENT = env.str("SMS_CONTENT", default="link")  # "link": a short signed link; "key": the keys
 if SMS_CONTENT not in ("link", "key"):
     raise ImproperlyConfigured("SMS_CONTENT must be link or key")

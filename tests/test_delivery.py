@@ -190,7 +190,8 @@ def test_retry_of_a_failed_email_resends_the_same_keys(admin_client, client, on_
     assert len(mail.outbox) == 1 and sum(k in mail.outbox[0].body for k in keys) == 1
 
 
-def test_mobile_contact_gets_keys_on_the_page_and_an_sms_link(client, on_commit, capsys):
+def test_mobile_contact_gets_keys_on_the_page_and_an_sms_link(client, on_commit, capsys, settings):
+    settings.DEBUG = True  # the console SMS provider shows its text only while DEBUG is on
     product = ProductFactory()
     keys = stock_product(product, 1)
 
@@ -658,3 +659,26 @@ def test_product_email_template_with_a_syntax_error_is_refused_in_admin(admin_cl
     )
 
     assert response.status_code == 200 and "Template error" in response.content.decode()
+
+
+def test_console_sms_outside_debug_keeps_the_text_out_of_the_output(client, on_commit, capsys, settings):
+    settings.DEBUG, settings.SMS_CONTENT = False, "key"
+    product = ProductFactory()
+    keys = stock_product(product, 1)
+
+    order = pay(client, on_commit, product, contact="13900139000")
+
+    printed = capsys.readouterr().out
+    assert f"SMS to 13900139000: order {order.number}" in printed
+    assert keys[0] not in printed and "/s/" not in printed
+
+
+def test_without_an_sms_provider_a_mobile_buyer_finds_the_keys_on_the_page(client, on_commit, settings):
+    settings.SMS_PROVIDER = "none"
+    product = ProductFactory()
+    keys = stock_product(product, 1)
+
+    order = pay(client, on_commit, product, contact="13900139000")
+
+    assert order.status == OrderStatus.DELIVERED and keys[0] in order_page(client, order)
+    assert not DeliveryMessage.objects.filter(order=order).exists()

@@ -25,6 +25,7 @@ def production_env(**overrides: str) -> dict[str, str]:
             "CARDPOOL_KEYS": "1:" + base64.b64encode(os.urandom(32)).decode(),
             "CARDPOOL_INDEX_KEY": base64.b64encode(os.urandom(32)).decode(),
             "DATABASE_URL": "sqlite:////tmp/kameng-settings-check.sqlite3",
+            "EMAIL_URL": "smtp+tls://shop:secret@smtp.example.com:587",
         }
     )
     env.update(overrides)
@@ -52,7 +53,7 @@ def test_production_settings_with_redis_cache_pass_check_deploy():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("variable", ["SECRET_KEY", "CARDPOOL_KEYS", "CARDPOOL_INDEX_KEY", "ALLOWED_HOSTS"])
+@pytest.mark.parametrize("variable", ["SECRET_KEY", "CARDPOOL_KEYS", "CARDPOOL_INDEX_KEY", "ALLOWED_HOSTS", "EMAIL_URL"])
 def test_missing_secret_stops_start_up_naming_the_variable(variable):
     env = production_env()
     env.pop(variable)

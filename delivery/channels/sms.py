@@ -31,6 +31,10 @@ def sms_params(content: DeliveryContent) -> tuple[str, str]:
     return content.order_number, content.short_url
 
 
+def sms_enabled() -> bool:
+    return settings.SMS_PROVIDER != "none"
+
+
 class SmsChannel(Channel):
     identifier = "sms"
 
@@ -42,7 +46,7 @@ class SmsChannel(Channel):
 @lru_cache(maxsize=4)
 def _provider(name: str):
     if name not in SMS_PROVIDERS:
-        raise ImproperlyConfigured(f"SMS_PROVIDER must be one of {', '.join(SMS_PROVIDERS)}")
+        raise ImproperlyConfigured(f"SMS_PROVIDER must be none or one of {', '.join(SMS_PROVIDERS)}")
     return import_string(SMS_PROVIDERS[name])()
 
 
@@ -51,12 +55,16 @@ def sms_provider():
 
 
 class ConsoleSmsProvider:
-    """Development: writes the SMS to standard output, like Django's console email backend."""
+    """Development: writes the SMS to standard output, like Django's console email backend.
+
+    The text carries keys or a link that opens them, and a worker's output ends up in its log,
+    so outside DEBUG the text is withheld."""
 
     identifier = "console"
 
     def send(self, *, phone: str, order: str, content: str) -> str:
-        sys.stdout.write(f"SMS to {phone}: order {order}: {content}\n")
+        shown = content if settings.DEBUG else "(text withheld outside DEBUG)"
+        sys.stdout.write(f"SMS to {phone}: order {order}: {shown}\n")
         sys.stdout.flush()
         return f"console-{order}"
 
