@@ -1,8 +1,8 @@
 from django.contrib import admin
-from django.core.cache import cache
 from django.shortcuts import redirect
 
 from delivery.models import DeliveryAttempt, DeliveryMessage, DeliveryRules, StockAlert
+from delivery.services import delivery_rules_forget
 from kameng.admin_mixins import ReadOnlyAdminMixin
 
 
@@ -50,4 +50,4 @@ class DeliveryRulesAdmin(admin.ModelAdmin):
 
     def save_model(self, request, obj, form, change):
         super().save_model(request, obj, form, change)
-        cache.delete("kameng:delivery-rules")
+        delivery_rules_forget()

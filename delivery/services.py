@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
 
 from django.conf import settings
 from django.core import signing
-from django.core.cache import cache
 from django.core.mail import EmailMultiAlternatives
 from django.urls import reverse
 from django.db import connection, transaction
@@ -82,13 +82,26 @@ def _order_short_of_stock(*, order_id: int, expected_status: str, actor: str) ->
     return order.status
 
 
+_RULES_TTL_SECONDS = 5.0
+_rules_memo: tuple[float, DeliveryRules] | None = None
+
+
 def delivery_rules() -> DeliveryRules:
-    """The shop's delivery rules, read at most every few seconds per process (hot path)."""
-    rules = cache.get("kameng:delivery-rules")
-    if rules is None:
-        rules = DeliveryRules.objects.filter(pk=1).first() or DeliveryRules(pk=1)
-        cache.set("kameng:delivery-rules", rules, timeout=5)
-    return rules
+    """The shop's delivery rules, read from the database at most every few seconds per process.
+
+    Every delivery asks; a process-local memo keeps that off the network (the shared cache is
+    Redis in production). An edit reaches other processes within _RULES_TTL_SECONDS."""
+    global _rules_memo
+    now = time.monotonic()
+    if _rules_memo is None or _rules_memo[0] < now:
+        _rules_memo = (now + _RULES_TTL_SECONDS, DeliveryRules.objects.filter(pk=1).first() or DeliveryRules(pk=1))
+    return _rules_memo[1]
+
+
+def delivery_rules_forget() -> None:
+    """Drop this process's memo of the rules (after an edit, and between tests)."""
+    global _rules_memo
+    _rules_memo = None
 
 
 def delivery_hold_reason(*, order: Order) -> str:
@@ -460,6 +473,21 @@ class SweepReport:
     messages: int
 
 
+def _paid_orders_due(*, cutoff) -> list[int]:
+    """Paid, undelivered orders whose delivery was due before ``cutoff``. Orders of products with
+    a delivery delay count from paid_at + delay, so they are not re-driven on every sweep while
+    they wait."""
+    undelayed = Order.objects.filter(status=OrderStatus.PAID, paid_at__lte=cutoff, product__delivery_delay_minutes=0)
+    due = list(undelayed.order_by("paid_at").values_list("pk", flat=True)[:1000])
+    # Few products delay delivery; their waiting orders are checked here rather than in SQL
+    # (SQLite cannot multiply an interval by a column).
+    delayed = Order.objects.filter(status=OrderStatus.PAID, product__delivery_delay_minutes__gt=0).values_list(
+        "pk", "paid_at", "product__delivery_delay_minutes"
+    )
+    due += [pk for pk, paid_at, delay in delayed[:5000] if paid_at + timedelta(minutes=delay) <= cutoff]
+    return due
+
+
 def delivery_sweep() -> SweepReport:
     """Re-drive whatever the broker may have lost: paid orders still undelivered and messages
     not sent, both older than DELIVERY_SWEEP_AFTER_SECONDS. Safe to run any number of times."""
@@ -467,11 +495,7 @@ def delivery_sweep() -> SweepReport:
 
     now = timezone.now()
     cutoff = now - timedelta(seconds=settings.DELIVERY_SWEEP_AFTER_SECONDS)
-    order_ids = list(
-        Order.objects.filter(status=OrderStatus.PAID, paid_at__lte=cutoff)
-        .order_by("paid_at")
-        .values_list("pk", flat=True)[:1000]
-    )
+    order_ids = _paid_orders_due(cutoff=cutoff)
     for order_id in order_ids:
         tasks.order_deliver.send_quietly(order_id)
     # A worker that died mid-send leaves its try in "sending"; give it back to the queue (the

@@ -40,6 +40,9 @@ def _shop_settings(settings, request):
     settings.DELIVERY_MAX_TRIES = 3
     settings.SECURE_SSL_REDIRECT = False
     settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": request.node.nodeid}}
+    from delivery.services import delivery_rules_forget
+
+    delivery_rules_forget()  # a memo from another test's (rolled back) rules must not leak in
     # Tests without a real worker run tasks in-process when their transaction commits.
     eager = request.node.get_closest_marker("redis") is None
     celery_app.conf.task_always_eager = eager

@@ -622,6 +622,8 @@ def test_delayed_delivery_waits_for_the_product_delay(client, on_commit):
     order = pay(client, on_commit, product)
 
     assert order.status == OrderStatus.PAID and not CardKey.objects.filter(order=order).exists()
+    Order.objects.filter(pk=order.pk).update(paid_at=timezone.now() - timedelta(minutes=5))
+    assert delivery_sweep().orders == 0  # still waiting: the sweeper leaves it alone
     Order.objects.filter(pk=order.pk).update(paid_at=timezone.now() - timedelta(minutes=31))
     with on_commit():
         delivery_sweep()
