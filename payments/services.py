@@ -42,6 +42,7 @@ from shop.services import (
     order_cancel,
     order_duplicate_payment_queue,
     order_expire,
+    order_mark_test,
     order_payment_received,
     order_refunded,
     order_resolve,
@@ -68,8 +69,7 @@ def payment_start(
         raise PaymentRefused(order.status)
     with transaction.atomic():
         if not gateway.is_enabled():  # staff test mode (registry only admits it for staff)
-            Order.objects.filter(pk=order.pk).update(is_test=True)
-            OrderEvent.objects.create(order=order, type="shop.order.test_mode", message=gateway.identifier, actor="staff")
+            order_mark_test(order=order, gateway=gateway.identifier)
         payment = Payment.objects.create(
             order=order,
             gateway=gateway.identifier,
