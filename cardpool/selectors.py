@@ -5,21 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 
 from django.db import connection
-from django.db.models import Count, F, Q
+from django.db.models import Count
 from django.utils import timezone
 
 from cardpool.crypto import secret_decrypt
 from cardpool.models import CardKey, CardKeyStatus
-
-
-# Soonest-expiring first, then oldest; the partial index cardkey_available_idx has this order.
-RESERVATION_ORDER = (F("expires_at").asc(nulls_last=True), "id")
-
-
-def sellable_keys(*, product_id: int, now) -> Q:
-    return Q(product_id=product_id, status=CardKeyStatus.AVAILABLE) & (
-        Q(expires_at__isnull=True) | Q(expires_at__gt=now)
-    )
 
 
 def available_counts(*, product_ids: list[int]) -> dict[int, int]:

@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from cardpool.crypto import secret_blind_index, secret_encrypt, secret_mask, secret_normalize
 from cardpool.models import CardKey, CardKeyStatus, ImportBatch
-from cardpool.selectors import RESERVATION_ORDER, sellable_keys
+from cardpool.selectors import product_has_stock
 
 logger = logging.getLogger(__name__)
 
@@ -236,8 +236,8 @@ def cardkeys_sell_to_order(*, order, quantity: int | None = None) -> int:
 
     One statement: UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED LIMIT n). SKIP LOCKED
     lets concurrent deliveries take different keys instead of queueing on the same rows; the
-    partial index over available keys serves the ORDER BY … LIMIT n (the order is
-    selectors.RESERVATION_ORDER). Hand-written because it is the hottest statement of a flash
+    partial index over available keys (product, expires_at, id) serves the ORDER BY … LIMIT n:
+    soonest-expiring first, then oldest, never an expired key. Hand-written because it is the hottest statement of a flash
     sale. Raises StockShortfall.
     """
     wanted = order.quantity if quantity is None else quantity
@@ -260,8 +260,8 @@ def cardkeys_shortfall_is_contention(*, product_id: int, quantity: int) -> bool:
     yet roll back. Then the delivery is retried instead of declared out of stock."""
     if not connection.features.has_select_for_update_skip_locked:
         return False  # no row locks to skip (SQLite): the shortfall was real
-    visible = CardKey.objects.filter(sellable_keys(product_id=product_id, now=timezone.now())).order_by(*RESERVATION_ORDER)
-    return visible[quantity - 1 : quantity].exists()
+    # A plain read sees rows other transactions have locked but not yet sold.
+    return product_has_stock(product_id=product_id, quantity=quantity)
 
 
 class ManualKeysRefused(ValueError):
