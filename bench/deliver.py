@@ -136,7 +136,7 @@ def _prepare(count: int) -> list[tuple[str, str]]:
 
     from django.utils import timezone
 
-    from cardpool.services import cardkeys_import_text
+    from cardpool.importing import cardkeys_import_text
     from payments.models import Payment
     from shop.models import Category, Order, Product
 

@@ -122,7 +122,7 @@ from datetime import timedelta
 from decimal import Decimal
 from django.db import connection
 from django.utils import timezone
-from cardpool.services import cardkeys_import_text
+from cardpool.importing import cardkeys_import_text
 from delivery.services import order_deliver
 from shop.models import Order, Product
 

@@ -72,7 +72,7 @@ def _prepare(orders: int, label: str) -> tuple[int, list[int]]:
     from django.db import connection
     from django.utils import timezone
 
-    from cardpool.services import cardkeys_import_text
+    from cardpool.importing import cardkeys_import_text
     from shop.models import Category, Order, OrderStatus, Product
 
     category, _ = Category.objects.get_or_create(slug="bench", defaults={"name": "bench"})

@@ -8,9 +8,12 @@ from __future__ import annotations
 import csv
 from datetime import timedelta
 
+import tablib
+from import_export.formats.base_formats import XLSX
+
 from django import forms
 from django.contrib import admin, messages
-from django.http import StreamingHttpResponse
+from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from django.utils import timezone
 from django.utils.html import format_html
 from django.core.exceptions import PermissionDenied
@@ -20,14 +23,16 @@ from django.urls import path, reverse
 from django.utils.translation import gettext_lazy as _
 
 from cardpool.forms import KeyImportForm
-from cardpool.models import CardKey, ImportBatch, RevealLog
-from cardpool.services import (
+from cardpool.importing import (
     ImportRefused,
-    cardkey_reveal,
-    cardkeys_export_unsold,
-    cardkeys_import_text,
-    import_batch_void,
+    import_batch_cancel,
+    import_batch_confirm,
+    import_batch_create,
+    import_batch_progress,
+    imports_resume,
 )
+from cardpool.models import CardKey, ImportBatch, RevealLog
+from cardpool.services import cardkey_reveal, cardkeys_export_unsold, import_batch_void
 from delivery.services import DeliveryRefused, cardkey_replace_defective
 from kameng.admin_mixins import ReadOnlyAdminMixin
 from shop.models import Product
@@ -82,6 +87,11 @@ class CardKeyAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     def get_urls(self):
         return [
             path("import/", self.admin_site.admin_view(self.import_view), name="cardpool_cardkey_import"),
+            path("import/<int:batch_id>/", self.admin_site.admin_view(self.import_batch_view), name="cardpool_cardkey_import_batch"),
+            path(
+                "import/<int:batch_id>/status/", self.admin_site.admin_view(self.import_batch_status),
+                name="cardpool_cardkey_import_status",
+            ),
             path("export/", self.admin_site.admin_view(self.export_view), name="cardpool_cardkey_export"),
             path("<int:key_id>/reveal/", self.admin_site.admin_view(self.reveal_view), name="cardpool_cardkey_reveal"),
             *super().get_urls(),
@@ -121,6 +131,11 @@ class CardKeyAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
                 product_id=product.pk, user=request.user, ip=request.META.get("REMOTE_ADDR"),
                 reason=form.cleaned_data["reason"], batch_id=form.cleaned_data["batch"] or None,
             )
+            if form.cleaned_data["format"] == "xlsx":
+                response = HttpResponse(spreadsheet_xlsx(rows), content_type=XLSX.CONTENT_TYPE)
+                response["Content-Disposition"] = f'attachment; filename="keys-{product.slug}.xlsx"'
+                response["Cache-Control"] = "no-store"
+                return response
             writer = csv.writer(Echo())
             response = StreamingHttpResponse(
                 ("\ufeff" if i == 0 else "") + writer.writerow(row) for i, row in enumerate(rows)
@@ -133,44 +148,55 @@ class CardKeyAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         return TemplateResponse(request, "admin/cardpool/cardkey/export.html", context)
 
     def import_view(self, request):
+        """Step 1: the file and how to read it. The file is kept encrypted for the background
+        preview; nothing enters the pool before the operator confirms the preview."""
         if not request.user.has_perm("cardpool.add_cardkey"):
             raise PermissionDenied
         form = KeyImportForm(request.POST or None, request.FILES or None)
-        report = None
         if request.method == "POST" and form.is_valid():
-            upload = request.FILES.get("file")
+            source_name, raw = form.source()
             try:
-                report = cardkeys_import_text(
-                    product=form.cleaned_data["product"],
-                    text=form.keys_text(),
-                    created_by=request.user,
-                    source_name=upload.name if upload else "pasted",
-                    separator=form.cleaned_data["separator"] or None,
-                    supplier=form.cleaned_data["supplier"],
-                    dry_run=form.cleaned_data["preview"],
+                batch = import_batch_create(
+                    product=form.cleaned_data["product"], raw=raw, layout=form.layout(source_name), created_by=request.user,
+                    source_name=source_name, supplier=form.cleaned_data["supplier"],
+                    unit_cost=form.cleaned_data["unit_cost"], note=form.cleaned_data["note"],
                 )
-            except ImportRefused as exc:
-                messages.error(request, str(exc))
+            except (ImportRefused, forms.ValidationError) as exc:
+                messages.error(request, exc.messages[0] if isinstance(exc, forms.ValidationError) else str(exc))
             else:
-                if form.cleaned_data["preview"]:
-                    messages.info(request, _("Preview: %(added)d keys would be added. Nothing was written.") % {"added": report.added})
-                else:
-                    messages.success(request, _("Imported %(added)d keys.") % {"added": report.added})
-                    if not report.invalid:
-                        return redirect(reverse("admin:cardpool_importbatch_change", args=[report.batch_id]))
+                return redirect(reverse("admin:cardpool_cardkey_import_batch", args=[batch.pk]))
             # Never echo pasted keys back into the page.
-            form = KeyImportForm(initial={
-                "product": form.cleaned_data["product"], "separator": form.cleaned_data["separator"],
-                "supplier": form.cleaned_data["supplier"],
-            })
+            form = KeyImportForm(initial={k: v for k, v in form.cleaned_data.items() if k not in ("text", "file")})
         context = {
-            **self.admin_site.each_context(request),
-            "title": _("Import card keys"),
-            "form": form,
-            "report": report,
-            "opts": self.model._meta,
+            **self.admin_site.each_context(request), "title": _("Import card keys"), "form": form, "opts": self.model._meta,
         }
         return TemplateResponse(request, "admin/cardpool/cardkey/import.html", context)
+
+    def import_batch_view(self, request, batch_id: int):
+        """Step 2: the preview (confirm or cancel), then the progress of the import. The state is
+        in the batch row, so the page may be reloaded or left and come back to."""
+        if not request.user.has_perm("cardpool.add_cardkey"):
+            raise PermissionDenied
+        batch = ImportBatch.objects.select_related("product", "created_by").get(pk=batch_id)
+        if request.method == "POST":
+            action = request.POST.get("action")
+            if action == "confirm":
+                import_batch_confirm(batch_id=batch.pk)
+            elif action == "cancel":
+                import_batch_cancel(batch_id=batch.pk)
+            elif action == "resume":
+                imports_resume(stale_seconds=0, batch_id=batch.pk)
+            return redirect(request.path)
+        context = {
+            **self.admin_site.each_context(request), "title": _("Import batch #%(id)s") % {"id": batch.pk},
+            "batch": batch, "progress": import_batch_progress(batch), "opts": self.model._meta,
+        }
+        return TemplateResponse(request, "admin/cardpool/cardkey/import_batch.html", context)
+
+    def import_batch_status(self, request, batch_id: int):
+        if not request.user.has_perm("cardpool.add_cardkey"):
+            raise PermissionDenied
+        return JsonResponse(import_batch_progress(ImportBatch.objects.get(pk=batch_id)))
 
 
 class Echo:
@@ -187,8 +213,19 @@ class ReasonForm(forms.Form):
 class ExportForm(ReasonForm):
     product = forms.ModelChoiceField(label=_("Product"), queryset=Product.objects.order_by("name"))
     batch = forms.IntegerField(label=_("Only import batch (id)"), required=False)
+    format = forms.ChoiceField(label=_("Format"), choices=[("csv", "CSV"), ("xlsx", "Excel (XLSX)")], initial="csv", required=False)
 
-    field_order = ["product", "batch", "reason"]
+    field_order = ["product", "batch", "format", "reason"]
+
+
+def spreadsheet_xlsx(rows) -> bytes:
+    """An XLSX workbook of ``rows`` (the first is the header), written by django-import-export's
+    XLSX format. The cells are already formula-safe (cardkeys_export_unsold)."""
+    rows = iter(rows)
+    dataset = tablib.Dataset(headers=next(rows))
+    for row in rows:
+        dataset.append(row)
+    return XLSX().export_data(dataset)
 
 
 @admin.register(RevealLog)
@@ -212,7 +249,16 @@ class ImportBatchAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             voided = import_batch_void(batch_id=batch.pk, actor=request.user.get_username())
             self.message_user(request, f"#{batch.pk}: {voided}", messages.SUCCESS)
 
-    list_display = ["id", "product", "source_name", "added", "duplicates_in_file", "duplicates_in_pool", "invalid", "created_by", "created_at"]
-    list_filter = ["product"]
+    list_display = [
+        "id", "product", "status_link", "source_name", "supplier", "unit_cost", "added", "duplicates_in_file",
+        "duplicates_in_pool", "duplicates_sold", "invalid", "created_by", "created_at",
+    ]
+    list_filter = ["status", "product", "supplier"]
+    exclude = ["layout", "preview"]
+
+    @admin.display(description=_("status"), ordering="status")
+    def status_link(self, obj: ImportBatch) -> str:
+        url = reverse("admin:cardpool_cardkey_import_batch", args=[obj.pk])
+        return format_html('<a href="{}">{}</a>', url, obj.get_status_display())
     list_select_related = ["product", "created_by"]
-    readonly_fields = [f.name for f in ImportBatch._meta.fields]
+    readonly_fields = [f.name for f in ImportBatch._meta.fields if f.name not in ("layout", "preview")]

@@ -27,7 +27,12 @@ NONCE_BYTES = 12
 class Keyring:
     current_version: int
     keys: dict[int, bytes]
-    index_key: bytes
+    index_version: int
+    index_keys: dict[int, bytes]
+
+    @property
+    def index_key(self) -> bytes:
+        return self.index_keys[self.index_version]
 
 
 def _decode_key(raw: str, variable: str) -> bytes:
@@ -40,27 +45,35 @@ def _decode_key(raw: str, variable: str) -> bytes:
     return key
 
 
+def _versioned_keys(setting: str, variable: str, *, bare_is_version_1: bool) -> dict[int, bytes]:
+    """"1:BASE64,2:BASE64" → {1: key, 2: key}. With ``bare_is_version_1`` a single key without
+    a version is version 1 (CARDPOOL_INDEX_KEY before it was versioned)."""
+    keys: dict[int, bytes] = {}
+    items = [part for part in setting.split(",") if part.strip()]
+    if bare_is_version_1 and len(items) == 1 and ":" not in items[0]:
+        return {1: _decode_key(items[0], variable)}
+    for item in items:
+        version, sep, raw = item.partition(":")
+        if not sep or not version.strip().isdigit():
+            raise ImproperlyConfigured(f"{variable}: write each key as VERSION:BASE64KEY, comma-separated")
+        number = int(version)
+        if number in keys:
+            raise ImproperlyConfigured(f"{variable}: version {number} is listed twice")
+        keys[number] = _decode_key(raw, variable)
+    if not keys:
+        raise ImproperlyConfigured(f"{variable}: no key given")
+    return keys
+
+
 def keyring_parse(*, keys_setting: str, index_key_setting: str) -> Keyring:
-    """Parse ``CARDPOOL_KEYS`` ("1:BASE64,2:BASE64") and ``CARDPOOL_INDEX_KEY``.
+    """Parse ``CARDPOOL_KEYS`` ("1:BASE64,2:BASE64") and ``CARDPOOL_INDEX_KEY`` (one bare key,
+    which is version 1, or versioned like CARDPOOL_KEYS). The highest version of each is current.
 
     Raises ImproperlyConfigured naming the variable when anything is malformed.
     """
-    keys: dict[int, bytes] = {}
-    for item in (part for part in keys_setting.split(",") if part.strip()):
-        version, sep, raw = item.partition(":")
-        if not sep or not version.strip().isdigit():
-            raise ImproperlyConfigured("CARDPOOL_KEYS: write each key as VERSION:BASE64KEY, comma-separated")
-        number = int(version)
-        if number in keys:
-            raise ImproperlyConfigured(f"CARDPOOL_KEYS: version {number} is listed twice")
-        keys[number] = _decode_key(raw, "CARDPOOL_KEYS")
-    if not keys:
-        raise ImproperlyConfigured("CARDPOOL_KEYS: no key given")
-    return Keyring(
-        current_version=max(keys),
-        keys=keys,
-        index_key=_decode_key(index_key_setting, "CARDPOOL_INDEX_KEY"),
-    )
+    keys = _versioned_keys(keys_setting, "CARDPOOL_KEYS", bare_is_version_1=False)
+    index_keys = _versioned_keys(index_key_setting, "CARDPOOL_INDEX_KEY", bare_is_version_1=True)
+    return Keyring(current_version=max(keys), keys=keys, index_version=max(index_keys), index_keys=index_keys)
 
 
 @lru_cache(maxsize=4)
@@ -96,10 +109,12 @@ def secret_decrypt(*, ciphertext: bytes, key_version: int, product_id: int) -> s
     return AESGCM(ring.keys[key_version]).decrypt(data[:NONCE_BYTES], data[NONCE_BYTES:], _aad(product_id)).decode()
 
 
-def secret_blind_index(*, secret: str, product_id: int) -> str:
-    """HMAC-SHA256 of the normalized secret, per product: dedupes without storing plaintext."""
+def secret_blind_index(*, secret: str, product_id: int, version: int | None = None) -> str:
+    """HMAC-SHA256 of the normalized secret, per product, under the current index key (or the
+    given version): dedupes without storing plaintext."""
+    ring = keyring()
     message = f"{product_id}:{secret_normalize(secret)}".encode()
-    return hmac.new(keyring().index_key, message, hashlib.sha256).hexdigest()
+    return hmac.new(ring.index_keys[version or ring.index_version], message, hashlib.sha256).hexdigest()
 
 
 def secret_mask(secret: str) -> str:

@@ -5,48 +5,61 @@ from __future__ import annotations
 from datetime import datetime
 
 from django.db import connection
-from django.db.models import Count
+from django.db.models import Count, F, Q, Sum
 from django.utils import timezone
 
 from cardpool.crypto import secret_decrypt
 from cardpool.models import CardKey, CardKeyStatus
 
 
+# Stock shown for a product whose pool holds a reusable key without a cap on uses.
+UNLIMITED_STOCK = 10**9
+
+
 def available_counts(*, product_ids: list[int]) -> dict[int, int]:
-    """Available keys per product (served by the partial index over available keys)."""
+    """Sellable units per product: unsold unique keys plus the uses left on reusable keys
+    (UNLIMITED_STOCK when one has no cap). Served by the partial index over available keys."""
     if not product_ids:
         return {}
     rows = (
         CardKey.objects.filter(product_id__in=product_ids, status=CardKeyStatus.AVAILABLE)
         .values("product_id")
-        .annotate(n=Count("id"))
+        .annotate(
+            unique=Count("id", filter=Q(max_uses=1)),
+            shared=Sum(F("max_uses") - F("uses"), filter=Q(max_uses__gt=1)),
+            uncapped=Count("id", filter=Q(max_uses__isnull=True)),
+        )
         .order_by()
     )
-    return {row["product_id"]: row["n"] for row in rows}
+    return {
+        row["product_id"]: UNLIMITED_STOCK if row["uncapped"] else min(row["unique"] + (row["shared"] or 0), UNLIMITED_STOCK)
+        for row in rows
+    }
 
 
-_NTH_SELLABLE_SQL = """
-    SELECT id FROM {table}
-     WHERE product_id = %s AND status = %s AND (expires_at IS NULL OR expires_at > %s)
-     ORDER BY expires_at ASC NULLS LAST, id ASC
-     LIMIT 1 OFFSET %s
+_SELLABLE_UNITS_SQL = """
+    SELECT COALESCE(SUM(CASE WHEN max_uses IS NULL THEN %s ELSE max_uses - uses END), 0)
+      FROM (SELECT max_uses, uses FROM {table}
+             WHERE product_id = %s AND status = %s AND (expires_at IS NULL OR expires_at > %s)
+             ORDER BY expires_at ASC NULLS LAST, id ASC
+             LIMIT %s) first_keys
 """
 
 
 def product_has_stock(*, product_id: int, quantity: int) -> bool:
-    """True when at least ``quantity`` keys can be sold now.
+    """True when at least ``quantity`` units can be sold now.
 
-    Walks the partial index in reservation order and reads at most ``quantity`` entries, however
-    large the pool or however many keys were sold before. Runs after every delivery (the
-    low-stock check), hence hand-written.
+    Walks the partial index in reservation order and reads at most ``quantity`` entries (each
+    sellable key holds at least one unit), however large the pool or however many keys were sold
+    before. Runs after every delivery (the low-stock check), hence hand-written.
     """
     now = connection.ops.adapt_datetimefield_value(timezone.now())
     with connection.cursor() as cursor:
         cursor.execute(
-            _NTH_SELLABLE_SQL.format(table=CardKey._meta.db_table),
-            [product_id, CardKeyStatus.AVAILABLE, now, quantity - 1],
+            _SELLABLE_UNITS_SQL.format(table=CardKey._meta.db_table),
+            [quantity, product_id, CardKeyStatus.AVAILABLE, now, quantity],
         )
-        return cursor.fetchone() is not None
+        return cursor.fetchone()[0] >= quantity
 
 
 def order_keys(*, order) -> list[tuple[str, datetime | None]]:

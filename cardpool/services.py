@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import io
 import logging
-from dataclasses import dataclass, field
+import secrets as token_source
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -12,35 +11,13 @@ from django.db.models import F, Value
 from django.db.models.functions import Concat
 from django.utils import timezone
 
-from cardpool.crypto import secret_blind_index, secret_encrypt, secret_mask, secret_normalize
+from cardpool.crypto import keyring, secret_blind_index, secret_encrypt, secret_mask, secret_normalize
 from cardpool.models import CardKey, CardKeyStatus, ImportBatch
 from cardpool.selectors import product_has_stock
 
 logger = logging.getLogger(__name__)
 
-IMPORT_CHUNK = 2000
-
-
-@dataclass(frozen=True)
-class InvalidLine:
-    line_number: int
-    reason: str
-
-
-@dataclass
-class ImportReport:
-    """What an import did. Holds no plaintext: invalid lines are reported by number and reason."""
-
-    batch_id: int | None = None
-    lines_total: int = 0
-    added: int = 0
-    duplicates_in_file: int = 0
-    duplicates_in_pool: int = 0
-    invalid: list[InvalidLine] = field(default_factory=list)
-
-
-class ImportRefused(ValueError):
-    """The whole input is unusable (empty, binary, too large); nothing was imported."""
+ROTATE_CHUNK = 500
 
 
 def _line_problem(secret: str) -> str | None:
@@ -49,167 +26,6 @@ def _line_problem(secret: str) -> str | None:
     if any(ord(ch) < 32 and ch != "\t" for ch in secret):
         return "contains control characters"
     return None
-
-
-SEPARATORS = {"----": "----", "space": " ", "comma": ",", "tab": "\t"}
-CANONICAL_SEPARATOR = "----"
-
-
-def text_decode(raw: bytes) -> str:
-    """Decode an uploaded key file: UTF-8 (with or without BOM), UTF-16 (BOM, or NUL-interleaved
-    ASCII), else GBK/GB18030. Raises ImportRefused for anything that is not text."""
-    sample = raw[:1024]
-    pairs = max(len(sample) // 2, 1)
-    # UTF-16 without a BOM: ASCII characters (digits, dashes, line ends) leave NULs on one side
-    # of each byte pair only; binary files have them everywhere.
-    odd_nuls, even_nuls = sample[1::2].count(0), sample[0::2].count(0)
-    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
-        candidates = ["utf-16"]
-    elif odd_nuls > pairs * 0.2 and even_nuls * 4 < odd_nuls:
-        candidates = ["utf-16-le"]
-    elif even_nuls > pairs * 0.2 and odd_nuls * 4 < even_nuls:
-        candidates = ["utf-16-be"]
-    else:
-        candidates = ["utf-8-sig", "gb18030"]
-    for encoding in candidates:
-        try:
-            text = raw.decode(encoding)
-        except UnicodeDecodeError:
-            continue
-        if "\x00" in text or any(ord(ch) < 9 for ch in text[:4096]):
-            raise ImportRefused("the file looks binary, not text")
-        return text
-    raise ImportRefused("the file is neither UTF-8, UTF-16 nor GB18030 text")
-
-
-def _line_secret(line: str, separator: str | None) -> tuple[str, str | None]:
-    """(the key as stored, problem). With a separator the line must hold a card number and a
-    password, stored as NUMBER----PASSWORD."""
-    secret = secret_normalize(line)
-    if not secret or separator is None:
-        return secret, None
-    parts = [part.strip() for part in secret.split(SEPARATORS[separator]) if part.strip()]
-    if len(parts) != 2:
-        return secret, f"expected a card number and a password separated by {separator!r}"
-    return CANONICAL_SEPARATOR.join(parts), None
-
-
-def cardkeys_import_text(
-    *, product, text: str, created_by=None, source_name: str = "", separator: str | None = None,
-    supplier: str = "", dry_run: bool = False,
-) -> ImportReport:
-    """Add one key per line of ``text`` to ``product``'s pool, encrypted; dedupe against the pool.
-
-    Blank lines and surrounding whitespace are ignored. With ``separator`` each line is a card
-    number and a password. Duplicates (within the text or of any key ever added to the product,
-    sold ones included) are counted and skipped. ``dry_run`` reports without writing anything.
-    Raises ImportRefused when there is nothing usable. Moves no money; adds available keys.
-    """
-    if "\x00" in text:
-        raise ImportRefused("the file looks binary, not text")
-    if separator is not None and separator not in SEPARATORS:
-        raise ImportRefused(f"unknown separator {separator!r}: use one of {', '.join(SEPARATORS)}")
-    report = ImportReport()
-    seen: set[str] = set()
-    candidates: list[tuple[str, str]] = []  # (blind index, normalized secret)
-    for number, raw in enumerate(text.splitlines(), start=1):
-        secret, problem = _line_secret(raw, separator)
-        if not secret:
-            continue
-        report.lines_total += 1
-        problem = problem or _line_problem(secret)
-        if problem:
-            report.invalid.append(InvalidLine(number, problem))
-            continue
-        index = secret_blind_index(secret=secret, product_id=product.pk)
-        if index in seen:
-            report.duplicates_in_file += 1
-            continue
-        seen.add(index)
-        candidates.append((index, secret))
-    if report.lines_total == 0:
-        raise ImportRefused("no keys found: the input is empty")
-    if dry_run:
-        for start in range(0, len(candidates), IMPORT_CHUNK):
-            chunk = [index for index, _secret in candidates[start : start + IMPORT_CHUNK]]
-            report.duplicates_in_pool += CardKey.objects.filter(product=product, blind_index__in=chunk).count()
-        report.added = len(candidates) - report.duplicates_in_pool
-        return report
-
-    with transaction.atomic():
-        batch = ImportBatch.objects.create(
-            product=product, created_by=created_by, source_name=source_name[:255], supplier=supplier[:100]
-        )
-        insert_chunk = _keys_copy if connection.vendor == "postgresql" else _keys_bulk_create
-        for start in range(0, len(candidates), IMPORT_CHUNK):
-            insert_chunk(product_id=product.pk, batch_id=batch.pk, chunk=candidates[start : start + IMPORT_CHUNK])
-        report.added = CardKey.objects.filter(batch=batch).count()
-        report.duplicates_in_pool = len(candidates) - report.added
-        batch.lines_total = report.lines_total
-        batch.added = report.added
-        batch.duplicates_in_file = report.duplicates_in_file
-        batch.duplicates_in_pool = report.duplicates_in_pool
-        batch.invalid = len(report.invalid)
-        batch.save()
-        report.batch_id = batch.pk
-        from delivery.services import out_of_stock_orders_schedule, stock_alerts_resolve
-
-        stock_alerts_resolve(product=product)
-        if report.added:
-            # Orders that waited in the exception queue for these keys get them, oldest first.
-            out_of_stock_orders_schedule(product_id=product.pk)
-    logger.info("imported %d keys into product %s (batch %s)", report.added, product.pk, batch.pk)
-    return report
-
-
-def _encrypted_rows(*, product_id: int, chunk: list[tuple[str, str]]):
-    for index, secret in chunk:
-        version, ciphertext = secret_encrypt(secret=secret, product_id=product_id)
-        yield index, version, ciphertext, secret_mask(secret)
-
-
-def _keys_bulk_create(*, product_id: int, batch_id: int, chunk: list[tuple[str, str]]) -> None:
-    rows = [
-        CardKey(product_id=product_id, batch_id=batch_id, ciphertext=ciphertext, key_version=version,
-                blind_index=index, mask=mask)
-        for index, version, ciphertext, mask in _encrypted_rows(product_id=product_id, chunk=chunk)
-    ]
-    # ignore_conflicts: keys already in the pool (or added by a concurrent import) are skipped.
-    CardKey.objects.bulk_create(rows, ignore_conflicts=True)
-
-
-_COPY_STAGE_SQL = """
-    CREATE TEMP TABLE IF NOT EXISTS cardkey_import_stage (
-        blind_index varchar(64), key_version smallint, ciphertext bytea, mask varchar(32)
-    ) ON COMMIT DROP
-"""
-_COPY_INSERT_SQL = """
-    INSERT INTO {table} (product_id, batch_id, ciphertext, key_version, blind_index, mask, status, created_at)
-    SELECT %s, %s, ciphertext, key_version, blind_index, mask, 'available', now() FROM cardkey_import_stage
-    ON CONFLICT (product_id, blind_index) DO NOTHING
-"""
-
-
-def _copy_text(value: str) -> str:
-    """Escape a value for COPY's text format."""
-    return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
-
-
-def _keys_copy(*, product_id: int, batch_id: int, chunk: list[tuple[str, str]]) -> None:
-    """PostgreSQL: COPY the encrypted chunk into a temporary table and insert it from there,
-    skipping keys already in the pool. The ORM's bulk_create spent more time building SQL than
-    encrypting (see bench/import.py)."""
-    buffer = io.StringIO()
-    for index, version, ciphertext, mask in _encrypted_rows(product_id=product_id, chunk=chunk):
-        buffer.write(f"{index}\t{version}\t\\\\x{ciphertext.hex()}\t{_copy_text(mask)}\n")
-    buffer.seek(0)
-    with connection.cursor() as cursor:
-        cursor.execute(_COPY_STAGE_SQL)
-        cursor.execute("TRUNCATE cardkey_import_stage")
-        cursor.cursor.copy_expert(
-            "COPY cardkey_import_stage (blind_index, key_version, ciphertext, mask) FROM STDIN", buffer
-        )
-        cursor.execute(_COPY_INSERT_SQL.format(table=CardKey._meta.db_table), [product_id, batch_id])
 
 
 class ReservationContended(Exception):
@@ -222,11 +38,25 @@ class StockShortfall(Exception):
 
 
 _SELL_SQL = """
-    UPDATE {table} SET status = %s, order_id = %s, sold_at = %s
+    UPDATE {table} SET status = %s, order_id = %s, sold_at = %s, uses = 1
      WHERE id IN (SELECT id FROM {table}
                    WHERE product_id = %s AND status = %s AND (expires_at IS NULL OR expires_at > %s)
+                     AND max_uses = 1
                    ORDER BY expires_at ASC NULLS LAST, id ASC
                    LIMIT %s {lock})
+"""
+
+# One use of a reusable key: the soonest-expiring one with uses left, locked (and waited for,
+# not skipped: a shop may sell one generic code to everyone). It turns used_up with its last use.
+_REUSE_SQL = """
+    UPDATE {table} SET uses = uses + 1,
+           status = CASE WHEN max_uses IS NOT NULL AND uses + 1 >= max_uses THEN %s ELSE status END
+     WHERE id = (SELECT id FROM {table}
+                  WHERE product_id = %s AND status = %s AND (expires_at IS NULL OR expires_at > %s)
+                    AND (max_uses IS NULL OR max_uses > 1)
+                  ORDER BY expires_at ASC NULLS LAST, id ASC
+                  LIMIT 1 {lock})
+    RETURNING id
 """
 
 
@@ -234,11 +64,13 @@ def cardkeys_sell_to_order(*, order, quantity: int | None = None) -> int:
     """Mark exactly ``quantity`` (default ``order.quantity``) sellable keys sold to ``order`` in
     the caller's transaction.
 
-    One statement: UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED LIMIT n). SKIP LOCKED
-    lets concurrent deliveries take different keys instead of queueing on the same rows; the
-    partial index over available keys (product, expires_at, id) serves the ORDER BY … LIMIT n:
-    soonest-expiring first, then oldest, never an expired key. Hand-written because it is the hottest statement of a flash
-    sale. Raises StockShortfall.
+    Unique keys: one statement, UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED LIMIT n).
+    SKIP LOCKED lets concurrent deliveries take different keys instead of queueing on the same
+    rows; the partial index over available keys (product, expires_at, id) serves the ORDER BY …
+    LIMIT n: soonest-expiring first, then oldest, never an expired key. Hand-written because it
+    is the hottest statement of a flash sale. When unique keys run short, reusable keys make up
+    the rest, one use per unit, each use a sold row of its own (``reuse_of``) so an order's keys
+    stay its own rows. Raises StockShortfall.
     """
     wanted = order.quantity if quantity is None else quantity
     lock = "FOR UPDATE SKIP LOCKED" if connection.features.has_select_for_update_skip_locked else ""
@@ -249,9 +81,34 @@ def cardkeys_sell_to_order(*, order, quantity: int | None = None) -> int:
             [CardKeyStatus.SOLD, order.pk, now, order.product_id, CardKeyStatus.AVAILABLE, now, wanted],
         )
         sold = cursor.rowcount
+    while sold < wanted and _reusable_key_use(order=order, now=now):
+        sold += 1
     if sold != wanted:
         raise StockShortfall(f"order {order.pk}: {sold} of {wanted} keys")
     return sold
+
+
+def _reusable_key_use(*, order, now) -> bool:
+    """Take one use of a reusable key for ``order``; False when none has uses left."""
+
+    lock = "FOR UPDATE" if connection.features.has_select_for_update else ""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _REUSE_SQL.format(table=CardKey._meta.db_table, lock=lock),
+            [CardKeyStatus.USED_UP, order.product_id, CardKeyStatus.AVAILABLE, now],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        return False
+    shared = CardKey.objects.only("batch_id", "ciphertext", "key_version", "mask", "expires_at").get(pk=row[0])
+    CardKey.objects.create(
+        product_id=order.product_id, batch_id=shared.batch_id, ciphertext=shared.ciphertext, key_version=shared.key_version,
+        # Not an HMAC of the secret (those are hex): unique per use, never matched by dedupe.
+        blind_index="u" + token_source.token_hex(32)[:63], index_version=keyring().index_version, mask=shared.mask,
+        status=CardKeyStatus.SOLD, order_id=order.pk, sold_at=timezone.now(), expires_at=shared.expires_at,
+        max_uses=1, uses=1, reuse_of_id=shared.pk,
+    )
+    return True
 
 
 def cardkeys_shortfall_is_contention(*, product_id: int, quantity: int) -> bool:
@@ -282,7 +139,10 @@ def cardkeys_add_sold_to_order(*, order, secrets: list[str], batch_note: str, cr
     indexes = [secret_blind_index(secret=s, product_id=order.product_id) for s in normalized]
     if len(set(indexes)) != len(indexes):
         raise ManualKeysRefused("the same key twice")
-    if CardKey.objects.filter(product_id=order.product_id, blind_index__in=indexes).exists():
+    from cardpool.importing import _legacy_index_versions, _pool_matches
+
+    legacy = _legacy_index_versions(order.product_id)
+    if _pool_matches(product_id=order.product_id, secrets=dict(zip(indexes, normalized)), legacy=legacy):
         raise ManualKeysRefused("a key that is already in the pool")
     batch = ImportBatch.objects.create(
         product_id=order.product_id, created_by=created_by, source_name=batch_note[:255],
@@ -294,6 +154,7 @@ def cardkeys_add_sold_to_order(*, order, secrets: list[str], batch_note: str, cr
         version, ciphertext = secret_encrypt(secret=secret, product_id=order.product_id)
         rows.append(CardKey(
             product_id=order.product_id, batch=batch, ciphertext=ciphertext, key_version=version, blind_index=index,
+            index_version=keyring().index_version, uses=1,
             mask=secret_mask(secret), status=CardKeyStatus.SOLD, order=order, sold_at=now,
         ))
     CardKey.objects.bulk_create(rows)
@@ -360,9 +221,6 @@ def cardkeys_export_unsold(*, product_id: int, user, ip: str | None, reason: str
     return rows()
 
 
-ROTATE_CHUNK = 500
-
-
 def cardkeys_rotate_chunk(*, after_id: int = 0) -> tuple[int, int]:
     """Re-encrypt up to ROTATE_CHUNK keys not yet under the current key version, in one short
     transaction, online. Returns (rows re-encrypted, last id seen; 0 when nothing was left).
@@ -371,7 +229,7 @@ def cardkeys_rotate_chunk(*, after_id: int = 0) -> tuple[int, int]:
     the rows this holds, so sales go on. Only ciphertext and key_version change, guarded by the
     old version, so no key is ever lost or sold twice because of a rotation.
     """
-    from cardpool.crypto import keyring, secret_decrypt
+    from cardpool.crypto import secret_decrypt
 
     current = keyring().current_version
     with transaction.atomic():
@@ -392,7 +250,6 @@ def cardkeys_rotate_chunk(*, after_id: int = 0) -> tuple[int, int]:
 def cardkeys_rotate() -> int:
     """Re-encrypt every key to the current CARDPOOL_KEYS version, chunk by chunk, until none is
     left on an old version (locked rows are retried on the next pass). Returns how many."""
-    from cardpool.crypto import keyring
 
     total = 0
     while True:
@@ -407,26 +264,34 @@ def cardkeys_rotate() -> int:
 
 
 def cardkeys_rebuild_blind_index() -> int:
-    """Recompute every key's blind index with the current CARDPOOL_INDEX_KEY (after changing it).
-    Run it with imports stopped: dedupe compares against the index being rebuilt. Returns how many."""
+    """Recompute the blind index of every key still indexed under an older CARDPOOL_INDEX_KEY
+    version, in short chunks, online: sales go on (rows a delivery holds are done on the next
+    pass) and imports stay deduplicated meanwhile (they also check the older versions' indexes
+    until none is left). Returns how many keys were re-indexed."""
     from cardpool.crypto import secret_decrypt
 
+    current = keyring().index_version
     changed = 0
-    last = 0
-    while True:
-        with transaction.atomic():
-            rows = list(
-                CardKey.objects.select_for_update().filter(pk__gt=last).order_by("pk")
-                .only("pk", "product_id", "ciphertext", "key_version", "blind_index")[:ROTATE_CHUNK]
-            )
-            if not rows:
-                return changed
-            for row in rows:
-                secret = secret_decrypt(ciphertext=row.ciphertext, key_version=row.key_version, product_id=row.product_id)
-                row.blind_index = secret_blind_index(secret=secret, product_id=row.product_id)
-            CardKey.objects.bulk_update(rows, ["blind_index"])
-            changed += len(rows)
-            last = rows[-1].pk
+    while CardKey.objects.exclude(index_version=current).exists():
+        last = 0
+        while True:
+            with transaction.atomic():
+                rows = list(
+                    CardKey.objects.select_for_update(skip_locked=True).filter(pk__gt=last).exclude(index_version=current)
+                    .order_by("pk").only("pk", "product_id", "ciphertext", "key_version", "blind_index")[:ROTATE_CHUNK]
+                )
+                if not rows:
+                    break
+                for row in rows:
+                    row.index_version = current
+                    if row.blind_index.startswith("u"):
+                        continue  # one use of a reusable key: its index is a random token, not an HMAC
+                    secret = secret_decrypt(ciphertext=row.ciphertext, key_version=row.key_version, product_id=row.product_id)
+                    row.blind_index = secret_blind_index(secret=secret, product_id=row.product_id)
+                CardKey.objects.bulk_update(rows, ["blind_index", "index_version"])
+                changed += len(rows)
+                last = rows[-1].pk
+    return changed
 
 
 def import_batch_void(*, batch_id: int, actor: str) -> int:

@@ -267,6 +267,7 @@ CELERY_BEAT_SCHEDULE = {
     "orders-expire": {"task": "payments.tasks.orders_expire", "schedule": 60.0},
     "payments-reconcile": {"task": "payments.tasks.payments_reconcile", "schedule": 60.0},
     "delivery-sweep": {"task": "delivery.tasks.delivery_sweep", "schedule": DELIVERY_SWEEP_INTERVAL_SECONDS},
+    "imports-resume": {"task": "cardpool.tasks.imports_resume", "schedule": 60.0},
 }
 CELERY_BEAT_SCHEDULE_FILENAME = env.str(
     "CELERY_BEAT_SCHEDULE_FILENAME", default=str(BASE_DIR / "var" / "celerybeat-schedule")

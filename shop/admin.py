@@ -13,7 +13,7 @@ from django.template import Engine, TemplateSyntaxError
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
-from cardpool.selectors import available_counts
+from cardpool.selectors import UNLIMITED_STOCK, available_counts
 from cardpool.forms import SecretTextarea
 from cardpool.services import ManualKeysRefused
 from delivery.services import DeliveryRefused, order_deliver_manually, order_retry_delivery
@@ -79,8 +79,9 @@ class ProductAdmin(admin.ModelAdmin):
         return changelist
 
     @admin.display(description=_("available"))
-    def stock(self, obj: Product) -> int:
-        return getattr(self, "_stock", {}).get(obj.pk, 0)
+    def stock(self, obj: Product) -> int | str:
+        stock = getattr(self, "_stock", {}).get(obj.pk, 0)
+        return "∞" if stock >= UNLIMITED_STOCK else stock
 
 
 class OrderEventInline(admin.TabularInline):

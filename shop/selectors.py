@@ -6,12 +6,12 @@ from datetime import datetime, timedelta
 
 from django.db.models import Prefetch, QuerySet
 
-from cardpool.selectors import available_counts
+from cardpool.selectors import UNLIMITED_STOCK, available_counts
 from shop.models import Category, Order, OrderStatus, Product
 
 
 def catalog_categories() -> list[Category]:
-    """Active categories holding active products; each product carries ``stock``."""
+    """Active categories holding active products; each product carries ``stock`` and ``stock_unlimited``."""
     products = Product.objects.filter(is_active=True)
     categories = list(
         Category.objects.filter(is_active=True, products__is_active=True)
@@ -21,15 +21,20 @@ def catalog_categories() -> list[Category]:
     all_products = [p for c in categories for p in c.active_products]
     counts = available_counts(product_ids=[p.pk for p in all_products])
     for product in all_products:
-        product.stock = counts.get(product.pk, 0)
+        _stock_set(product, counts.get(product.pk, 0))
     return categories
+
+
+def _stock_set(product: Product, stock: int) -> None:
+    product.stock = stock
+    product.stock_unlimited = stock >= UNLIMITED_STOCK  # a reusable key without a cap on uses
 
 
 def product_for_sale(*, slug: str) -> Product | None:
     """An active product with ``stock`` set, or None."""
     product = Product.objects.filter(slug=slug, is_active=True).select_related("category").first()
     if product is not None:
-        product.stock = available_counts(product_ids=[product.pk]).get(product.pk, 0)
+        _stock_set(product, available_counts(product_ids=[product.pk]).get(product.pk, 0))
     return product
 
 

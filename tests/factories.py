@@ -8,7 +8,7 @@ import factory
 from django.contrib.auth.hashers import make_password
 from django.utils import timezone
 
-from cardpool.services import cardkeys_import_text
+from cardpool.importing import cardkeys_import_text
 from shop.models import Category, Order, Product
 from shop.services import QUERY_PASSWORD_HASHER
 

@@ -17,11 +17,14 @@ from django.urls import reverse
 from django.utils import timezone
 
 from cardpool.crypto import keyring_parse, secret_blind_index, secret_decrypt, secret_encrypt
-from cardpool.models import CardKey, CardKeyStatus, ImportBatch
-from cardpool.services import _SELL_SQL, ImportRefused, cardkeys_import_text, cardkeys_rotate
+from cardpool.models import CardKey, CardKeyStatus, ImportBatch, ImportUpload
+from cardpool.importing import ImportRefused, cardkeys_import_text
+from cardpool.services import _SELL_SQL, cardkeys_rotate
 from delivery.services import order_deliver
 from shop.models import Order
+from tests.operators import admin_import, import_confirm, import_upload
 from tests.factories import OrderFactory, ProductFactory, stock_product
+from tests.operators import admin_import, import_confirm, import_upload
 from tests.platforms import sandbox_notification
 from tests.races import run_together
 from tests.storefront import checkout, post_notification, start_sandbox_payment
@@ -29,24 +32,21 @@ from tests.storefront import checkout, post_notification, start_sandbox_payment
 pytestmark = pytest.mark.django_db
 
 
-def test_import_reports_added_duplicates_and_invalid_lines(settings):
-    settings.CARDPOOL_IMPORT_MAX_LINE_LENGTH = 40
+def test_import_reports_added_duplicates_and_invalid_lines():
     product = ProductFactory()
     stock_product(product, 0)
     cardkeys_import_text(product=product, text="ALREADY-1\n")
-    text = "\n".join(["  AAAA-1111  ", "", "BBBB-2222", "AAAA-1111", "ALREADY-1", "X" * 41, "bad\x07line", "\t", "CCCC-3333"])
+    text = "\n".join(["  AAAA-1111  ", "", "BBBB-2222", "AAAA-1111", "ALREADY-1", "bad\x07line-42", "\t", "CCCC-3333"])
 
     report = cardkeys_import_text(product=product, text=text, source_name="supplier.txt")
 
     assert report.added == 3
     assert report.duplicates_in_file == 1
     assert report.duplicates_in_pool == 1
-    assert [(line.line_number, line.reason) for line in report.invalid] == [
-        (6, "longer than 40 characters"),
-        (7, "contains control characters"),
-    ]
+    assert report.problems == [(6, "contains control characters", "ba*******42")]
     batch = ImportBatch.objects.get(pk=report.batch_id)
-    assert (batch.added, batch.duplicates_in_file, batch.duplicates_in_pool, batch.invalid) == (3, 1, 1, 2)
+    assert (batch.added, batch.duplicates_in_file, batch.duplicates_in_pool, batch.invalid) == (3, 1, 1, 1)
+    assert batch.status == "done"
     assert CardKey.objects.filter(product=product, status=CardKeyStatus.AVAILABLE).count() == 4
 
 
@@ -61,7 +61,7 @@ def test_import_dedupes_against_sold_keys_too(client, on_commit):
 
     report = cardkeys_import_text(product=product, text=keys[0])
 
-    assert report.added == 0 and report.duplicates_in_pool == 1
+    assert report.added == 0 and report.duplicates_sold == 1 and report.duplicates_in_pool == 0
 
 
 def test_import_treats_full_width_and_padded_copies_as_duplicates():
@@ -158,52 +158,50 @@ def test_no_plaintext_key_in_the_database_dump_admin_or_logs(admin_client, clien
     assert CardKey.objects.first().mask in admin_pages[0]
 
 
-def test_admin_import_by_paste_shows_the_batch(admin_client):
+def test_admin_import_by_paste_previews_then_imports(admin_client, on_commit):
     product = ProductFactory()
 
-    response = admin_client.post(
-        reverse("admin:cardpool_cardkey_import"), {"product": product.pk, "text": "K-1\nK-2\nK-2\n"}, follow=True
-    )
+    page, batch = import_upload(admin_client, on_commit, {"product": product.pk, "text": "K-1\nK-2\nK-2\n"})
 
-    batch = ImportBatch.objects.get()
-    assert batch.added == 2 and batch.duplicates_in_file == 1
-    assert response.redirect_chain[-1][0] == reverse("admin:cardpool_importbatch_change", args=[batch.pk])
+    assert "Import 2 keys" in page.content.decode() and not CardKey.objects.exists()
+    page = import_confirm(admin_client, on_commit, batch)
+    assert batch.status == "done" and batch.added == 2 and batch.duplicates_in_file == 1
+    assert CardKey.objects.filter(product=product).count() == 2
+    assert "Imported" in page.content.decode()
 
 
-def test_admin_import_of_a_gbk_text_file(admin_client):
+def test_admin_import_of_a_gbk_text_file(admin_client, on_commit):
     product = ProductFactory()
     upload = io.BytesIO("卡密一号\n卡密二号\n".encode("gbk"))
     upload.name = "keys.txt"
 
-    admin_client.post(reverse("admin:cardpool_cardkey_import"), {"product": product.pk, "file": upload})
+    admin_import(admin_client, on_commit, {"product": product.pk, "file": upload})
 
     assert CardKey.objects.filter(product=product).count() == 2
     assert CardKey.objects.order_by("id").first().mask == "****"
 
 
-def test_admin_import_report_lists_invalid_lines_without_secrets(admin_client, settings):
-    settings.CARDPOOL_IMPORT_MAX_LINE_LENGTH = 10
+def test_admin_import_preview_lists_invalid_lines_masked(admin_client, on_commit):
     product = ProductFactory()
 
-    response = admin_client.post(
-        reverse("admin:cardpool_cardkey_import"), {"product": product.pk, "text": "GOOD-1\nTOO-LONG-SECRET-123\n"}
-    )
-    page = response.content.decode()
+    page, _batch = import_upload(admin_client, on_commit, {"product": product.pk, "text": "GOOD-1\nBAD\x07SECRET-123\n"})
 
-    assert response.status_code == 200
-    assert "TOO-LONG-SECRET-123" not in page
-    assert CardKey.objects.filter(product=product).count() == 1
+    html = page.content.decode()
+    assert "BAD\x07SECRET-123" not in html and "SECRET" not in html
+    assert "contains control characters" in html and "BA**********23" in html
+    assert not CardKey.objects.exists()
 
 
-def test_admin_import_of_a_binary_file_is_refused(admin_client):
+def test_admin_import_of_a_binary_file_is_refused(admin_client, on_commit):
     product = ProductFactory()
     upload = io.BytesIO(b"\x89PNG\r\n\x1a\n\x00\x00\x00")
     upload.name = "picture.txt"
 
-    response = admin_client.post(reverse("admin:cardpool_cardkey_import"), {"product": product.pk, "file": upload})
+    page, batch = import_upload(admin_client, on_commit, {"product": product.pk, "file": upload})
 
-    assert response.status_code == 200 and "errorlist" in response.content.decode()
-    assert not CardKey.objects.exists()
+    assert "Nothing was imported: the file looks binary" in page.content.decode()
+    assert batch.refresh_from_db() or batch.status == "refused"
+    assert not CardKey.objects.exists() and not ImportUpload.objects.exists()
 
 
 def test_admin_import_with_nothing_is_refused(admin_client):
@@ -212,7 +210,6 @@ def test_admin_import_with_nothing_is_refused(admin_client):
     response = admin_client.post(reverse("admin:cardpool_cardkey_import"), {"product": product.pk, "text": "  "})
 
     assert "errorlist" in response.content.decode()
-    assert not ImportBatch.objects.exists()
 
 
 @pytest.mark.postgres
@@ -365,9 +362,10 @@ def test_import_command_dry_run_writes_nothing(tmp_path):
         (b"", [], "the input is empty"),
         (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", [], "binary"),
         (b"KEY\n", ["--product", "nope"], "no product with slug 'nope'"),
-        (b"a,b,c\n", ["--separator", "comma"], "invalid"),
+        (b"a,b,c\n", ["--separator", "comma"], "no line is in the chosen layout"),
+        (b"OK-1\n" + b"X" * 2000 + b"\n", [], "line 2 is longer than 1024 characters"),
     ],
-    ids=["empty", "binary", "unknown-product", "wrong-columns"],
+    ids=["empty", "binary", "unknown-product", "wrong-separator", "overlong-line"],
 )
 def test_import_command_refuses_bad_input_and_imports_nothing(tmp_path, content, args, message):
     ProductFactory(slug="p")
@@ -420,16 +418,21 @@ def test_rotation_re_encrypts_every_key_to_the_new_version(settings, client, on_
     assert keys[0] in client.get(reverse("shop:order", args=[order.access_token])).content.decode()
 
 
-def test_rebuilding_the_blind_index_keeps_dedupe_working_under_a_new_index_key(settings):
+def test_a_new_blind_index_key_version_keeps_dedupe_working_before_and_after_the_rebuild(settings):
     product = ProductFactory()
-    cardkeys_import_text(product=product, text="SAME-KEY")
-    settings.CARDPOOL_INDEX_KEY = base64.b64encode(os.urandom(32)).decode()
-    out = io.StringIO()
+    cardkeys_import_text(product=product, text="SAME-KEY\nOTHER-KEY")
+    old = settings.CARDPOOL_INDEX_KEY
+    settings.CARDPOOL_INDEX_KEY = f"1:{old},2:{base64.b64encode(os.urandom(32)).decode()}"
 
+    # Before the rebuild the pool is indexed under version 1: imports still find its duplicates.
+    assert cardkeys_import_text(product=product, text="SAME-KEY\nNEW-KEY").duplicates_in_pool == 1
+    out = io.StringIO()
     call_command("rebuild_blind_index", stdout=out)
 
-    assert "rebuilt the blind index of 1 keys" in out.getvalue()
-    assert cardkeys_import_text(product=product, text="SAME-KEY").duplicates_in_pool == 1
+    assert "rebuilt the blind index of 2 keys" in out.getvalue()
+    assert set(CardKey.objects.values_list("index_version", flat=True)) == {2}
+    report = cardkeys_import_text(product=product, text="SAME-KEY\nOTHER-KEY\nNEW-KEY")
+    assert report.added == 0 and report.duplicates_in_pool == 3
 
 
 @pytest.mark.postgres
@@ -514,30 +517,29 @@ def test_keys_with_tabs_and_backslashes_survive_the_import(client, on_commit):
     assert key.mask.startswith("A\t")
 
 
-def test_admin_import_preview_counts_and_writes_nothing(admin_client):
+def test_admin_import_preview_counts_and_writes_nothing(admin_client, on_commit):
     product = ProductFactory()
     cardkeys_import_text(product=product, text="OLD")
 
-    response = admin_client.post(
-        reverse("admin:cardpool_cardkey_import"),
-        {"product": product.pk, "text": "OLD\nNEW-1\nNEW-2\nNEW-2\n", "preview": "on"},
-        headers={"accept-language": "en"},
-    )
+    page, batch = import_upload(admin_client, on_commit, {"product": product.pk, "text": "OLD\nNEW-1\nNEW-2\nNEW-2\n"})
 
-    page = response.content.decode()
-    assert "Preview: 2 keys would be added" in page and "NEW-1" not in page
-    assert CardKey.objects.count() == 1 and ImportBatch.objects.count() == 1
+    html = page.content.decode()
+    assert "Preview: nothing has been written yet" in html and "Import 2 keys" in html and "NEW-1" not in html
+    assert batch.preview["duplicates_in_pool"] == 1 and batch.preview["duplicates_in_file"] == 1
+    assert CardKey.objects.count() == 1
+    admin_client.post(reverse("admin:cardpool_cardkey_import_batch", args=[batch.pk]), {"action": "cancel"})
+    batch.refresh_from_db()
+    assert batch.status == "cancelled" and CardKey.objects.count() == 1 and not ImportUpload.objects.exists()
 
 
-def test_admin_import_of_card_numbers_and_passwords_from_a_supplier(admin_client):
+def test_admin_import_of_card_numbers_and_passwords_from_a_supplier(admin_client, on_commit):
     product = ProductFactory()
 
-    admin_client.post(
-        reverse("admin:cardpool_cardkey_import"),
-        {"product": product.pk, "text": "8888 0001\tpw1\n8888 0002\tpw2\n", "separator": "tab", "supplier": "盛大"},
-    )
+    batch = admin_import(admin_client, on_commit, {
+        "product": product.pk, "text": "8888 0001\tpw1\n8888 0002\tpw2\n", "separator": "tab", "supplier": "盛大",
+        "unit_cost": "9.50",
+    })
 
-    batch = ImportBatch.objects.get()
-    assert batch.added == 2 and batch.supplier == "盛大"
+    assert batch.added == 2 and batch.supplier == "盛大" and str(batch.unit_cost) == "9.50"
     key = CardKey.objects.order_by("id").first()
     assert secret_decrypt(ciphertext=key.ciphertext, key_version=key.key_version, product_id=product.pk) == "8888 0001----pw1"

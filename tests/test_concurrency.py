@@ -189,3 +189,23 @@ def test_worker_killed_mid_delivery_delivers_exactly_once_after_restart(worker_e
     assert DeliveryMessage.objects.filter(order=order).count() == 1
     assert Order.objects.get(pk=order.pk).events.filter(type="shop.order.delivered").count() == 1
     assert connection.vendor == "postgresql"
+
+
+@pytest.mark.postgres
+def test_forty_concurrent_orders_never_use_a_reusable_key_beyond_its_cap():
+    from cardpool.importing import cardkeys_import_text
+
+    product = ProductFactory()
+    cardkeys_import_text(product=product, text="SHARED-SEAT", max_uses=25)
+    stock_product(product, 5)
+    payments = [_pending_payment(product) for _ in range(40)]
+
+    answers = _post_from_threads([sandbox_notification(out_trade_no=p.out_trade_no, amount=p.amount) for p in payments], clients=8)
+
+    assert answers == [b"success"] * 40
+    statuses = Counter(Order.objects.values_list("status", "exception_reason"))
+    assert statuses == {(OrderStatus.DELIVERED, ""): 30, (OrderStatus.EXCEPTION, ExceptionReason.OUT_OF_STOCK): 10}
+    shared = CardKey.objects.get(reuse_of__isnull=True, max_uses=25)
+    assert (shared.uses, shared.status) == (25, CardKeyStatus.USED_UP)
+    per_order = Counter(CardKey.objects.filter(status=CardKeyStatus.SOLD).values_list("order_id", flat=True))
+    assert len(per_order) == 30 and set(per_order.values()) == {1}

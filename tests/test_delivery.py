@@ -12,12 +12,13 @@ from django.urls import reverse
 from django.utils import timezone
 
 from cardpool.models import CardKey, CardKeyStatus
-from cardpool.services import cardkeys_import_text
+from cardpool.importing import cardkeys_import_text
 from delivery.models import DeliveryMessage, MessageState, StockAlert
 from delivery.services import delivery_sweep, order_deliver
 from shop.models import ExceptionReason, Order, OrderStatus
 from tests import email_backends
 from tests.email_backends import PERMANENT, TEMPORARY, fail_next
+from tests.operators import admin_import
 from tests.factories import ProductFactory, stock_product
 from tests.platforms import sandbox_notification
 from tests.storefront import checkout, post_notification, start_sandbox_payment
@@ -390,8 +391,7 @@ def test_importing_keys_delivers_out_of_stock_orders_oldest_first(admin_client, 
             post_notification(client, sandbox_notification(out_trade_no=payment.out_trade_no, amount=order.total))
     assert set(Order.objects.values_list("exception_reason", flat=True)) == {ExceptionReason.OUT_OF_STOCK}
 
-    with on_commit():
-        admin_client.post(reverse("admin:cardpool_cardkey_import"), {"product": product.pk, "text": "NEW-A\nNEW-B\n"})
+    admin_import(admin_client, on_commit, {"product": product.pk, "text": "NEW-A\nNEW-B\n"})
 
     statuses = [Order.objects.get(pk=o.pk).status for o in orders]
     assert statuses == [OrderStatus.DELIVERED, OrderStatus.DELIVERED, OrderStatus.EXCEPTION]

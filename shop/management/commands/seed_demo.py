@@ -10,7 +10,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
-from cardpool.services import cardkeys_import_text
+from cardpool.importing import cardkeys_import_text
 from shop.models import Category, Product
 
 DEMO = [
