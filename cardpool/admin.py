@@ -58,11 +58,14 @@ class ExpiringFilter(admin.SimpleListFilter):
 
 @admin.register(CardKey)
 class CardKeyAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ["id", "product", "mask", "status", "order", "batch", "expires_at", "created_at", "sold_at"]
+    list_display = ["id", "product", "mask", "status", "uses_display", "order", "batch", "expires_at", "created_at", "sold_at"]
     list_filter = ["status", ExpiringFilter, "product"]
     list_select_related = ["product", "order", "batch"]
     search_fields = ["=order__number"]
-    fields = ["product", "mask", "reveal_link", "key_version", "status", "order", "batch", "expires_at", "created_at", "sold_at"]
+    fields = [
+        "product", "mask", "reveal_link", "key_version", "index_version", "status", "max_uses", "uses", "reuse_of", "order",
+        "batch", "expires_at", "created_at", "sold_at",
+    ]
     readonly_fields = fields
     change_list_template = "admin/cardpool/cardkey/change_list.html"
 
@@ -96,6 +99,13 @@ class CardKeyAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             path("<int:key_id>/reveal/", self.admin_site.admin_view(self.reveal_view), name="cardpool_cardkey_reveal"),
             *super().get_urls(),
         ]
+
+    @admin.display(description=_("uses"))
+    def uses_display(self, obj: CardKey) -> str:
+        """Reusable keys: uses so far and the cap; unique keys show nothing."""
+        if obj.max_uses == 1:
+            return ""
+        return f"{obj.uses} / {obj.max_uses if obj.max_uses is not None else '∞'}"
 
     @admin.display(description=_("plaintext"))
     def reveal_link(self, obj: CardKey) -> str:

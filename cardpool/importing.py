@@ -344,18 +344,39 @@ def _legacy_index_versions(product_id: int) -> list[int]:
     ]
 
 
+# One probe of the unique (product, blind_index) index per value. The LIMIT keeps PostgreSQL from
+# flattening the subquery into a join it might plan as a scan of the whole product: during a big
+# import the key table has no statistics yet and the planner guessed a bitmap scan of every key of
+# the product per chunk (0.4 s each, measured by bench/import.py).
+_PROBE_SQL = """
+    SELECT v.idx, k.status, k.batch_id FROM unnest(%s::varchar[]) AS v(idx)
+     CROSS JOIN LATERAL (SELECT status, batch_id FROM {table}
+                          WHERE product_id = %s AND blind_index = v.idx {version} LIMIT 1) k
+"""
+
+
+def _index_probe(*, product_id: int, indexes: list[str], version: int | None = None) -> list[tuple[str, str, int | None]]:
+    """(blind index, status, batch id) of the pool's keys among ``indexes``."""
+    if not indexes:
+        return []
+    if connection.vendor != "postgresql":
+        rows = CardKey.objects.filter(product_id=product_id, blind_index__in=indexes)
+        if version is not None:
+            rows = rows.filter(index_version=version)
+        return list(rows.values_list("blind_index", "status", "batch_id"))
+    sql = _PROBE_SQL.format(table=CardKey._meta.db_table, version="AND index_version = %s" if version is not None else "")
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [indexes, product_id] + ([version] if version is not None else []))
+        return cursor.fetchall()
+
+
 def _pool_matches(*, product_id: int, secrets: dict[str, str], legacy: list[int]) -> dict[str, tuple[str, int | None]]:
     """{current blind index: (status, batch id)} of the keys among ``secrets`` (index → secret)
     that the pool already holds, under the current or a legacy index key."""
-    found: dict[str, tuple[str, int | None]] = {}
-    for status, batch_id, index in CardKey.objects.filter(product_id=product_id, blind_index__in=list(secrets)).values_list(
-        "status", "batch_id", "blind_index"
-    ):
-        found[index] = (status, batch_id)
+    found = {index: (status, batch_id) for index, status, batch_id in _index_probe(product_id=product_id, indexes=list(secrets))}
     for version in legacy:
         old = {secret_blind_index(secret=s, product_id=product_id, version=version): i for i, s in secrets.items()}
-        rows = CardKey.objects.filter(product_id=product_id, blind_index__in=list(old), index_version=version)
-        for status, batch_id, index in rows.values_list("status", "batch_id", "blind_index"):
+        for index, status, batch_id in _index_probe(product_id=product_id, indexes=list(old), version=version):
             found[old[index]] = (status, batch_id)
     return found
 
@@ -381,8 +402,9 @@ def _classify(report: ImportReport, status: str, batch_id: int | None, this_batc
         report.duplicates_sold += 1
 
 
-def import_preview(*, product, rows: Iterable[ParsedRow]) -> ImportReport:
-    """Count what an import of ``rows`` would do, writing nothing. Raises ImportRefused."""
+def import_preview(*, product, rows: Iterable[ParsedRow], progress=None) -> ImportReport:
+    """Count what an import of ``rows`` would do, writing nothing; ``progress(lines)`` is called
+    after each chunk. Raises ImportRefused."""
     report = ImportReport()
     seen: set[int] = set()  # 8 bytes of each blind index: a million keys in tens of MB
     legacy = _legacy_index_versions(product.pk)
@@ -404,6 +426,8 @@ def import_preview(*, product, rows: Iterable[ParsedRow]) -> ImportReport:
         for status, batch_id in matches.values():
             _classify(report, status, batch_id, None)
         report.added += len(fresh) - len(matches)
+        if progress is not None:
+            progress(report.lines_total)
     return report
 
 
@@ -416,8 +440,7 @@ def import_commit(*, batch: ImportBatch, rows: Iterable[ParsedRow], progress=Non
     Each chunk is one transaction that inserts the new keys (skipping any the pool holds, sold
     ones included) and adds to the batch's counters and ``rows_done`` under the batch's row lock;
     a runner that finds ``rows_done`` moved by another runner stops. ``progress(rows_done)`` is
-    called after each chunk. Returns the batch's totals. Raises ImportRefused (the batch keeps
-    what earlier chunks added; the caller marks it refused).
+    called after each chunk. Returns the batch's totals.
     """
     product_id = batch.product_id
     layout = ImportLayout.from_dict(batch.layout)
@@ -425,36 +448,46 @@ def import_commit(*, batch: ImportBatch, rows: Iterable[ParsedRow], progress=Non
     insert_chunk = _keys_copy if connection.vendor == "postgresql" else _keys_bulk_create
     done = batch.rows_done
     position = 0
+    seen: set[int] = set()  # 8 bytes of each blind index seen in this file
     problems: list[tuple[int, str, str]] = []
     for chunk in _chunks(rows):
         position += len(chunk)
-        if position <= done:
-            continue  # handled before an interruption
-        chunk = chunk[len(chunk) - (position - done) :] if position - len(chunk) < done else chunk
         report = ImportReport()
         fresh: dict[str, ParsedRow] = {}
-        for row in chunk:
-            report.lines_total += 1
+        for offset, row in enumerate(chunk):
+            handled = position - len(chunk) + offset < done  # before an interruption
+            if not handled:
+                report.lines_total += 1
             if row.problem:
-                report.problem_add(row)
+                if not handled:
+                    report.problem_add(row)
                 continue
             index = secret_blind_index(secret=row.secret, product_id=product_id)
-            if index in fresh:
-                report.duplicates_in_file += 1
+            short = int(index[:16], 16)
+            if short in seen:
+                if not handled:
+                    report.duplicates_in_file += 1
                 continue
-            fresh[index] = row
+            seen.add(short)
+            if not handled:
+                fresh[index] = row
+        if position <= done:
+            continue
         with transaction.atomic():
             locked = ImportBatch.objects.select_for_update().get(pk=batch.pk)
             if locked.rows_done != done:
                 logger.warning("import batch %s: another runner moved it to row %s; stopping", batch.pk, locked.rows_done)
                 return _batch_report(locked, problems)
-            matches = _pool_matches(product_id=product_id, secrets={i: r.secret for i, r in fresh.items()}, legacy=legacy)
-            for index, (status, batch_id) in matches.items():
-                _classify(report, status, batch_id, batch.pk)
-                del fresh[index]
+            if legacy:
+                old = _pool_matches(product_id=product_id, secrets={i: r.secret for i, r in fresh.items()}, legacy=legacy)
+                for index, (status, batch_id) in old.items():
+                    _classify(report, status, batch_id, batch.pk)
+                    del fresh[index]
             inserted = insert_chunk(product_id=product_id, batch_id=batch.pk, rows=fresh, max_uses=layout.max_uses)
-            report.added = inserted
-            report.duplicates_in_pool += len(fresh) - inserted  # added by a concurrent import meanwhile
+            report.added = len(inserted)
+            conflicts = [index for index in fresh if index not in inserted]
+            for _index, status, batch_id in _index_probe(product_id=product_id, indexes=conflicts):
+                _classify(report, status, batch_id, batch.pk)
             done = position
             _batch_add(locked, report, rows_done=done)
             problems.extend(report.problems[: PROBLEMS_KEPT - len(problems)])
@@ -496,17 +529,18 @@ def _encrypted_rows(*, product_id: int, rows: dict[str, ParsedRow]):
         yield index, version, ciphertext, secret_mask(row.secret), row.expires_at
 
 
-def _keys_bulk_create(*, product_id: int, batch_id: int, rows: dict[str, ParsedRow], max_uses: int | None) -> int:
+def _keys_bulk_create(*, product_id: int, batch_id: int, rows: dict[str, ParsedRow], max_uses: int | None) -> set[str]:
+    """The blind indexes of the keys it added (not those the pool already held)."""
+    existing = {index for index, _status, _batch in _index_probe(product_id=product_id, indexes=list(rows))}
+    rows = {index: row for index, row in rows.items() if index not in existing}
     index_version = keyring().index_version
     keys = [
         CardKey(product_id=product_id, batch_id=batch_id, ciphertext=ciphertext, key_version=version, blind_index=index,
                 index_version=index_version, mask=mask, expires_at=expires_at, max_uses=max_uses)
         for index, version, ciphertext, mask, expires_at in _encrypted_rows(product_id=product_id, rows=rows)
     ]
-    before = CardKey.objects.filter(batch_id=batch_id).count()
-    # ignore_conflicts: keys added by a concurrent import since the dedupe query are skipped.
-    CardKey.objects.bulk_create(keys, ignore_conflicts=True)
-    return CardKey.objects.filter(batch_id=batch_id).count() - before
+    CardKey.objects.bulk_create(keys)  # SQLite: one writer at a time, nothing added since the probe
+    return set(rows)
 
 
 _COPY_STAGE_SQL = """
@@ -520,6 +554,7 @@ _COPY_INSERT_SQL = """
     SELECT %s, %s, ciphertext, key_version, blind_index, %s, mask, 'available', expires_at, %s, 0, now()
       FROM cardkey_import_stage
     ON CONFLICT (product_id, blind_index) DO NOTHING
+    RETURNING blind_index
 """
 
 
@@ -528,12 +563,13 @@ def _copy_text(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
 
 
-def _keys_copy(*, product_id: int, batch_id: int, rows: dict[str, ParsedRow], max_uses: int | None) -> int:
+def _keys_copy(*, product_id: int, batch_id: int, rows: dict[str, ParsedRow], max_uses: int | None) -> set[str]:
     """PostgreSQL: COPY the encrypted chunk into a temporary table and insert it from there,
-    skipping keys already in the pool. The ORM's bulk_create spent more time building SQL than
+    skipping keys already in the pool (also those a concurrent import adds meanwhile). Returns
+    the blind indexes it added. The ORM's bulk_create spent more time building SQL than
     encrypting (see bench/import.py)."""
     if not rows:
-        return 0
+        return set()
     buffer = io.StringIO()
     for index, version, ciphertext, mask, expires_at in _encrypted_rows(product_id=product_id, rows=rows):
         expiry = expires_at.isoformat() if expires_at else "\\N"
@@ -548,7 +584,7 @@ def _keys_copy(*, product_id: int, batch_id: int, rows: dict[str, ParsedRow], ma
         cursor.execute(
             _COPY_INSERT_SQL.format(table=CardKey._meta.db_table), [product_id, batch_id, keyring().index_version, max_uses]
         )
-        return cursor.rowcount
+        return {row[0] for row in cursor.fetchall()}
 
 
 # --- The upload between preview and commit ---------------------------------------------------
@@ -623,7 +659,11 @@ def import_batch_preview(*, batch_id: int) -> str:
         return batch.status
     try:
         raw = import_upload_load(batch=batch)
-        report = import_preview(product=batch.product, rows=rows_parse(raw, ImportLayout.from_dict(batch.layout)))
+        report = import_preview(
+            product=batch.product, rows=rows_parse(raw, ImportLayout.from_dict(batch.layout)),
+            # Alive, for imports_resume: a preview of a huge file takes a while.
+            progress=lambda lines: ImportBatch.objects.filter(pk=batch_id).update(updated_at=timezone.now()),
+        )
     except ImportRefused as exc:
         _batch_refuse(batch_id, str(exc))
         return ImportStatus.REFUSED

@@ -307,3 +307,28 @@ def test_layout_refuses_nonsense_options():
         ImportLayout(max_uses=0)
     with pytest.raises(importing.ImportRefused, match="the input is empty"):
         cardkeys_import(product=ProductFactory(), raw=b"   \n", layout=ImportLayout())
+
+
+def test_admin_refuses_a_file_over_the_size_limit(admin_client, settings):
+    settings.CARDPOOL_IMPORT_MAX_BYTES = 10
+    product = ProductFactory()
+    upload = io.BytesIO(b"KEY-1234567890\n")
+    upload.name = "keys.txt"
+
+    response = admin_client.post(
+        reverse("admin:cardpool_cardkey_import"), {"product": product.pk, "file": upload, "max_uses": "1"},
+        headers={"accept-language": "en"},
+    )
+
+    assert "larger than the import limit" in response.content.decode()
+    assert not ImportBatch.objects.exists() and not CardKey.objects.exists()
+
+
+def test_admin_key_list_shows_uses_of_reusable_keys(admin_client, client, on_commit):
+    product = ProductFactory()
+    cardkeys_import_text(product=product, text="SEAT-1", max_uses=4)
+    _buy(client, on_commit, product)
+
+    listing = admin_client.get(reverse("admin:cardpool_cardkey_changelist")).content.decode()
+
+    assert "1 / 4" in listing and "SEAT-1" not in listing
