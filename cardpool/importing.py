@@ -450,6 +450,7 @@ def import_commit(*, batch: ImportBatch, rows: Iterable[ParsedRow], progress=Non
     position = 0
     seen: set[int] = set()  # 8 bytes of each blind index seen in this file
     problems: list[tuple[int, str, str]] = []
+    restock_sent = False
     for chunk in _chunks(rows):
         position += len(chunk)
         report = ImportReport()
@@ -491,11 +492,13 @@ def import_commit(*, batch: ImportBatch, rows: Iterable[ParsedRow], progress=Non
             done = position
             _batch_add(locked, report, rows_done=done)
             problems.extend(report.problems[: PROBLEMS_KEPT - len(problems)])
-            if inserted:
+            if inserted and not restock_sent:
                 from delivery.services import out_of_stock_orders_schedule
 
-                # Orders waiting in the exception queue for these keys get them, oldest first.
+                # Orders waiting in the exception queue for these keys get them, oldest first, as
+                # soon as the first chunk is in (and again when the import finishes).
                 out_of_stock_orders_schedule(product_id=product_id)
+                restock_sent = True
         batch = locked
         if progress is not None:
             progress(done)
@@ -711,7 +714,7 @@ def import_batch_commit(*, batch_id: int) -> str:
 
 
 def import_batch_finish(*, batch_id: int) -> None:
-    from delivery.services import stock_alerts_resolve
+    from delivery.services import out_of_stock_orders_schedule, stock_alerts_resolve
 
     with transaction.atomic():
         batch = ImportBatch.objects.select_for_update().select_related("product").get(pk=batch_id)
@@ -720,6 +723,8 @@ def import_batch_finish(*, batch_id: int) -> None:
         batch.save(update_fields=["status", "finished_at", "updated_at"])
         ImportUpload.objects.filter(batch_id=batch_id).delete()
         stock_alerts_resolve(product=batch.product)
+        if batch.added:
+            out_of_stock_orders_schedule(product_id=batch.product_id)
     logger.info("import batch %s: added %d keys to product %s", batch.pk, batch.added, batch.product_id)
 
 
