@@ -209,3 +209,57 @@ def test_forty_concurrent_orders_never_use_a_reusable_key_beyond_its_cap():
     assert (shared.uses, shared.status) == (25, CardKeyStatus.USED_UP)
     per_order = Counter(CardKey.objects.filter(status=CardKeyStatus.SOLD).values_list("order_id", flat=True))
     assert len(per_order) == 30 and set(per_order.values()) == {1}
+
+
+@pytest.mark.redis
+def test_import_worker_killed_mid_file_resumes_from_its_last_chunk_without_duplicates(worker_env, tmp_path, admin_user):
+    from cardpool.crypto import secret_blind_index
+    from cardpool.models import ImportBatch
+
+    product = ProductFactory()
+    lines = [f"BULK-{n:05d}" for n in range(5000)]
+    admin = Client()
+    admin.force_login(admin_user)
+    worker = start_worker(worker_env, tmp_path, name="importer", concurrency=1)
+    # An uncommitted key with the same blind index as line 3001 (in the second chunk of 2,000):
+    # the worker's second chunk waits on it, so it is caught after committing the first chunk.
+    blocker = psycopg2.connect(worker_database_url())
+    blocker.cursor().execute(
+        "BEGIN; INSERT INTO cardpool_cardkey (product_id, ciphertext, key_version, blind_index, index_version, mask, status,"
+        " max_uses, uses, created_at) VALUES (%s, '\\x00', 1, %s, 1, 'x', 'void', 1, 0, now())",
+        [product.pk, secret_blind_index(secret=lines[3000], product_id=product.pk)],
+    )
+    try:
+        admin.post("/admin/cardpool/cardkey/import/", {"product": product.pk, "text": "\n".join(lines), "max_uses": "1"})
+        batch = ImportBatch.objects.get(product=product)
+        wait_until(lambda: ImportBatch.objects.get(pk=batch.pk).status == "ready", timeout=60, message="the preview")
+        batch_url = f"/admin/cardpool/cardkey/import/{batch.pk}/"
+        admin.post(batch_url, {"action": "confirm"})
+        wait_until(lambda: ImportBatch.objects.get(pk=batch.pk).rows_done == 2000, timeout=60, message="the first chunk")
+        with blocker.cursor() as cursor:
+
+            def worker_is_waiting():
+                cursor.execute("SELECT count(*) FROM pg_locks WHERE NOT granted AND locktype = 'transactionid'")
+                return cursor.fetchone()[0] == 1
+
+            wait_until(worker_is_waiting, timeout=60, message="the worker to block in the second chunk")
+        worker.kill()
+    finally:
+        blocker.rollback()
+        blocker.close()
+
+    batch.refresh_from_db()
+    assert (batch.status, batch.rows_done, batch.added) == ("importing", 2000, 2000)
+    survivor = start_worker(worker_env, tmp_path, name="resumer", concurrency=1)
+    try:
+        ImportBatch.objects.filter(pk=batch.pk).update(updated_at=timezone.now() - timedelta(minutes=5))
+        assert b"Resume" in admin.get(batch_url, headers={"accept-language": "en"}).content
+        admin.post(batch_url, {"action": "resume"})
+        wait_until(lambda: ImportBatch.objects.get(pk=batch.pk).status == "done", timeout=60, message="the resumed import")
+    finally:
+        survivor.stop()
+
+    batch.refresh_from_db()
+    assert (batch.rows_done, batch.added, batch.duplicates_in_file, batch.duplicates_in_pool) == (5000, 5000, 0, 0)
+    assert CardKey.objects.filter(product=product).count() == 5000
+    assert CardKey.objects.filter(product=product).values("blind_index").distinct().count() == 5000
