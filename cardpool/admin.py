@@ -9,18 +9,17 @@ import csv
 from datetime import timedelta
 
 import tablib
-from import_export.formats.base_formats import XLSX
-
 from django import forms
 from django.contrib import admin, messages
-from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
-from django.utils import timezone
-from django.utils.html import format_html
 from django.core.exceptions import PermissionDenied
+from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
+from import_export.formats.base_formats import XLSX
 
 from cardpool.forms import KeyImportForm
 from cardpool.importing import (

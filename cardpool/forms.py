@@ -52,7 +52,7 @@ class KeyImportForm(forms.Form):
                     "account or a generic code, delivered to that many orders."),
     )
     supplier = forms.CharField(label=_("Supplier"), max_length=100, required=False)
-    unit_cost = forms.DecimalField(label=_("Unit cost (yuan)"), max_digits=10, decimal_places=2, min_value=Decimal("0"), required=False)
+    unit_cost = forms.DecimalField(label=_("Unit cost (yuan)"), max_digits=10, decimal_places=2, min_value=Decimal(0), required=False)
     note = forms.CharField(label=_("Note"), required=False, widget=forms.Textarea(attrs={"rows": 2}))
 
     def clean_file(self):
@@ -63,9 +63,8 @@ class KeyImportForm(forms.Form):
 
     def clean(self):
         cleaned = super().clean()
-        if not (cleaned.get("text") or "").strip() and not cleaned.get("file"):
-            if not self.errors:
-                raise ValidationError(_("Paste keys or choose a file."))
+        if not (cleaned.get("text") or "").strip() and not cleaned.get("file") and not self.errors:
+            raise ValidationError(_("Paste keys or choose a file."))
         return cleaned
 
     def source(self) -> tuple[str, bytes]:
@@ -78,11 +77,12 @@ class KeyImportForm(forms.Form):
     def layout(self, source_name: str) -> ImportLayout:
         data = self.cleaned_data
         expires = data.get("expires_at")
-        options = dict(
-            separator=data.get("separator") or None, secret_column=data.get("secret_column") or "1",
-            password_column=data.get("password_column") or "", expiry_column=data.get("expiry_column") or "",
-            header=bool(data.get("header")), max_uses=data.get("max_uses"), expires_at=expires.isoformat() if expires else "",
-        )
+        options = {
+            "separator": data.get("separator") or None, "secret_column": data.get("secret_column") or "1",
+            "password_column": data.get("password_column") or "", "expiry_column": data.get("expiry_column") or "",
+            "header": bool(data.get("header")), "max_uses": data.get("max_uses"),
+            "expires_at": expires.isoformat() if expires else "",
+        }
         try:
             return layout_for_filename(source_name if source_name != "pasted" else "pasted.txt", **options)
         except ImportRefused as exc:

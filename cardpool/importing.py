@@ -740,11 +740,11 @@ def imports_resume(*, stale_seconds: int = 120, batch_id: int | None = None) -> 
         stale = stale.filter(pk=batch_id)
     stale = stale.values_list("pk", "status")
     resumed = []
-    for batch_id, status in stale:
-        ImportBatch.objects.filter(pk=batch_id).update(updated_at=timezone.now())
+    for stale_id, status in stale:
+        ImportBatch.objects.filter(pk=stale_id).update(updated_at=timezone.now())
         task = tasks.import_batch_preview if status == ImportStatus.ANALYSING else tasks.import_batch_commit
-        task.send_quietly(batch_id)
-        resumed.append(batch_id)
+        task.send_quietly(stale_id)
+        resumed.append(stale_id)
     return resumed
 
 

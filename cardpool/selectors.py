@@ -11,7 +11,6 @@ from django.utils import timezone
 from cardpool.crypto import secret_decrypt
 from cardpool.models import CardKey, CardKeyStatus
 
-
 # Stock shown for a product whose pool holds a reusable key without a cap on uses.
 UNLIMITED_STOCK = 10**9
 

@@ -11,8 +11,8 @@ Nothing here imports the shop's verification code.
 from __future__ import annotations
 
 import base64
-import functools
 import datetime as dt
+import functools
 import json
 import secrets
 import threading

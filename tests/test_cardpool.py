@@ -17,12 +17,11 @@ from django.urls import reverse
 from django.utils import timezone
 
 from cardpool.crypto import keyring_parse, secret_blind_index, secret_decrypt, secret_encrypt
-from cardpool.models import CardKey, CardKeyStatus, ImportBatch, ImportUpload
 from cardpool.importing import ImportRefused, cardkeys_import_text
+from cardpool.models import CardKey, CardKeyStatus, ImportBatch, ImportUpload
 from cardpool.services import _SELL_SQL, cardkeys_rotate
 from delivery.services import order_deliver
 from shop.models import Order
-from tests.operators import admin_import, import_confirm, import_upload
 from tests.factories import OrderFactory, ProductFactory, stock_product
 from tests.operators import admin_import, import_confirm, import_upload
 from tests.platforms import sandbox_notification

@@ -187,7 +187,7 @@ def test_an_interrupted_import_resumes_from_its_last_chunk_without_duplicates(mo
 
 
 def test_re_running_the_same_file_adds_nothing(tmp_path):
-    product = ProductFactory(slug="again")
+    ProductFactory(slug="again")
     path = tmp_path / "keys.txt"
     path.write_text("\n".join(f"K-{n}" for n in range(50)))
 
@@ -247,7 +247,7 @@ def test_unique_keys_are_sold_before_reusable_ones_and_never_more_than_paid_for(
 
 
 def test_default_expiry_applies_to_keys_without_their_own_and_expired_rows_are_invalid(tmp_path):
-    product = ProductFactory(slug="exp")
+    ProductFactory(slug="exp")
     path = tmp_path / "keys.csv"
     path.write_text("key,until\nA-1,\nA-2,2020-01-01\nA-3,2032年3月1日\n")
     out = io.StringIO()
@@ -281,7 +281,7 @@ def test_an_overlong_line_refuses_the_whole_file_in_the_admin_too(admin_client, 
     settings.CARDPOOL_IMPORT_MAX_LINE_LENGTH = 20
     product = ProductFactory()
 
-    page, batch = import_upload(admin_client, on_commit, {"product": product.pk, "text": "OK-1\n" + "X" * 21 + "\n"})
+    page, _batch = import_upload(admin_client, on_commit, {"product": product.pk, "text": "OK-1\n" + "X" * 21 + "\n"})
 
     assert "Nothing was imported: line 2 is longer than 20 characters" in page.content.decode()
     assert not CardKey.objects.exists()

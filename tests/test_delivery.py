@@ -11,15 +11,15 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from cardpool.models import CardKey, CardKeyStatus
 from cardpool.importing import cardkeys_import_text
+from cardpool.models import CardKey, CardKeyStatus
 from delivery.models import DeliveryMessage, MessageState, StockAlert
 from delivery.services import delivery_sweep, order_deliver
 from shop.models import ExceptionReason, Order, OrderStatus
 from tests import email_backends
 from tests.email_backends import PERMANENT, TEMPORARY, fail_next
-from tests.operators import admin_import
 from tests.factories import ProductFactory, stock_product
+from tests.operators import admin_import
 from tests.platforms import sandbox_notification
 from tests.storefront import checkout, post_notification, start_sandbox_payment
 

@@ -117,9 +117,10 @@ def test_notify_twice_delivers_once(client, on_commit, alipay, alipay_order):
 
 
 def _resign_with_sha1(platform, fields):
+    import base64
+
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import padding
-    import base64
 
     content = "&".join(f"{k}={v}" for k, v in sorted(fields.items()) if k not in ("sign", "sign_type") and v != "")
     signature = platform.platform_key.sign(content.encode(), padding.PKCS1v15(), hashes.SHA1())

@@ -137,9 +137,10 @@ def test_notify_malformed_amount_is_refused(client, pending_payment):
     _product, _keys, _order, payment = pending_payment
     fields = sandbox_notification(out_trade_no=payment.out_trade_no, amount="25.00")
     fields["total_amount"] = "NaN"
-    from tests.platforms import SANDBOX_SECRET
     import hashlib
     import hmac
+
+    from tests.platforms import SANDBOX_SECRET
 
     names = [k for k in fields if k != "sign"]
     fields["sign"] = hmac.new(

@@ -8,6 +8,7 @@ from decimal import Decimal
 import pytest
 from django.utils import timezone
 
+from payments.tasks import orders_expire
 from shop.models import Order, OrderStatus
 from shop.services import (
     ORDER_TRANSITIONS,
@@ -17,7 +18,6 @@ from shop.services import (
     order_lookup,
     order_transition,
 )
-from payments.tasks import orders_expire
 from tests.factories import OrderFactory, ProductFactory, stock_product
 
 pytestmark = pytest.mark.django_db
