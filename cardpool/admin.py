@@ -50,8 +50,9 @@ class ExpiringFilter(admin.SimpleListFilter):
         now = timezone.now()
         if self.value() == "expired":
             return queryset.filter(expires_at__lte=now, status="available")
-        if self.value() in ("7", "30"):
-            return queryset.filter(expires_at__gt=now, expires_at__lte=now + timedelta(days=int(self.value())), status="available")
+        if self.value() and self.value().isdigit():  # ?expiring=N: any number of days, the list offers 7 and 30
+            days = min(int(self.value()), 3650)
+            return queryset.filter(expires_at__gt=now, expires_at__lte=now + timedelta(days=days), status="available")
         return queryset
 
 

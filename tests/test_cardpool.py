@@ -493,6 +493,8 @@ def test_allocation_takes_the_soonest_expiring_key_and_never_an_expired_one(clie
     assert ">SOON<" in page and "EXPIRED" not in page
     listing = admin_client.get(reverse("admin:cardpool_cardkey_changelist") + "?expiring=expired")
     assert [k.mask for k in listing.context["cl"].result_list] == ["EX***ED"]
+    within = admin_client.get(reverse("admin:cardpool_cardkey_changelist") + "?expiring=90")
+    assert [k.mask for k in within.context["cl"].result_list] == ["*****"]  # LATER; SOON was sold
 
 
 @pytest.mark.postgres
