@@ -8,7 +8,8 @@ import os
 
 from celery import Celery
 from celery.contrib.django.task import DjangoTask
-from django.db import transaction
+from celery.signals import task_prerun
+from django.db import close_old_connections, transaction
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "kameng.settings")
 
@@ -38,3 +39,11 @@ class KamengTask(DjangoTask):
 app = Celery("kameng", task_cls=KamengTask)
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@task_prerun.connect
+def database_connections_check(sender=None, **kwargs) -> None:
+    """Before each task in a worker, drop a database connection that is broken or past
+    CONN_MAX_AGE, as Django does before each web request; the next query opens a fresh one."""
+    if not getattr(sender.request, "is_eager", False):
+        close_old_connections()

@@ -259,6 +259,13 @@ CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "inte
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Celery's Django fixup closes the database connection around every task unless this is set
+# (celery/celery#9824): a new PostgreSQL connection per delivery cost more than the delivery
+# itself (bench/deliver.py). Workers keep a connection for this many tasks; before each task it
+# is checked like a web request's (close_old_connections, CONN_HEALTH_CHECKS), so one cut by a
+# database restart is replaced, not reused. Tasks here run no time limits, whose SIGALRM could
+# leave a connection broken mid-query, the case the fixup guards against.
+CELERY_DB_REUSE_MAX = env.int("CELERY_DB_REUSE_MAX", default=1000)
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 CELERY_TASK_EAGER_PROPAGATES = CELERY_TASK_ALWAYS_EAGER

@@ -149,3 +149,43 @@ def test_worker_killed_mid_send_sends_the_email_once_after_restart(tmp_path):
     assert list(message.attempts.values_list("state", flat=True)) == ["failed", "sent"]
     assert message.attempts.first().error == "the worker stopped during the send"
     assert CardKey.objects.filter(order=order).count() == 1 and len(keys) == 2
+
+
+def test_a_worker_whose_database_connection_was_cut_delivers_the_next_order(tmp_path):
+    from tests.processes import worker_database_url
+
+    product = ProductFactory()
+    stock_product(product, 2)
+    orders = [OrderFactory(product=product, contact="13800138000", contact_kind="mobile") for _ in range(2)]
+    payments = [payment_start(order=o, gateway=gateway_get("sandbox"))[0] for o in orders]
+    flush_test_broker()
+    worker = start_worker(service_env(tmp_path), tmp_path, name="reconnecting", concurrency=1)
+    try:
+        post_notification(Client(), sandbox_notification(out_trade_no=payments[0].out_trade_no, amount=payments[0].amount))
+        wait_until(lambda: Order.objects.get(pk=orders[0].pk).status == OrderStatus.DELIVERED, timeout=60, message="order 1")
+        # The worker keeps its connection between tasks; cut it as a database restart would.
+        import psycopg2
+        from django.db import connection
+
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid()")
+            mine = cursor.fetchone()[0]
+        admin = psycopg2.connect(worker_database_url())
+        admin.autocommit = True
+        with admin.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND backend_type = 'client backend' AND pid NOT IN (pg_backend_pid(), %s)",
+                [mine],
+            )
+            cut = cursor.rowcount
+        admin.close()
+        assert cut >= 1
+
+        post_notification(Client(), sandbox_notification(out_trade_no=payments[1].out_trade_no, amount=payments[1].amount))
+        wait_until(lambda: Order.objects.get(pk=orders[1].pk).status == OrderStatus.DELIVERED, timeout=60, message="order 2")
+    finally:
+        worker.stop()
+    assert CardKey.objects.filter(order=orders[1]).count() == 1
+    # The dead connection was replaced before the task ran, not discovered by a failed first try.
+    assert "OperationalError" not in worker.log()
