@@ -43,13 +43,6 @@ class DeliveryRefused(Exception):
     """A staff action that does not apply to the order in its current state."""
 
 
-def order_delivery_schedule(*, order_id: int) -> None:
-    """Send the delivery task once the current transaction commits (never raises on broker errors)."""
-    from delivery import tasks
-
-    tasks.order_deliver.delay_on_commit(order_id)
-
-
 def _order_fulfil(*, order: Order, actor: str, schedule_messages: bool = True) -> None:
     """Sell the order's keys and mark it delivered, on a locked order, in the caller's
     transaction. Raises StockShortfall: the caller rolls back and calls _order_short_of_stock."""

@@ -39,6 +39,8 @@ class KamengTask(DjangoTask):
 app = Celery("kameng", task_cls=KamengTask)
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+# PostgreSQL: paid orders announced with NOTIFY become delivery tasks here (delivery/dispatch.py).
+app.steps["worker"].add("delivery.dispatch:PaidOrderListenerStep")
 
 
 @task_prerun.connect

@@ -227,6 +227,14 @@ DELIVERY_RETRY_BASE_SECONDS = env.int("DELIVERY_RETRY_BASE_SECONDS", default=300
 # Waits up to this long ride on the broker (countdown); longer ones wait in the database for the
 # sweeper, so no message sits in Redis past its visibility timeout and gets delivered twice.
 DELIVERY_MAX_COUNTDOWN_SECONDS = env.int("DELIVERY_MAX_COUNTDOWN_SECONDS", default=600)
+# How a paid order reaches a worker (delivery/dispatch.py): "listen" (PostgreSQL NOTIFY, one
+# listener thread in the workers; the default on PostgreSQL) or "broker" (the payment's request
+# sends the task; the only choice on SQLite).
+DELIVERY_DISPATCH = env.str(
+    "DELIVERY_DISPATCH", default="broker" if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3" else "listen"
+)
+if DELIVERY_DISPATCH not in ("listen", "broker"):
+    raise ImproperlyConfigured("DELIVERY_DISPATCH: use listen or broker")
 DELIVERY_SWEEP_AFTER_SECONDS = env.int("DELIVERY_SWEEP_AFTER_SECONDS", default=60)
 DELIVERY_SWEEP_INTERVAL_SECONDS = env.float("DELIVERY_SWEEP_INTERVAL_SECONDS", default=30.0)
 

@@ -14,7 +14,7 @@ from django.db import connection, transaction
 from django.urls import reverse
 from django.utils import timezone
 
-from delivery.services import order_delivery_schedule
+from delivery.dispatch import paid_order_announce
 from payments.gateways.base import (
     GatewayError,
     NotificationRejected,
@@ -221,7 +221,7 @@ def payment_confirm(*, payment: Payment, notice: VerifiedNotification, actor: st
             ],
         )
     if received.needs_delivery:
-        order_delivery_schedule(order_id=payment.order_id)
+        paid_order_announce(order_id=payment.order_id)
     return payment.state
 
 

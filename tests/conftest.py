@@ -47,6 +47,9 @@ def _shop_settings(settings, request):
     eager = request.node.get_closest_marker("redis") is None
     celery_app.conf.task_always_eager = eager
     celery_app.conf.task_eager_propagates = eager
+    # In-process tasks: the payment's commit runs the delivery. With a real worker, paid orders
+    # reach it the production way (PostgreSQL NOTIFY to its listener, delivery/dispatch.py).
+    settings.DELIVERY_DISPATCH = "broker" if eager else "listen"
     if not eager and celery_app.conf.broker_url != REDIS_URL:
         pytest.fail(f"set CELERY_BROKER_URL={REDIS_URL} for the worker tests (make test does)")
     yield

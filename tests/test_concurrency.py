@@ -263,3 +263,54 @@ def test_import_worker_killed_mid_file_resumes_from_its_last_chunk_without_dupli
     assert (batch.rows_done, batch.added, batch.duplicates_in_file, batch.duplicates_in_pool) == (5000, 5000, 0, 0)
     assert CardKey.objects.filter(product=product).count() == 5000
     assert CardKey.objects.filter(product=product).values("blind_index").distinct().count() == 5000
+
+
+def _listener_count() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        )
+        return cursor.fetchone()[0]
+
+
+@pytest.mark.redis
+def test_an_order_paid_while_no_worker_runs_is_delivered_as_soon_as_one_starts(worker_env, tmp_path):
+    product = ProductFactory()
+    stock_product(product, 1)
+    payment = _pending_payment(product)
+
+    # Announced to nobody: no worker listens yet.
+    assert post_notification(Client(), sandbox_notification(out_trade_no=payment.out_trade_no, amount=payment.amount)).content == b"success"
+    assert Order.objects.get(pk=payment.order_id).status == OrderStatus.PAID
+
+    worker = start_worker(worker_env, tmp_path, name="late", concurrency=1)  # no beat, so no sweeper
+    try:
+        wait_until(lambda: Order.objects.get(pk=payment.order_id).status == OrderStatus.DELIVERED, timeout=30, message="delivery")
+    finally:
+        worker.stop()
+
+
+@pytest.mark.redis
+def test_when_the_listening_worker_dies_another_worker_takes_over(worker_env, tmp_path):
+    product = ProductFactory()
+    stock_product(product, 2)
+    first, second = _pending_payment(product), _pending_payment(product)
+    leader = start_worker(worker_env, tmp_path, name="leader", concurrency=1)
+    standby = None
+    try:
+        wait_until(lambda: _listener_count() == 1, timeout=30, message="the first worker to listen")
+        standby = start_worker(worker_env, tmp_path, name="standby", concurrency=1)
+        post_notification(Client(), sandbox_notification(out_trade_no=first.out_trade_no, amount=first.amount))
+        wait_until(lambda: Order.objects.get(pk=first.order_id).status == OrderStatus.DELIVERED, timeout=30, message="order 1")
+        assert _listener_count() == 1  # one listener, however many workers
+
+        leader.kill()
+        post_notification(Client(), sandbox_notification(out_trade_no=second.out_trade_no, amount=second.amount))
+        wait_until(lambda: Order.objects.get(pk=second.order_id).status == OrderStatus.DELIVERED, timeout=30, message="order 2")
+        assert _listener_count() == 1
+    finally:
+        leader.stop()
+        if standby is not None:
+            standby.stop()
+    assert CardKey.objects.filter(status=CardKeyStatus.SOLD).count() == 2
