@@ -60,14 +60,30 @@ def paid_orders_catch_up() -> int:
     return len(order_ids)
 
 
+MAX_BATCH = 25
+
+
+def _batches(order_ids: list[int], *, parts: int) -> list[list[int]]:
+    """Split announced orders into one batch per pool process (at most MAX_BATCH each), so every
+    process of the worker has a share."""
+    if not order_ids:
+        return []
+    size = min(max(-(-len(order_ids) // parts), 1), MAX_BATCH)
+    return [order_ids[start : start + size] for start in range(0, len(order_ids), size)]
+
+
 class PaidOrderListener(threading.Thread):
     """LISTENs for paid orders on its own connection while it holds the listener lock, and sends
     their delivery tasks. Reconnects after a database error; gives the lock up when stopped."""
 
-    def __init__(self, *, poll_seconds: float = 1.0, retry_seconds: float = 2.0) -> None:
+    def __init__(
+        self, *, concurrency: int = 1, poll_seconds: float = 1.0, retry_seconds: float = 2.0, batch_window_seconds: float = 0.02
+    ) -> None:
         super().__init__(name="kameng-paid-order-listener", daemon=True)
+        self.concurrency = max(concurrency, 1)
         self.poll_seconds = poll_seconds
         self.retry_seconds = retry_seconds
+        self.batch_window_seconds = batch_window_seconds
         self.stopping = threading.Event()
         self.leading = threading.Event()
 
@@ -104,11 +120,14 @@ class PaidOrderListener(threading.Thread):
             while not self.stopping.is_set():
                 if not select.select([raw], [], [], self.poll_seconds)[0]:
                     continue
+                # Let the payments of the next few milliseconds join this batch: one task for
+                # several orders costs the broker and the pool once.
+                self.stopping.wait(self.batch_window_seconds)
                 raw.poll()
-                order_ids = {int(note.payload) for note in raw.notifies if note.payload.isdigit()}
+                order_ids = sorted({int(note.payload) for note in raw.notifies if note.payload.isdigit()})
                 raw.notifies.clear()
-                for order_id in sorted(order_ids):
-                    tasks.order_deliver.send_quietly(order_id)
+                for batch in _batches(order_ids, parts=self.concurrency):
+                    tasks.orders_deliver.send_quietly(batch)
         finally:
             raw.close()
 
@@ -122,7 +141,9 @@ class PaidOrderListenerStep(bootsteps.StartStopStep):
         return dispatch_listens()
 
     def create(self, worker):
-        self.listener = PaidOrderListener()
+        self.listener = PaidOrderListener(
+            concurrency=worker.concurrency or 1, batch_window_seconds=settings.DELIVERY_DISPATCH_BATCH_MS / 1000
+        )
         return self
 
     def start(self, worker) -> None:

@@ -11,17 +11,40 @@ from cardpool.services import ReservationContended
 from delivery import services
 
 
-@shared_task(bind=True, acks_late=True, autoretry_for=(OperationalError,), retry_backoff=True, max_retries=8)
-def order_deliver(self, order_id: int) -> str:
-    try:
-        status = services.order_deliver(order_id=order_id)
-    except ReservationContended as exc:
-        # Transient: another delivery holds keys this one may need. Try again shortly; if the
-        # retries run out the order is still "paid" and the sweeper picks it up.
-        raise self.retry(exc=exc, countdown=random.uniform(0.05, 0.5), max_retries=100)
+def _deliver_and_send(order_id: int) -> str:
+    """Deliver a paid order and send its message in this process right after the commit.
+    Raises ReservationContended."""
+    status = services.order_deliver(order_id=order_id)
     if status == "delivered":
         services.order_messages_send_now(order_id=order_id)
     return status
+
+
+def _contention_backoff() -> float:
+    return random.uniform(0.05, 0.5)
+
+
+@shared_task(bind=True, acks_late=True, autoretry_for=(OperationalError,), retry_backoff=True, max_retries=8)
+def order_deliver(self, order_id: int) -> str:
+    try:
+        return _deliver_and_send(order_id)
+    except ReservationContended as exc:
+        # Transient: another delivery holds keys this one may need. Try again shortly; if the
+        # retries run out the order is still "paid" and the sweeper picks it up.
+        raise self.retry(exc=exc, countdown=_contention_backoff(), max_retries=100)
+
+
+@shared_task(acks_late=True, autoretry_for=(OperationalError,), retry_backoff=True, max_retries=8)
+def orders_deliver(order_ids: list[int]) -> int:
+    """Several paid orders announced together (delivery/dispatch.py), each in its own
+    transaction: one task's overhead for the lot. Returns how many were delivered."""
+    delivered = 0
+    for order_id in order_ids:
+        try:
+            delivered += _deliver_and_send(order_id) == "delivered"
+        except ReservationContended:
+            order_deliver.apply_async((order_id,), countdown=_contention_backoff())
+    return delivered
 
 
 @shared_task(acks_late=True, autoretry_for=(OperationalError,), retry_backoff=True, max_retries=8)

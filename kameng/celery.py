@@ -9,7 +9,7 @@ import os
 from celery import Celery
 from celery.contrib.django.task import DjangoTask
 from celery.signals import task_prerun
-from django.db import close_old_connections, transaction
+from django.db import close_old_connections, connections, transaction
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "kameng.settings")
 
@@ -46,6 +46,10 @@ app.steps["worker"].add("delivery.dispatch:PaidOrderListenerStep")
 @task_prerun.connect
 def database_connections_check(sender=None, **kwargs) -> None:
     """Before each task in a worker, drop a database connection that is broken or past
-    CONN_MAX_AGE, as Django does before each web request; the next query opens a fresh one."""
+    CONN_MAX_AGE, as Django does before each web request, and check a kept one now
+    (CONN_HEALTH_CHECKS): a task's first act may be opening a transaction, which Django does not
+    health-check. The next query opens a fresh connection."""
     if not getattr(sender.request, "is_eager", False):
         close_old_connections()
+        for database in connections.all(initialized_only=True):
+            database.close_if_health_check_failed()

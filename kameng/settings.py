@@ -235,6 +235,8 @@ DELIVERY_DISPATCH = env.str(
 )
 if DELIVERY_DISPATCH not in ("listen", "broker"):
     raise ImproperlyConfigured("DELIVERY_DISPATCH: use listen or broker")
+# listen: payments announced within this many milliseconds go to the workers as one batch.
+DELIVERY_DISPATCH_BATCH_MS = env.int("DELIVERY_DISPATCH_BATCH_MS", default=20)
 DELIVERY_SWEEP_AFTER_SECONDS = env.int("DELIVERY_SWEEP_AFTER_SECONDS", default=60)
 DELIVERY_SWEEP_INTERVAL_SECONDS = env.float("DELIVERY_SWEEP_INTERVAL_SECONDS", default=30.0)
 

@@ -163,6 +163,7 @@ def test_a_worker_whose_database_connection_was_cut_delivers_the_next_order(tmp_
     try:
         post_notification(Client(), sandbox_notification(out_trade_no=payments[0].out_trade_no, amount=payments[0].amount))
         wait_until(lambda: Order.objects.get(pk=orders[0].pk).status == OrderStatus.DELIVERED, timeout=60, message="order 1")
+        wait_until(lambda: DeliveryMessage.objects.filter(order=orders[0], state="sent").exists(), timeout=30, message="its SMS")
         # The worker keeps its connection between tasks; cut it as a database restart would.
         import psycopg2
         from django.db import connection
