@@ -10,8 +10,10 @@ the bare view's rate.
 
     .venv/bin/python bench/notify.py [--seconds 10] [--connections 16] [--workers 4]
 
-Needs wrk (Debian: apt-get install wrk), PostgreSQL on 127.0.0.1 and Redis (the delivery tasks
-the notifications send go to Redis database 14; no worker consumes them).
+Needs wrk (Debian: apt-get install wrk) and PostgreSQL on 127.0.0.1. With PostgreSQL the
+notifications announce their paid orders with NOTIFY (delivery/dispatch.py) and no worker
+listens, so delivery is not part of the figure (bench/deliver.py measures it); with
+DELIVERY_DISPATCH=broker the tasks go to Redis database 14 and stay there.
 """
 
 from __future__ import annotations
