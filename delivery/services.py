@@ -138,6 +138,7 @@ def order_deliver(*, order_id: int) -> str:
     order goes to the exception queue (out_of_stock). Returns the order's status afterwards.
     Raises ReservationContended (transient).
     """
+    _sends_claimed.pop(order_id, None)  # left by an attempt that rolled back
     try:
         with transaction.atomic(durable=True):
             try:
@@ -158,6 +159,7 @@ def order_deliver(*, order_id: int) -> str:
             # The task sends the message itself after this commit (order_messages_send_now).
             _order_fulfil(order=order, actor="system", schedule_messages=False)
     except StockShortfall:
+        _sends_claimed.pop(order_id, None)
         return _order_short_of_stock(order_id=order_id, expected_status=OrderStatus.PAID, actor="system")
     return order.status
 
@@ -286,10 +288,16 @@ def cardkey_replace_defective(*, key_id: int, reason: str, actor: str) -> str:
 
 _MESSAGE_INSERT_SQL = """
     INSERT INTO {table} (order_id, channel, recipient, state, tries, last_error, created_at, updated_at)
-    VALUES (%s, %s, %s, %s, 0, '', %s, %s)
+    VALUES (%s, %s, %s, %s, %s, '', %s, %s)
     ON CONFLICT (order_id, channel) DO NOTHING
     RETURNING id
 """
+
+# Sends this process claimed inside a delivery transaction and carries out right after its
+# commit (order_messages_send_now): order id → [(message id, attempt id, channel, recipient)].
+# Process-local and short-lived: order_deliver clears an order's entry before it starts, so a
+# rolled-back transaction leaves nothing behind that could be sent.
+_sends_claimed: dict[int, list[tuple[int, int, str, str]]] = {}
 
 
 def _order_messages_send(*, order: Order, schedule: bool = True) -> int | None:
@@ -302,12 +310,21 @@ def _order_messages_send(*, order: Order, schedule: bool = True) -> int | None:
     if channel == "sms" and not sms_enabled():
         return None
     now = connection.ops.adapt_datetimefield_value(timezone.now())
+    # Sent by the caller right after commit: the row starts claimed, with its first attempt on
+    # record, in this transaction (no claim round trips after it).
+    claimed = not schedule
     with connection.cursor() as cursor:
         cursor.execute(
             _MESSAGE_INSERT_SQL.format(table=DeliveryMessage._meta.db_table),
-            [order.pk, channel, order.contact, MessageState.PENDING, now, now],
+            [order.pk, channel, order.contact, MessageState.SENDING if claimed else MessageState.PENDING, int(claimed), now, now],
         )
         row = cursor.fetchone()
+        if row is not None and claimed:
+            cursor.execute(
+                _ATTEMPT_INSERT_SQL.format(table=DeliveryAttempt._meta.db_table), [row[0], 1, AttemptState.SENDING, now]
+            )
+            _sends_claimed.setdefault(order.pk, []).append((row[0], cursor.fetchone()[0], channel, order.contact))
+            return row[0]
     if row is not None:
         message_id = row[0]
     else:
@@ -321,7 +338,14 @@ def _order_messages_send(*, order: Order, schedule: bool = True) -> int | None:
 def order_messages_send_now(*, order_id: int) -> None:
     """Send an order's pending messages in this process (the delivery task, right after its
     commit): one broker hop less between payment and the buyer's inbox. A send that fails or
-    never happens is retried or re-driven like any other."""
+    never happens is retried or re-driven like any other (a claimed one left "sending" by a
+    crash is given back by the sweeper)."""
+    claimed = _sends_claimed.pop(order_id, None)
+    if claimed:
+        for message_id, attempt_id, channel_name, recipient in claimed:
+            message = DeliveryMessage(pk=message_id, order_id=order_id, channel=channel_name, recipient=recipient, tries=1)
+            _message_deliver(message=message, attempt=DeliveryAttempt(pk=attempt_id, message_id=message_id, number=1))
+        return
     with connection.cursor() as cursor:
         cursor.execute(
             f"SELECT id FROM {DeliveryMessage._meta.db_table} WHERE order_id = %s AND state = %s",  # noqa: S608
@@ -447,7 +471,12 @@ def message_send(*, message_id: int) -> str:
         attempt = DeliveryAttempt(pk=cursor.fetchone()[0], message_id=message_id, number=claimed[0])
     tries, order_id, channel_name, recipient = claimed
     message = DeliveryMessage(pk=message_id, order_id=order_id, channel=channel_name, recipient=recipient, tries=tries)
-    message.order = order_with_product(order_id=order_id)
+    return _message_deliver(message=message, attempt=attempt)
+
+
+def _message_deliver(*, message: DeliveryMessage, attempt: DeliveryAttempt) -> str:
+    """Carry out a claimed try (the message is "sending", its attempt on record)."""
+    message.order = order_with_product(order_id=message.order_id)
     try:
         channel = channel_get(message.channel)
         content = delivery_content(order=message.order)
