@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from cardpool.crypto import secret_decrypt
 from cardpool.models import CardKey, CardKeyStatus
+from kameng.sql import sql_execute
 
 # Stock shown for a product whose pool holds a reusable key without a cap on uses.
 UNLIMITED_STOCK = 10**9
@@ -54,7 +55,8 @@ def product_has_stock(*, product_id: int, quantity: int) -> bool:
     """
     now = connection.ops.adapt_datetimefield_value(timezone.now())
     with connection.cursor() as cursor:
-        cursor.execute(
+        sql_execute(
+            cursor,
             _SELLABLE_UNITS_SQL.format(table=CardKey._meta.db_table),
             [quantity, product_id, CardKeyStatus.AVAILABLE, now, quantity],
         )
@@ -68,7 +70,7 @@ def order_keys(*, order) -> list[tuple[str, datetime | None]]:
     """(plaintext, expires_at) of the keys sold to an order. Only for the buyer's page and messages.
     Hand-written: every delivery message and order page reads it."""
     with connection.cursor() as cursor:
-        cursor.execute(_ORDER_KEYS_SQL.format(table=CardKey._meta.db_table), [order.pk, CardKeyStatus.SOLD])
+        sql_execute(cursor, _ORDER_KEYS_SQL.format(table=CardKey._meta.db_table), [order.pk, CardKeyStatus.SOLD])
         rows = cursor.fetchall()
     convert = connection.ops.convert_datetimefield_value if connection.vendor == "sqlite" else None
     return [

@@ -14,6 +14,7 @@ from django.utils import timezone
 from cardpool.crypto import keyring, secret_blind_index, secret_encrypt, secret_mask, secret_normalize
 from cardpool.models import CardKey, CardKeyStatus, ImportBatch
 from cardpool.selectors import product_has_stock
+from kameng.sql import sql_execute
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +77,8 @@ def cardkeys_sell_to_order(*, order, quantity: int | None = None) -> int:
     lock = "FOR UPDATE SKIP LOCKED" if connection.features.has_select_for_update_skip_locked else ""
     now = connection.ops.adapt_datetimefield_value(timezone.now())
     with connection.cursor() as cursor:
-        cursor.execute(
+        sql_execute(
+            cursor,
             _SELL_SQL.format(table=CardKey._meta.db_table, lock=lock),
             [CardKeyStatus.SOLD, order.pk, now, order.product_id, CardKeyStatus.AVAILABLE, now, wanted],
         )

@@ -26,6 +26,8 @@ from django.conf import settings
 from django.db import connection, connections
 from django.utils import timezone
 
+from kameng.sql import sql_execute
+
 logger = logging.getLogger(__name__)
 
 PAID_CHANNEL = "kameng_paid"
@@ -42,7 +44,7 @@ def paid_order_announce(*, order_id: int) -> None:
     errors; a lost announcement is re-driven by the sweeper)."""
     if dispatch_listens():
         with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_notify(%s, %s)", [PAID_CHANNEL, str(order_id)])
+            sql_execute(cursor, "SELECT pg_notify(%s, %s)", [PAID_CHANNEL, str(order_id)])
         return
     from delivery import tasks
 

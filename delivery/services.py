@@ -31,7 +31,7 @@ from delivery.channels import ChannelError, DeliveryContent, channel_get
 from delivery.channels.base import DeliveredKey
 from delivery.channels.sms import sms_enabled
 from delivery.models import AttemptState, DeliveryAttempt, DeliveryMessage, DeliveryRules, MessageState, StockAlert
-from kameng.sql import statements_run
+from kameng.sql import model_from_sql, sql_execute, statements_run
 from shop.lock_objects import order_lock
 from shop.models import ContactKind, ExceptionReason, Order, OrderEvent, OrderStatus, Product
 from shop.services import order_exception_enter, order_transition
@@ -314,14 +314,15 @@ def _order_messages_send(*, order: Order, schedule: bool = True) -> int | None:
     # record, in this transaction (no claim round trips after it).
     claimed = not schedule
     with connection.cursor() as cursor:
-        cursor.execute(
+        sql_execute(
+            cursor,
             _MESSAGE_INSERT_SQL.format(table=DeliveryMessage._meta.db_table),
             [order.pk, channel, order.contact, MessageState.SENDING if claimed else MessageState.PENDING, int(claimed), now, now],
         )
         row = cursor.fetchone()
         if row is not None and claimed:
-            cursor.execute(
-                _ATTEMPT_INSERT_SQL.format(table=DeliveryAttempt._meta.db_table), [row[0], 1, AttemptState.SENDING, now]
+            sql_execute(
+                cursor, _ATTEMPT_INSERT_SQL.format(table=DeliveryAttempt._meta.db_table), [row[0], 1, AttemptState.SENDING, now]
             )
             _sends_claimed.setdefault(order.pk, []).append((row[0], cursor.fetchone()[0], channel, order.contact))
             return row[0]
@@ -388,8 +389,8 @@ def delivery_resend(*, order_id: int) -> None:
 
 def order_with_product(*, order_id: int) -> Order:
     """An order with its product loaded, in two plain reads (no locks), for building messages."""
-    order = next(iter(Order.objects.raw(f"SELECT * FROM {Order._meta.db_table} WHERE id = %s", [order_id])))  # noqa: S608
-    order.product = next(iter(Product.objects.raw(f"SELECT * FROM {Product._meta.db_table} WHERE id = %s", [order.product_id])))  # noqa: S608
+    order = model_from_sql(Order, f"SELECT * FROM {Order._meta.db_table} WHERE id = %s", [order_id])  # noqa: S608
+    order.product = model_from_sql(Product, f"SELECT * FROM {Product._meta.db_table} WHERE id = %s", [order.product_id])  # noqa: S608
     return order
 
 

@@ -1,7 +1,6 @@
 from django.contrib import admin
 
 from kameng.admin_mixins import ReadOnlyAdminMixin
-
 from payments.models import Payment, PaymentNotification, Refund
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.db import connection
 
+from kameng.sql import model_from_sql
 from payments.models import Payment
 
 # Hand-written: it runs for every notification (see bench/notify.py).
@@ -18,5 +19,4 @@ def payment_lock(*, out_trade_no: str, gateway: str) -> Payment | None:
     sql = _PAYMENT_LOCK_SQL.format(
         table=Payment._meta.db_table, lock="FOR UPDATE" if connection.features.has_select_for_update else ""
     )
-    rows = list(Payment.objects.raw(sql, [out_trade_no, gateway]))
-    return rows[0] if rows else None
+    return model_from_sql(Payment, sql, [out_trade_no, gateway])

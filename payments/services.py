@@ -15,6 +15,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from delivery.dispatch import paid_order_announce
+from kameng.sql import sql_execute
 from payments.gateways.base import (
     GatewayError,
     NotificationRejected,
@@ -23,6 +24,7 @@ from payments.gateways.base import (
     PaymentRequest,
     VerifiedNotification,
 )
+from payments.lock_objects import payment_lock
 from payments.models import (
     MONEY_RECEIVED,
     NotificationVerdict,
@@ -32,7 +34,6 @@ from payments.models import (
     Refund,
     RefundState,
 )
-from payments.lock_objects import payment_lock
 from payments.registry import GatewayNotFound, gateway_get
 from payments.selectors import payments_awaiting_notification
 from shop.lock_objects import order_lock
@@ -155,7 +156,8 @@ def _ledger_record(*, gateway: str, notice: VerifiedNotification, payment_id: in
     table = PaymentNotification._meta.db_table
     now = connection.ops.adapt_datetimefield_value(timezone.now())
     with connection.cursor() as cursor:
-        cursor.execute(
+        sql_execute(
+            cursor,
             _LEDGER_INSERT_SQL.format(table=table),
             [gateway, notice.transaction_id, notice.out_trade_no, payment_id, raw, NotificationVerdict.ACCEPTED, now, now],
         )
@@ -209,7 +211,8 @@ def payment_confirm(*, payment: Payment, notice: VerifiedNotification, actor: st
     if received.duplicate:
         payment.state = PaymentState.DUPLICATE
     with connection.cursor() as cursor:  # hand-written: once per notification (bench/notify.py)
-        cursor.execute(
+        sql_execute(
+            cursor,
             f"UPDATE {Payment._meta.db_table} SET paid_amount = %s, transaction_id = %s, confirmed_at = %s, state = %s"
             " WHERE id = %s",
             [

@@ -3,18 +3,18 @@ from __future__ import annotations
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
-from django.db.models import F
-from django.utils import timezone
-from django.utils.html import format_html, format_html_join
-from django.utils.translation import gettext_lazy as _
 from django.core.exceptions import PermissionDenied
+from django.db.models import F
 from django.shortcuts import redirect
 from django.template import Engine, TemplateSyntaxError
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+from django.utils.translation import gettext_lazy as _
 
-from cardpool.selectors import UNLIMITED_STOCK, available_counts
 from cardpool.forms import SecretTextarea
+from cardpool.selectors import UNLIMITED_STOCK, available_counts
 from cardpool.services import ManualKeysRefused
 from delivery.services import DeliveryRefused, order_deliver_manually, order_retry_delivery
 from shop.models import Category, ExceptionOrder, Order, OrderEvent, OrderStatus, Product

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.db import connection
 
+from kameng.sql import model_from_sql
 from shop.models import Order
 
 # Hand-written because it runs once per delivery on the hot path: the ORM's query compilation
@@ -27,7 +28,7 @@ def order_lock(order_id: int) -> Order:
         product=Order._meta.get_field("product").related_model._meta.db_table,
         lock="FOR UPDATE OF o" if connection.features.has_select_for_update_of else "",
     )
-    rows = list(Order.objects.raw(sql, [order_id]))
-    if not rows:
+    order = model_from_sql(Order, sql, [order_id])
+    if order is None:
         raise Order.DoesNotExist(f"order {order_id}")
-    return rows[0]
+    return order

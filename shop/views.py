@@ -11,11 +11,11 @@ from django.contrib import messages
 from django.db import connection
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.crypto import constant_time_compare
+from django.utils.safestring import mark_safe
 from django.utils.translation import gettext as _
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
-from django.utils.crypto import constant_time_compare
-from django.utils.safestring import mark_safe
 from django_ratelimit.core import is_ratelimited
 from qrcode.image.svg import SvgPathImage
 

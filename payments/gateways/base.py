@@ -5,9 +5,9 @@ Money is Decimal yuan here; yuan strings and fen integers exist only inside a ga
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-import time
 from decimal import Decimal, InvalidOperation
 
 
