@@ -349,7 +349,7 @@ def order_messages_send_now(*, order_id: int) -> None:
         return
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT id FROM {DeliveryMessage._meta.db_table} WHERE order_id = %s AND state = %s",  # noqa: S608
+            f"SELECT id FROM {DeliveryMessage._meta.db_table} WHERE order_id = %s AND state = %s",
             [order_id, MessageState.PENDING],
         )
         message_ids = [row[0] for row in cursor.fetchall()]
@@ -389,8 +389,8 @@ def delivery_resend(*, order_id: int) -> None:
 
 def order_with_product(*, order_id: int) -> Order:
     """An order with its product loaded, in two plain reads (no locks), for building messages."""
-    order = model_from_sql(Order, f"SELECT * FROM {Order._meta.db_table} WHERE id = %s", [order_id])  # noqa: S608
-    order.product = model_from_sql(Product, f"SELECT * FROM {Product._meta.db_table} WHERE id = %s", [order.product_id])  # noqa: S608
+    order = model_from_sql(Order, f"SELECT * FROM {Order._meta.db_table} WHERE id = %s", [order_id])
+    order.product = model_from_sql(Product, f"SELECT * FROM {Product._meta.db_table} WHERE id = %s", [order.product_id])
     return order
 
 
