@@ -26,7 +26,7 @@ from django.conf import settings
 from django.db import connection, connections
 from django.utils import timezone
 
-from kameng.sql import sql_execute
+from kameng.sql import statements_run
 
 logger = logging.getLogger(__name__)
 
@@ -39,13 +39,19 @@ def dispatch_listens() -> bool:
     return settings.DELIVERY_DISPATCH == "listen" and connection.vendor == "postgresql"
 
 
-def paid_order_announce(*, order_id: int) -> None:
+_NOTIFY_SQL = "SELECT pg_notify(%s, %s)"
+
+
+def paid_order_announce(*, order_id: int, statements: list[tuple[str, list]] | None = None) -> None:
     """Get a paid order delivered once the current transaction commits (never raises on broker
-    errors; a lost announcement is re-driven by the sweeper)."""
+    errors; a lost announcement is re-driven by the sweeper). ``statements``: data-modifying
+    statements of the caller's to run in the same round trip as the announcement."""
+    statements = list(statements or [])
     if dispatch_listens():
-        with connection.cursor() as cursor:
-            sql_execute(cursor, "SELECT pg_notify(%s, %s)", [PAID_CHANNEL, str(order_id)])
+        statements_run([*statements, (_NOTIFY_SQL, [PAID_CHANNEL, str(order_id)])])
         return
+    if statements:
+        statements_run(statements)
     from delivery import tasks
 
     tasks.order_deliver.delay_on_commit(order_id)

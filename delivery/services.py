@@ -297,7 +297,7 @@ _MESSAGE_INSERT_SQL = """
 # commit (order_messages_send_now): order id → [(message id, attempt id, channel, recipient)].
 # Process-local and short-lived: order_deliver clears an order's entry before it starts, so a
 # rolled-back transaction leaves nothing behind that could be sent.
-_sends_claimed: dict[int, list[tuple[int, int, str, str]]] = {}
+_sends_claimed: dict[int, list[tuple[int, int, str, str, Order]]] = {}
 
 
 def _order_messages_send(*, order: Order, schedule: bool = True) -> int | None:
@@ -324,7 +324,7 @@ def _order_messages_send(*, order: Order, schedule: bool = True) -> int | None:
             sql_execute(
                 cursor, _ATTEMPT_INSERT_SQL.format(table=DeliveryAttempt._meta.db_table), [row[0], 1, AttemptState.SENDING, now]
             )
-            _sends_claimed.setdefault(order.pk, []).append((row[0], cursor.fetchone()[0], channel, order.contact))
+            _sends_claimed.setdefault(order.pk, []).append((row[0], cursor.fetchone()[0], channel, order.contact, order))
             return row[0]
     if row is not None:
         message_id = row[0]
@@ -343,9 +343,10 @@ def order_messages_send_now(*, order_id: int) -> None:
     crash is given back by the sweeper)."""
     claimed = _sends_claimed.pop(order_id, None)
     if claimed:
-        for message_id, attempt_id, channel_name, recipient in claimed:
+        for message_id, attempt_id, channel_name, recipient, order in claimed:
             message = DeliveryMessage(pk=message_id, order_id=order_id, channel=channel_name, recipient=recipient, tries=1)
-            _message_deliver(message=message, attempt=DeliveryAttempt(pk=attempt_id, message_id=message_id, number=1))
+            # The order as the delivery transaction left it (locked, then delivered): no re-read.
+            _message_deliver(message=message, attempt=DeliveryAttempt(pk=attempt_id, message_id=message_id, number=1), order=order)
         return
     with connection.cursor() as cursor:
         cursor.execute(
@@ -390,8 +391,12 @@ def delivery_resend(*, order_id: int) -> None:
 def order_with_product(*, order_id: int) -> Order:
     """An order with its product loaded, in two plain reads (no locks), for building messages."""
     order = model_from_sql(Order, f"SELECT * FROM {Order._meta.db_table} WHERE id = %s", [order_id])
-    order.product = model_from_sql(Product, f"SELECT * FROM {Product._meta.db_table} WHERE id = %s", [order.product_id])
+    order.product = product_read(product_id=order.product_id)
     return order
+
+
+def product_read(*, product_id: int) -> Product:
+    return model_from_sql(Product, f"SELECT * FROM {Product._meta.db_table} WHERE id = %s", [product_id])
 
 
 def delivery_content(*, order: Order) -> DeliveryContent:
@@ -475,9 +480,13 @@ def message_send(*, message_id: int) -> str:
     return _message_deliver(message=message, attempt=attempt)
 
 
-def _message_deliver(*, message: DeliveryMessage, attempt: DeliveryAttempt) -> str:
+def _message_deliver(*, message: DeliveryMessage, attempt: DeliveryAttempt, order: Order | None = None) -> str:
     """Carry out a claimed try (the message is "sending", its attempt on record)."""
-    message.order = order_with_product(order_id=message.order_id)
+    if order is None:
+        message.order = order_with_product(order_id=message.order_id)
+    else:
+        order.product = product_read(product_id=order.product_id)
+        message.order = order
     try:
         channel = channel_get(message.channel)
         content = delivery_content(order=message.order)

@@ -9,15 +9,16 @@ from django.db import connection, transaction
 
 
 def statements_run(statements: list[tuple[str, list]]) -> None:
-    """Run independent data-modifying statements (INSERT/UPDATE, no RETURNING) together.
+    """Run independent data-modifying statements (INSERT/UPDATE, no RETURNING) together; the
+    last may also be a SELECT run for its side effect (pg_notify).
 
     On PostgreSQL they go as one statement, each but the last in a data-modifying CTE: one round
     trip instead of several, all or nothing. They share one snapshot and must not touch the same
     row twice. Elsewhere (SQLite) they run one by one inside a transaction.
     """
-    if connection.vendor == "postgresql" and len(statements) > 1:
+    if connection.vendor == "postgresql":
         heads = ", ".join(f"s{n} AS ({sql})" for n, (sql, _params) in enumerate(statements[:-1]))
-        sql = f"WITH {heads} {statements[-1][0]}"
+        sql = f"WITH {heads} {statements[-1][0]}" if heads else statements[-1][0]
         params = [param for _sql, statement_params in statements for param in statement_params]
         with connection.cursor() as cursor:
             sql_execute(cursor, sql, params)

@@ -15,7 +15,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from delivery.dispatch import paid_order_announce
-from kameng.sql import sql_execute
+from kameng.sql import sql_execute, statements_run
 from payments.gateways.base import (
     GatewayError,
     NotificationRejected,
@@ -210,21 +210,23 @@ def payment_confirm(*, payment: Payment, notice: VerifiedNotification, actor: st
     )
     if received.duplicate:
         payment.state = PaymentState.DUPLICATE
-    with connection.cursor() as cursor:  # hand-written: once per notification (bench/notify.py)
-        sql_execute(
-            cursor,
-            f"UPDATE {Payment._meta.db_table} SET paid_amount = %s, transaction_id = %s, confirmed_at = %s, state = %s"
-            " WHERE id = %s",
-            [
-                connection.ops.adapt_decimalfield_value(payment.paid_amount, 12, 2),
-                payment.transaction_id,
-                connection.ops.adapt_datetimefield_value(payment.confirmed_at),
-                payment.state,
-                payment.pk,
-            ],
-        )
+    # Hand-written: once per notification (bench/notify.py); with the announcement of a paid
+    # order in the same round trip on PostgreSQL.
+    update = (
+        f"UPDATE {Payment._meta.db_table} SET paid_amount = %s, transaction_id = %s, confirmed_at = %s, state = %s"
+        " WHERE id = %s",
+        [
+            connection.ops.adapt_decimalfield_value(payment.paid_amount, 12, 2),
+            payment.transaction_id,
+            connection.ops.adapt_datetimefield_value(payment.confirmed_at),
+            payment.state,
+            payment.pk,
+        ],
+    )
     if received.needs_delivery:
-        paid_order_announce(order_id=payment.order_id)
+        paid_order_announce(order_id=payment.order_id, statements=[update])
+    else:
+        statements_run([update])
     return payment.state
 
 
