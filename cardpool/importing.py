@@ -180,11 +180,11 @@ def expiry_parse(value: Any) -> datetime | None:
         except ValueError:
             parts = text.split("-")
             if len(parts) != 3:
-                raise ValueError(f"expiry date {value!r} not understood") from None
+                raise ValueError("expiry date not understood") from None
             try:
                 moment = datetime(int(parts[0]), int(parts[1]), int(parts[2]))
             except ValueError:
-                raise ValueError(f"expiry date {value!r} not understood") from None
+                raise ValueError("expiry date not understood") from None
         if len(text) <= 10:
             moment = datetime.combine(moment.date(), time(23, 59, 59))
     if timezone.is_naive(moment):
@@ -236,8 +236,14 @@ def _column_index(spec: str, headers: list[str], *, name: str) -> int | None:
     normalized = [secret_normalize(str(h or "")) for h in headers]
     if secret_normalize(spec) in normalized:
         return normalized.index(secret_normalize(spec))
-    shown = ", ".join(h for h in normalized if h) or "none"
+    shown = ", ".join(_header_shown(h) for h in normalized if h) or "none"
     raise ImportRefused(f"the file has no column {spec!r} for the {name}; its columns are: {shown}")
+
+
+def _header_shown(header: str) -> str:
+    """A header as error messages may show it: a long one may be a key (a file without a header
+    row read as if it had one), so it is masked like one."""
+    return header if len(header) <= 12 else secret_mask(header)
 
 
 def _dataset_read(raw: bytes, layout: ImportLayout) -> tuple[list[str], Iterable[list[Any]], int]:
@@ -264,7 +270,8 @@ def _dataset_read(raw: bytes, layout: ImportLayout) -> tuple[list[str], Iterable
     try:
         dataset = CSV().create_dataset(text, delimiter=delimiter, headers=layout.header)
     except Exception as exc:  # tablib: ragged rows and broken quoting
-        raise ImportRefused(f"the CSV file could not be read: {exc}") from exc
+        # Not the parser's message: it may quote a row, and this text is stored and shown.
+        raise ImportRefused("the CSV file could not be read (broken quoting or rows of different lengths)") from exc
     headers = [str(h or "") for h in (dataset.headers or [])] if layout.header else []
     return headers, [list(row) for row in dataset], 2 if layout.header else 1
 

@@ -332,3 +332,25 @@ def test_admin_key_list_shows_uses_of_reusable_keys(admin_client, client, on_com
     listing = admin_client.get(reverse("admin:cardpool_cardkey_changelist")).content.decode()
 
     assert "1 / 4" in listing and "SEAT-1" not in listing
+
+
+def test_error_texts_never_carry_a_key_from_a_mis_read_file(admin_client, on_commit):
+    product = ProductFactory()
+    secret = "PLAINTEXT-KEY-0001"
+    upload = io.BytesIO(f"{secret},2030-01-01\nPLAINTEXT-KEY-0002,2030-01-01\n".encode())
+    upload.name = "no-header.csv"
+
+    # Read as if the first row were a header, with a column name the file does not have.
+    page, batch = import_upload(admin_client, on_commit, {"product": product.pk, "file": upload, "secret_column": "卡号"})
+    # The expiry column pointed at the keys themselves.
+    upload = io.BytesIO(f"key,until\n{secret},{secret}\n".encode())
+    upload.name = "swapped.csv"
+    second_page, second = import_upload(admin_client, on_commit, {
+        "product": product.pk, "file": upload, "secret_column": "key", "expiry_column": "until",
+    })
+
+    batch.refresh_from_db()
+    assert batch.status == "refused" and "PL**" in batch.error
+    assert second.preview["problems"] == [[2, "expiry date not understood", "PL************01"]]
+    for text in (page.content.decode(), second_page.content.decode(), batch.error, str(second.preview)):
+        assert secret not in text
