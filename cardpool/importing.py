@@ -19,7 +19,6 @@ the admin export uses.
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import logging
 import os
@@ -150,7 +149,11 @@ def text_decode(raw: bytes) -> str:
     raise ImportRefused("the file is neither UTF-8, UTF-16 nor GB18030 text")
 
 
-def _line_problem(secret: str) -> str | None:
+def secret_problem(secret: str) -> str | None:
+    """Why a key cannot be stored as it is (too long, control characters), or None. Imports
+    refuse a whole file over a long line first (_length_check); staff-typed keys get this reason."""
+    if len(secret) > settings.CARDPOOL_IMPORT_MAX_LINE_LENGTH:
+        return f"longer than {settings.CARDPOOL_IMPORT_MAX_LINE_LENGTH} characters"
     if any(ord(ch) < 32 and ch != "\t" for ch in secret):
         return "contains control characters"
     return None
@@ -160,6 +163,14 @@ def _length_check(line: int, secret: str) -> None:
     limit = settings.CARDPOOL_IMPORT_MAX_LINE_LENGTH
     if len(secret) > limit:
         raise ImportRefused(f"line {line} is longer than {limit} characters: is this the right file?")
+
+
+def _raw_check(raw: bytes) -> None:
+    """Refuse a file over the size limit or with nothing in it, before reading it."""
+    if len(raw) > settings.CARDPOOL_IMPORT_MAX_BYTES:
+        raise ImportRefused(f"the file is larger than the import limit ({settings.CARDPOOL_IMPORT_MAX_BYTES} bytes)")
+    if not raw.strip():
+        raise ImportRefused("no keys found: the input is empty")
 
 
 def expiry_parse(value: Any) -> datetime | None:
@@ -198,7 +209,7 @@ def _default_expiry(layout: ImportLayout) -> datetime | None:
 
 def _row_make(line: int, secret: str, expiry: Any, default_expiry: datetime | None, now: datetime) -> ParsedRow:
     _length_check(line, secret)
-    problem = _line_problem(secret)
+    problem = secret_problem(secret)
     try:
         expires_at = expiry_parse(expiry) or default_expiry
     except ValueError as exc:
@@ -313,10 +324,7 @@ def _tabular_rows(raw: bytes, layout: ImportLayout) -> Iterator[ParsedRow]:
 def rows_parse(raw: bytes, layout: ImportLayout) -> Iterator[ParsedRow]:
     """Numbered rows of a key file. Raises ImportRefused (before or while iterating) for an empty,
     binary or oversized file, a line over the length limit or a layout the file does not have."""
-    if len(raw) > settings.CARDPOOL_IMPORT_MAX_BYTES:
-        raise ImportRefused(f"the file is larger than the import limit ({settings.CARDPOOL_IMPORT_MAX_BYTES} bytes)")
-    if not raw.strip():
-        raise ImportRefused("no keys found: the input is empty")
+    _raw_check(raw)
     if layout.format == "text":
         text = text_decode(raw)
         del raw
@@ -625,10 +633,6 @@ def import_upload_load(*, batch: ImportBatch) -> bytes:
     return bytes(out)
 
 
-def import_upload_fingerprint(raw: bytes) -> str:
-    return hashlib.sha256(raw).hexdigest()
-
-
 # --- Batches ---------------------------------------------------------------------------------
 
 
@@ -638,10 +642,7 @@ def import_batch_create(
 ) -> ImportBatch:
     """Start an admin import: the batch (checking the file) and its encrypted upload, with the
     preview task sent after commit. Raises ImportRefused for a file over the size limit or empty."""
-    if len(raw) > settings.CARDPOOL_IMPORT_MAX_BYTES:
-        raise ImportRefused(f"the file is larger than the import limit ({settings.CARDPOOL_IMPORT_MAX_BYTES} bytes)")
-    if not raw.strip():
-        raise ImportRefused("no keys found: the input is empty")
+    _raw_check(raw)
     from cardpool import tasks
 
     with transaction.atomic():

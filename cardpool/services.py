@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import secrets as token_source
 
-from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F, Value
 from django.db.models.functions import Concat
@@ -19,14 +18,6 @@ from kameng.sql import sql_execute
 logger = logging.getLogger(__name__)
 
 ROTATE_CHUNK = 500
-
-
-def _line_problem(secret: str) -> str | None:
-    if len(secret) > settings.CARDPOOL_IMPORT_MAX_LINE_LENGTH:
-        return f"longer than {settings.CARDPOOL_IMPORT_MAX_LINE_LENGTH} characters"
-    if any(ord(ch) < 32 and ch != "\t" for ch in secret):
-        return "contains control characters"
-    return None
 
 
 class ReservationContended(Exception):
@@ -134,8 +125,10 @@ def cardkeys_add_sold_to_order(*, order, secrets: list[str], batch_note: str, cr
     normalized = [secret_normalize(s) for s in secrets if secret_normalize(s)]
     if not normalized:
         raise ManualKeysRefused("no key given")
+    from cardpool.importing import secret_problem
+
     for secret in normalized:
-        problem = _line_problem(secret)
+        problem = secret_problem(secret)
         if problem:
             raise ManualKeysRefused(problem)
     indexes = [secret_blind_index(secret=s, product_id=order.product_id) for s in normalized]

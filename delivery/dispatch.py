@@ -59,13 +59,9 @@ def paid_order_announce(*, order_id: int, statements: list[tuple[str, list]] | N
 
 def paid_orders_catch_up() -> int:
     """Send the delivery task of every paid order that is due now. Returns how many."""
-    from delivery import tasks
-    from delivery.services import _paid_orders_due
+    from delivery.services import paid_orders_send
 
-    order_ids = _paid_orders_due(cutoff=timezone.now())
-    for order_id in order_ids:
-        tasks.order_deliver.send_quietly(order_id)
-    return len(order_ids)
+    return len(paid_orders_send(cutoff=timezone.now()))
 
 
 MAX_BATCH = 25

@@ -568,6 +568,17 @@ def _paid_orders_due(*, cutoff) -> list[int]:
     return due
 
 
+def paid_orders_send(*, cutoff) -> list[int]:
+    """Send the delivery task of every paid order whose delivery was due before ``cutoff`` (the
+    sweeper; a dispatch listener taking over, with ``cutoff`` now). Returns their ids."""
+    from delivery import tasks
+
+    order_ids = _paid_orders_due(cutoff=cutoff)
+    for order_id in order_ids:
+        tasks.order_deliver.send_quietly(order_id)
+    return order_ids
+
+
 def delivery_sweep() -> SweepReport:
     """Re-drive whatever the broker may have lost: paid orders still undelivered and messages
     not sent, both older than DELIVERY_SWEEP_AFTER_SECONDS. Safe to run any number of times."""
@@ -575,9 +586,7 @@ def delivery_sweep() -> SweepReport:
 
     now = timezone.now()
     cutoff = now - timedelta(seconds=settings.DELIVERY_SWEEP_AFTER_SECONDS)
-    order_ids = _paid_orders_due(cutoff=cutoff)
-    for order_id in order_ids:
-        tasks.order_deliver.send_quietly(order_id)
+    order_ids = paid_orders_send(cutoff=cutoff)
     # A worker that died mid-send leaves its try in "sending"; give it back to the queue (the
     # retry is a new attempt; the dead one is closed as failed).
     stuck = list(DeliveryMessage.objects.filter(state=MessageState.SENDING, updated_at__lte=cutoff).values_list("pk", flat=True))
