@@ -31,7 +31,7 @@ from delivery.channels import ChannelError, DeliveryContent, channel_get
 from delivery.channels.base import DeliveredKey
 from delivery.channels.sms import sms_enabled
 from delivery.models import AttemptState, DeliveryAttempt, DeliveryMessage, DeliveryRules, MessageState, StockAlert
-from kameng.sql import model_from_sql, sql_execute, statements_run
+from kameng.sql import model_columns, model_from_sql, sql_execute, statements_run
 from shop.lock_objects import order_lock
 from shop.models import ContactKind, ExceptionReason, Order, OrderEvent, OrderStatus, Product
 from shop.services import order_exception_enter, order_transition
@@ -390,13 +390,13 @@ def delivery_resend(*, order_id: int) -> None:
 
 def order_with_product(*, order_id: int) -> Order:
     """An order with its product loaded, in two plain reads (no locks), for building messages."""
-    order = model_from_sql(Order, f"SELECT * FROM {Order._meta.db_table} WHERE id = %s", [order_id])
+    order = model_from_sql(Order, f"SELECT {model_columns(Order)} FROM {Order._meta.db_table} WHERE id = %s", [order_id])
     order.product = product_read(product_id=order.product_id)
     return order
 
 
 def product_read(*, product_id: int) -> Product:
-    return model_from_sql(Product, f"SELECT * FROM {Product._meta.db_table} WHERE id = %s", [product_id])
+    return model_from_sql(Product, f"SELECT {model_columns(Product)} FROM {Product._meta.db_table} WHERE id = %s", [product_id])
 
 
 def delivery_content(*, order: Order) -> DeliveryContent:

@@ -53,6 +53,14 @@ def sql_execute(cursor, sql: str, params: list) -> None:
     cursor.execute(f"EXECUTE {name} ({', '.join(['%s'] * len(params))})" if params else f"EXECUTE {name}", params)
 
 
+def model_columns(model, alias: str = "") -> str:
+    """The model's columns, listed: prepared statements select these instead of ``*``, so a column
+    added by a migration while a process runs does not change a prepared statement's result
+    ("cached plan must not change result type")."""
+    prefix = f"{alias}." if alias else ""
+    return ", ".join(prefix + connection.ops.quote_name(field.column) for field in model._meta.concrete_fields)
+
+
 def model_from_sql(model, sql: str, params: list):
     """One ``model`` instance from a hand-written SELECT (all its columns, in any order, plus any
     extra ones set as attributes), or None: ``Model.objects.raw`` without its per-call column

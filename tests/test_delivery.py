@@ -684,3 +684,27 @@ def test_without_an_sms_provider_a_mobile_buyer_finds_the_keys_on_the_page(clien
 
     assert order.status == OrderStatus.DELIVERED and keys[0] in order_page(client, order)
     assert not DeliveryMessage.objects.filter(order=order).exists()
+
+
+@pytest.mark.postgres
+def test_a_column_added_by_a_migration_while_processes_run_does_not_break_payment_or_delivery(client, on_commit):
+    from django.db import connection
+
+    product = ProductFactory()
+    stock_product(product, 2)
+    first, second = checkout(client, product), checkout(client, product)
+    payment = start_sandbox_payment(client, first)
+    with on_commit():
+        post_notification(client, sandbox_notification(out_trade_no=payment.out_trade_no, amount=first.total))
+    # The hot statements are now prepared on this connection; a deploy's migration adds columns.
+    with connection.cursor() as cursor:
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")  # the test's open transaction has deferred checks
+        for table in ("shop_order", "shop_product", "payments_payment"):
+            cursor.execute(f"ALTER TABLE {table} ADD COLUMN added_later integer")
+
+    payment = start_sandbox_payment(client, second)
+    with on_commit():
+        answer = post_notification(client, sandbox_notification(out_trade_no=payment.out_trade_no, amount=second.total))
+
+    assert answer.content == b"success"
+    assert Order.objects.get(pk=second.pk).status == OrderStatus.DELIVERED
