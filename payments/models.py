@@ -58,6 +58,9 @@ class PaymentNotification(models.Model):
     transaction_id = models.CharField(_("gateway transaction id"), max_length=64, null=True, blank=True)
     out_trade_no = models.CharField(_("out trade no"), max_length=64, blank=True)
     payment = models.ForeignKey(Payment, null=True, blank=True, on_delete=models.PROTECT, related_name="notifications")
+    # Whether the notice said the trade is paid. A trade's waiting notice (WAIT_BUYER_PAY) and
+    # its paid notice carry the same transaction id; only a repeat of the same kind is a duplicate.
+    paid = models.BooleanField(_("says paid"), default=True)
     raw_payload = models.TextField(_("raw payload"))
     verdict = models.CharField(_("verdict"), max_length=16, choices=NotificationVerdict.choices)
     reason = models.CharField(_("reason"), max_length=255, blank=True)
@@ -70,7 +73,7 @@ class PaymentNotification(models.Model):
         verbose_name = _("payment notification")
         verbose_name_plural = _("payment notifications")
         constraints = [
-            models.UniqueConstraint(fields=["gateway", "transaction_id"], name="notification_unique_transaction"),
+            models.UniqueConstraint(fields=["gateway", "transaction_id", "paid"], name="notification_unique_transaction"),
         ]
 
     def __str__(self) -> str:

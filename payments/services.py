@@ -141,10 +141,10 @@ def notification_receive(
 
 
 _LEDGER_INSERT_SQL = """
-    INSERT INTO {table} (gateway, transaction_id, out_trade_no, payment_id, raw_payload, verdict, reason,
+    INSERT INTO {table} (gateway, transaction_id, paid, out_trade_no, payment_id, raw_payload, verdict, reason,
                          times_received, received_at, last_received_at)
-    VALUES (%s, %s, %s, %s, %s, %s, '', 1, %s, %s)
-    ON CONFLICT (gateway, transaction_id) DO NOTHING
+    VALUES (%s, %s, %s, %s, %s, %s, %s, '', 1, %s, %s)
+    ON CONFLICT (gateway, transaction_id, paid) DO NOTHING
     RETURNING id
 """
 
@@ -159,14 +159,14 @@ def _ledger_record(*, gateway: str, notice: VerifiedNotification, payment_id: in
         sql_execute(
             cursor,
             _LEDGER_INSERT_SQL.format(table=table),
-            [gateway, notice.transaction_id, notice.out_trade_no, payment_id, raw, NotificationVerdict.ACCEPTED, now, now],
+            [gateway, notice.transaction_id, notice.paid, notice.out_trade_no, payment_id, raw, NotificationVerdict.ACCEPTED, now, now],
         )
         if cursor.fetchone() is not None:
             return True
         cursor.execute(
             f"UPDATE {table} SET times_received = times_received + 1, last_received_at = %s"
-            " WHERE gateway = %s AND transaction_id = %s",
-            [now, gateway, notice.transaction_id],
+            " WHERE gateway = %s AND transaction_id = %s AND paid = %s",
+            [now, gateway, notice.transaction_id, notice.paid],
         )
     return False
 

@@ -189,6 +189,25 @@ def test_notify_of_an_unpaid_trade_changes_nothing(client, on_commit, alipay, al
     assert order.status == OrderStatus.PENDING
 
 
+def test_success_after_a_waiting_notice_of_the_same_trade_is_delivered(client, on_commit, alipay, alipay_order):
+    # A merchant who subscribed to WAIT_BUYER_PAY gets it first, then TRADE_SUCCESS, both with
+    # the same trade_no: the second one is not a duplicate of the first.
+    order, _keys = alipay_order
+    payment, _ = start(client, order)
+    waiting = alipay.notification(out_trade_no=payment.out_trade_no, amount="48.00", trade_no="T-SAME", trade_status="WAIT_BUYER_PAY")
+    paid = alipay.notification(out_trade_no=payment.out_trade_no, amount="48.00", trade_no="T-SAME")
+    finished = alipay.notification(out_trade_no=payment.out_trade_no, amount="48.00", trade_no="T-SAME", trade_status="TRADE_FINISHED")
+
+    with on_commit():
+        for fields in (waiting, paid, finished, paid):
+            assert post_notification(client, fields, "alipay").content == b"success"
+
+    order.refresh_from_db()
+    assert order.status == OrderStatus.DELIVERED
+    assert CardKey.objects.filter(order=order).count() == 1
+    assert PaymentNotification.objects.filter(out_trade_no=payment.out_trade_no).count() == 2  # waiting, paid (×3)
+
+
 def test_notify_makes_no_outbound_connection(client, on_commit, alipay, alipay_order, monkeypatch):
     order, _keys = alipay_order
     payment, _ = start(client, order)
