@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import weakref
 
-from django.db import connection, transaction
+from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
 
 
 def statements_run(statements: list[tuple[str, list]]) -> None:
@@ -38,7 +38,7 @@ _prepared: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 def sql_execute(cursor, sql: str, params: list) -> None:
     """``cursor.execute(sql, params)``, prepared on PostgreSQL (``%s`` placeholders only)."""
-    if connection.vendor != "postgresql":
+    if cursor.db.vendor != "postgresql":
         cursor.execute(sql, params)
         return
     raw = cursor.db.connection
@@ -53,50 +53,76 @@ def sql_execute(cursor, sql: str, params: list) -> None:
     cursor.execute(f"EXECUTE {name} ({', '.join(['%s'] * len(params))})" if params else f"EXECUTE {name}", params)
 
 
-def model_columns(model, alias: str = "") -> str:
+def model_columns(model, alias: str = "", prefix: str = "") -> str:
     """The model's columns, listed: prepared statements select these instead of ``*``, so a column
     added by a migration while a process runs does not change a prepared statement's result
-    ("cached plan must not change result type")."""
-    prefix = f"{alias}." if alias else ""
-    return ", ".join(prefix + connection.ops.quote_name(field.column) for field in model._meta.concrete_fields)
+    ("cached plan must not change result type"). With ``prefix`` each is selected AS prefix+column,
+    so two models can share one row (``models_from_sql``)."""
+    return _columns_listed(model, alias, prefix, connection.vendor)
+
+
+@functools.lru_cache(maxsize=64)
+def _columns_listed(model, alias: str, prefix: str, _vendor: str) -> str:
+    quote = connection.ops.quote_name
+    head = f"{alias}." if alias else ""
+    return ", ".join(
+        head + quote(field.column) + (f" AS {quote(prefix + field.column)}" if prefix else "")
+        for field in model._meta.concrete_fields
+    )
 
 
 def model_from_sql(model, sql: str, params: list):
     """One ``model`` instance from a hand-written SELECT (all its columns, in any order, plus any
     extra ones set as attributes), or None: ``Model.objects.raw`` without its per-call column
     mapping, and prepared on PostgreSQL."""
-    with connection.cursor() as cursor:
+    found = models_from_sql(sql, params, (model, ""))
+    return None if found is None else found[0]
+
+
+def models_from_sql(sql: str, params: list, *models: tuple[type, str]) -> tuple | None:
+    """Instances of several models from one row of a hand-written SELECT, or None. ``models``
+    holds (model, prefix) pairs: each model's columns are selected as prefix+column
+    (``model_columns(model, alias, prefix)``); columns no model claims are set as attributes on
+    the first instance."""
+    db = connections[DEFAULT_DB_ALIAS]
+    with db.cursor() as cursor:
         sql_execute(cursor, sql, params)
         row = cursor.fetchone()
         if row is None:
             return None
         columns = tuple(column[0] for column in cursor.description)
-    order, extras, converters = _row_plan(model, columns, connection.vendor)
+    plans, extras = _row_plan(models, columns, db.vendor)
     values = list(row)
-    for index, functions in converters:
-        for function, expression in functions:
-            values[index] = function(values[index], expression, connection)
-    instance = model.from_db(connection.alias, None, [values[index] for index in order])
+    instances = []
+    for model, (order, converters) in zip((model for model, _prefix in models), plans):
+        for index, functions in converters:
+            for function, expression in functions:
+                values[index] = function(values[index], expression, db)
+        instances.append(model.from_db(db.alias, None, [values[index] for index in order]))
     for index in extras:
-        setattr(instance, columns[index], values[index])
-    return instance
+        setattr(instances[0], columns[index], values[index])
+    return tuple(instances)
 
 
 @functools.lru_cache(maxsize=64)
-def _row_plan(model, columns: tuple[str, ...], vendor: str):
-    """For a result shape: the column index of each concrete field in model order, the indexes
-    of extra columns, and the converters each column needs on this database."""
-    fields = model._meta.concrete_fields
+def _row_plan(models: tuple[tuple[type, str], ...], columns: tuple[str, ...], vendor: str):
+    """For a result shape: per model, the column index of each concrete field in model order and
+    the converters each column needs on this database; and the indexes of extra columns."""
     position = {column: index for index, column in enumerate(columns)}
-    missing = [field.column for field in fields if field.column not in position]
-    if missing:
-        raise ValueError(f"{model.__name__}: the query does not select {', '.join(missing)}")
-    order = [position[field.column] for field in fields]
-    extras = [index for index in range(len(columns)) if index not in set(order)]
-    converters = []
-    for field in fields:
-        expression = field.get_col(model._meta.db_table)
-        functions = connection.ops.get_db_converters(expression) + expression.get_db_converters(connection)
-        if functions:
-            converters.append((position[field.column], [(function, expression) for function in functions]))
-    return order, extras, converters
+    plans, claimed = [], set()
+    for model, prefix in models:
+        fields = model._meta.concrete_fields
+        missing = [field.column for field in fields if prefix + field.column not in position]
+        if missing:
+            raise ValueError(f"{model.__name__}: the query does not select {', '.join(missing)}")
+        order = [position[prefix + field.column] for field in fields]
+        claimed.update(order)
+        converters = []
+        for field in fields:
+            expression = field.get_col(model._meta.db_table)
+            functions = connection.ops.get_db_converters(expression) + expression.get_db_converters(connection)
+            if functions:
+                converters.append((position[prefix + field.column], [(function, expression) for function in functions]))
+        plans.append((order, converters))
+    extras = [index for index in range(len(columns)) if index not in claimed]
+    return plans, extras

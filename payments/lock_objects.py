@@ -4,19 +4,30 @@ from __future__ import annotations
 
 from django.db import connection
 
-from kameng.sql import model_columns, model_from_sql
+from kameng.sql import model_columns, models_from_sql
 from payments.models import Payment
+from shop.models import Order
 
-# Hand-written: it runs for every notification (see bench/notify.py).
-_PAYMENT_LOCK_SQL = "SELECT {columns} FROM {table} WHERE out_trade_no = %s AND gateway = %s {lock}"
+# Hand-written: it runs for every notification (see bench/notify.py). One round trip locks the
+# payment and then its order (FOR UPDATE OF locks in the order listed): the project's lock order.
+_PAYMENT_ORDER_LOCK_SQL = """
+    SELECT {payment_columns}, {order_columns}
+      FROM {payment} p JOIN {order} o ON o.id = p.order_id
+     WHERE p.out_trade_no = %s AND p.gateway = %s {lock}
+"""
 
 
-def payment_lock(*, out_trade_no: str, gateway: str) -> Payment | None:
-    """Lock one payment row (SELECT … FOR UPDATE) and return it freshly read, or None.
+def payment_lock(*, out_trade_no: str, gateway: str) -> tuple[Payment, Order] | None:
+    """Lock one payment row and its order's row (SELECT … FOR UPDATE) and return both freshly
+    read, or None when there is no such payment.
 
     Lock order across the project: payment row, then its order, then card keys.
     """
-    sql = _PAYMENT_LOCK_SQL.format(
-        columns=model_columns(Payment), table=Payment._meta.db_table, lock="FOR UPDATE" if connection.features.has_select_for_update else ""
+    sql = _PAYMENT_ORDER_LOCK_SQL.format(
+        payment_columns=model_columns(Payment, "p", "payment__"),
+        order_columns=model_columns(Order, "o", "order__"),
+        payment=Payment._meta.db_table,
+        order=Order._meta.db_table,
+        lock="FOR UPDATE OF p, o" if connection.features.has_select_for_update_of else "",
     )
-    return model_from_sql(Payment, sql, [out_trade_no, gateway])
+    return models_from_sql(sql, [out_trade_no, gateway], (Payment, "payment__"), (Order, "order__"))

@@ -140,79 +140,96 @@ def notification_receive(
     return _notice_apply(gateway=gateway, notice=notice, raw=raw)
 
 
-_LEDGER_INSERT_SQL = """
-    INSERT INTO {table} (gateway, transaction_id, paid, out_trade_no, payment_id, raw_payload, verdict, reason,
-                         times_received, received_at, last_received_at)
-    VALUES (%s, %s, %s, %s, %s, %s, %s, '', 1, %s, %s)
-    ON CONFLICT (gateway, transaction_id, paid) DO NOTHING
-    RETURNING id
-"""
+_LEDGER_COLUMNS = (
+    "gateway, transaction_id, paid, out_trade_no, payment_id, raw_payload, verdict, reason, times_received,"
+    " received_at, last_received_at"
+)
+# A notice that confirms a payment: under the payment's lock, with the payment still unconfirmed,
+# no notice of this transaction and kind can be in the ledger (the unique constraint says so if
+# that is ever wrong, and the whole confirmation rolls back).
+_LEDGER_INSERT_SQL = f"INSERT INTO {{table}} ({_LEDGER_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, '', 1, %s, %s)"
+# Any other notice: recorded, or counted once more when it was seen before.
+_LEDGER_UPSERT_SQL = (
+    _LEDGER_INSERT_SQL
+    + " ON CONFLICT (gateway, transaction_id, paid) DO UPDATE"
+    " SET times_received = {table}.times_received + 1, last_received_at = EXCLUDED.last_received_at"
+    " RETURNING times_received"
+)
+
+
+def _ledger_row(*, gateway: str, notice: VerifiedNotification, payment_id: int, raw: str) -> list:
+    now = connection.ops.adapt_datetimefield_value(timezone.now())
+    return [gateway, notice.transaction_id, notice.paid, notice.out_trade_no, payment_id, raw, NotificationVerdict.ACCEPTED, now, now]
 
 
 def _ledger_record(*, gateway: str, notice: VerifiedNotification, payment_id: int, raw: str) -> bool:
-    """Record a verified notice in the ledger; False when its transaction id was seen before
-    (then only ``times_received`` goes up). One statement either way: this runs for every
-    notification, and the ORM's get_or_create costs a SELECT and a savepoint on top."""
+    """Record a verified notice that changes nothing; False when a notice of its transaction and
+    kind was seen before (then only ``times_received`` goes up). One statement either way."""
     table = PaymentNotification._meta.db_table
-    now = connection.ops.adapt_datetimefield_value(timezone.now())
     with connection.cursor() as cursor:
         sql_execute(
             cursor,
-            _LEDGER_INSERT_SQL.format(table=table),
-            [gateway, notice.transaction_id, notice.paid, notice.out_trade_no, payment_id, raw, NotificationVerdict.ACCEPTED, now, now],
+            _LEDGER_UPSERT_SQL.format(table=table),
+            _ledger_row(gateway=gateway, notice=notice, payment_id=payment_id, raw=raw),
         )
-        if cursor.fetchone() is not None:
-            return True
-        cursor.execute(
-            f"UPDATE {table} SET times_received = times_received + 1, last_received_at = %s"
-            " WHERE gateway = %s AND transaction_id = %s AND paid = %s",
-            [now, gateway, notice.transaction_id, notice.paid],
-        )
-    return False
+        return cursor.fetchone()[0] == 1
 
 
 def _notice_apply(*, gateway: PaymentGateway, notice: VerifiedNotification, raw: str, actor: str = "system") -> NotificationOutcome:
     """Apply a verified notice (from a notification or a platform query) exactly once.
 
-    The payment row is locked first: duplicate, replayed and concurrent copies queue here, and
-    the ledger's unique transaction id lets exactly one of them through.
+    The payment row and its order are locked first: duplicate, replayed and concurrent copies
+    queue here, and see the payment as the one before them left it. A notice that confirms the
+    payment is written to the ledger with the confirmation, in one round trip on PostgreSQL.
     """
     with transaction.atomic(durable=True):
-        payment = payment_lock(out_trade_no=notice.out_trade_no, gateway=gateway.identifier)
-        if payment is None:
+        locked = payment_lock(out_trade_no=notice.out_trade_no, gateway=gateway.identifier)
+        if locked is None:
             return _rejected(gateway=gateway, raw=raw, reason="unknown out_trade_no", out_trade_no=notice.out_trade_no)
-        if not gateway.is_enabled() and not Order.objects.filter(pk=payment.order_id, is_test=True).exists():
+        payment, order = locked
+        if not gateway.is_enabled() and not order.is_test:
             # Staff test mode only: a public order can never be paid by a disabled gateway.
             return _rejected(gateway=gateway, raw=raw, reason="gateway disabled", out_trade_no=notice.out_trade_no)
-        if not _ledger_record(gateway=gateway.identifier, notice=notice, payment_id=payment.pk, raw=raw):
+        if notice.paid and payment.state in (PaymentState.CREATED, PaymentState.CLOSED):
+            ledger = (
+                _LEDGER_INSERT_SQL.format(table=PaymentNotification._meta.db_table),
+                _ledger_row(gateway=gateway.identifier, notice=notice, payment_id=payment.pk, raw=raw),
+            )
+            payment_confirm(payment=payment, order=order, notice=notice, actor=actor, statements=[ledger])
+        elif not _ledger_record(gateway=gateway.identifier, notice=notice, payment_id=payment.pk, raw=raw):
             return NotificationOutcome(accepted=True, verdict=NotificationVerdict.DUPLICATE)
-        if notice.paid:
-            payment_confirm(payment=payment, notice=notice, actor=actor)
     return NotificationOutcome(accepted=True, verdict=NotificationVerdict.ACCEPTED)
 
 
-def payment_confirm(*, payment: Payment, notice: VerifiedNotification, actor: str = "system") -> str:
-    """Confirm a locked payment from a verified notice; idempotent. Returns the payment's state.
+def payment_confirm(
+    *, payment: Payment, order: Order, notice: VerifiedNotification, actor: str = "system", statements: list | None = None
+) -> str:
+    """Confirm a payment from a verified notice; idempotent. The caller locked the payment and
+    its order (``payment_lock``). Returns the payment's state.
 
     Equal amount → succeeded and the order is paid (delivery is sent after commit).
     A different amount → mismatched and the order goes to the exception queue.
     Money for an order another payment already paid → duplicate, queued for a refund.
     A payment already confirmed (or closed and then paid: still confirmed) is handled once.
+    ``statements``: the caller's writes, run in the same round trip as the confirmation's.
     """
+    statements = list(statements or [])
     if payment.state not in (PaymentState.CREATED, PaymentState.CLOSED):
+        if statements:
+            statements_run(statements)
         return payment.state
     payment.paid_amount = notice.amount
     payment.transaction_id = notice.transaction_id
     payment.confirmed_at = timezone.now()
     payment.state = PaymentState.SUCCEEDED if notice.amount == payment.amount else PaymentState.MISMATCHED
     received = order_payment_received(
-        order_id=payment.order_id, amount=notice.amount, gateway=payment.gateway, actor=actor
+        order=order, amount=notice.amount, gateway=payment.gateway, actor=actor, statements=statements
     )
     if received.duplicate:
         payment.state = PaymentState.DUPLICATE
-    # Hand-written: once per notification (bench/notify.py); with the announcement of a paid
-    # order in the same round trip on PostgreSQL.
-    update = (
+    # Hand-written: once per notification (bench/notify.py); with the order's writes and, on
+    # PostgreSQL, the announcement of a paid order in the same round trip.
+    statements.append((
         f"UPDATE {Payment._meta.db_table} SET paid_amount = %s, transaction_id = %s, confirmed_at = %s, state = %s"
         " WHERE id = %s",
         [
@@ -222,11 +239,11 @@ def payment_confirm(*, payment: Payment, notice: VerifiedNotification, actor: st
             payment.state,
             payment.pk,
         ],
-    )
+    ))
     if received.needs_delivery:
-        paid_order_announce(order_id=payment.order_id, statements=[update])
+        paid_order_announce(order_id=payment.order_id, statements=statements)
     else:
-        statements_run([update])
+        statements_run(statements)
     return payment.state
 
 

@@ -54,12 +54,15 @@ class OrderRejected(ValidationError):
     """Checkout refused: a clear, buyer-facing message."""
 
 
-def order_transition(*, order: Order, to: str, event_type: str, message: str = "", actor: str = "system") -> Order:
+def order_transition(
+    *, order: Order, to: str, event_type: str, message: str = "", actor: str = "system", statements: list | None = None
+) -> Order:
     """Move a locked order to ``to`` and write its event. Raises InvalidTransition.
 
     Callers lock the row (``order_lock``) and re-check state first; this only enforces the table.
     Hand-written, one round trip on PostgreSQL, because every delivery passes here (see
-    bench/reserve.py).
+    bench/reserve.py). With ``statements`` the writes are appended there instead, for the caller
+    to run in its own round trip (``statements_run``) within the same transaction.
     """
     if to not in ORDER_TRANSITIONS[order.status]:
         raise InvalidTransition(f"order {order.number}: {order.status} → {to} is not allowed")
@@ -81,22 +84,30 @@ def order_transition(*, order: Order, to: str, event_type: str, message: str = "
         ops.adapt_datetimefield_value(value) if isinstance(value, datetime) else value for value in changed.values()
     ]
     assignments = ", ".join(f"{ops.quote_name(Order._meta.get_field(name).column)} = %s" for name in changed)
-    statements_run([
+    writes = [
         (f"UPDATE {Order._meta.db_table} SET {assignments} WHERE id = %s", [*values, order.pk]),
         (
             f"INSERT INTO {OrderEvent._meta.db_table} (order_id, type, message, actor, created_at) VALUES (%s, %s, %s, %s, %s)",
             [order.pk, event_type, message, actor, ops.adapt_datetimefield_value(now)],
         ),
-    ])
+    ]
+    if statements is None:
+        statements_run(writes)
+    else:
+        statements.extend(writes)
     return order
 
 
-def order_exception_enter(*, order: Order, reason: str, note: str = "", actor: str = "system") -> Order:
-    """Put a locked order in the exception queue with a reason. Keys and money do not move."""
+def order_exception_enter(
+    *, order: Order, reason: str, note: str = "", actor: str = "system", statements: list | None = None
+) -> Order:
+    """Put a locked order in the exception queue with a reason. Keys and money do not move.
+    ``statements``: as for ``order_transition``."""
     order.exception_reason = reason
     order.exception_note = note
     return order_transition(
-        order=order, to=S.EXCEPTION, event_type=f"shop.order.exception.{reason}", message=note, actor=actor
+        order=order, to=S.EXCEPTION, event_type=f"shop.order.exception.{reason}", message=note, actor=actor,
+        statements=statements,
     )
 
 
@@ -167,16 +178,19 @@ class PaymentReceived:
     duplicate: bool = False
 
 
-def order_payment_received(*, order_id: int, amount: Decimal, gateway: str, actor: str = "system") -> PaymentReceived:
-    """Record that ``amount`` was paid for an order. Call inside the payment's transaction.
+def order_payment_received(
+    *, order: Order, amount: Decimal, gateway: str, actor: str = "system", statements: list | None = None
+) -> PaymentReceived:
+    """Record that ``amount`` was paid for an order the caller locked (``payment_lock`` locks a
+    payment and its order). Call inside the payment's transaction.
 
     pending and the amount equals the total → paid (the caller schedules delivery);
     amount differs → exception ``amount_mismatch``; expired or cancelled → exception
     ``paid_after_expiry``. An order another payment already paid gets ``duplicate=True``: a
     delivered one goes to the exception queue (``duplicate_payment``) for a refund; one still
     being delivered is queued by ``order_duplicate_payment_queue`` once it is delivered.
+    ``statements``: as for ``order_transition`` (the rare duplicate case writes at once).
     """
-    order = order_lock(order_id)
     note = f"{gateway}: {amount}"
     if order.status == S.PENDING:
         if amount != order.total:
@@ -185,15 +199,19 @@ def order_payment_received(*, order_id: int, amount: Decimal, gateway: str, acto
                 reason=ExceptionReason.AMOUNT_MISMATCH,
                 note=f"paid {amount}, expected {order.total} ({gateway})",
                 actor=actor,
+                statements=statements,
             )
         else:
-            order_transition(order=order, to=S.PAID, event_type="shop.order.paid", message=note, actor=actor)
+            order_transition(
+                order=order, to=S.PAID, event_type="shop.order.paid", message=note, actor=actor, statements=statements
+            )
     elif order.status in (S.EXPIRED, S.CANCELLED):
         order_exception_enter(
             order=order,
             reason=ExceptionReason.PAID_AFTER_EXPIRY,
             note=f"paid {amount} after the order was {order.status} ({gateway})",
             actor=actor,
+            statements=statements,
         )
     else:
         OrderEvent.objects.create(
