@@ -31,7 +31,7 @@ from delivery.channels import ChannelError, DeliveryContent, channel_get
 from delivery.channels.base import DeliveredKey
 from delivery.channels.sms import sms_enabled
 from delivery.models import AttemptState, DeliveryAttempt, DeliveryMessage, DeliveryRules, MessageState, StockAlert
-from kameng.sql import model_columns, model_from_sql, sql_execute, statements_run
+from kameng.sql import model_columns, model_from_sql, sql_execute, statements_chained, statements_run
 from shop.lock_objects import order_lock
 from shop.models import ContactKind, ExceptionReason, Order, OrderEvent, OrderStatus, Product
 from shop.services import order_exception_enter, order_transition
@@ -47,15 +47,17 @@ def _order_fulfil(*, order: Order, actor: str, schedule_messages: bool = True) -
     """Sell the order's keys and mark it delivered, on a locked order, in the caller's
     transaction. Raises StockShortfall: the caller rolls back and calls _order_short_of_stock."""
     cardkeys_sell_to_order(order=order)
+    writes = []  # the order's writes go in one round trip with its message row
     order_transition(
         order=order,
         to=OrderStatus.DELIVERED,
         event_type="shop.order.delivered",
         message=f"{order.quantity} key(s)",
         actor=actor,
+        statements=writes,
     )
-    _order_messages_send(order=order, schedule=schedule_messages)
-    stock_alert_check(product_id=order.product_id, threshold=order.low_stock_threshold)
+    _order_messages_send(order=order, schedule=schedule_messages, statements=writes)
+    stock_alert_check(product_id=order.product_id, threshold=order.product.low_stock_threshold)
 
 
 def _order_short_of_stock(*, order_id: int, expected_status: str, actor: str) -> str:
@@ -72,7 +74,7 @@ def _order_short_of_stock(*, order_id: int, expected_status: str, actor: str) ->
             OrderEvent.objects.create(order=order, type="delivery.retry.out_of_stock", message=note, actor=actor)
         else:
             order_exception_enter(order=order, reason=ExceptionReason.OUT_OF_STOCK, note=note, actor=actor)
-        stock_alert_check(product_id=order.product_id, threshold=order.low_stock_threshold)
+        stock_alert_check(product_id=order.product_id, threshold=order.product.low_stock_threshold)
     return order.status
 
 
@@ -116,7 +118,7 @@ def delivery_hold_reason(*, order: Order) -> str:
 
 
 def _delivery_delay_remaining(*, order: Order) -> float:
-    delay = order.delivery_delay_minutes  # read with the order lock
+    delay = order.product.delivery_delay_minutes  # read with the order lock
     if not delay:
         return 0
     return (order.paid_at + timedelta(minutes=delay) - timezone.now()).total_seconds()
@@ -300,32 +302,47 @@ _MESSAGE_INSERT_SQL = """
 _sends_claimed: dict[int, list[tuple[int, int, str, str, Order]]] = {}
 
 
-def _order_messages_send(*, order: Order, schedule: bool = True) -> int | None:
+def _order_messages_send(*, order: Order, schedule: bool = True, statements: list | None = None) -> int | None:
     """(Re)send an order's message after its keys changed: email to an email address, SMS to a
     mobile number (the page always has the keys). Creates the row on first use, in one
     statement (every delivery passes here). ``schedule=False`` leaves the send to the caller
-    (the delivery task sends it inline after commit). Returns the message id, or None when the
-    shop sends no SMS (SMS_PROVIDER=none)."""
+    (the delivery task sends it inline after commit). ``statements``: the caller's writes, run
+    in the same round trip. Returns the message id, or None when the shop sends no SMS
+    (SMS_PROVIDER=none)."""
+    writes = list(statements or [])
     channel = "email" if order.contact_kind == ContactKind.EMAIL else "sms"
     if channel == "sms" and not sms_enabled():
+        if writes:
+            statements_run(writes)
         return None
     now = connection.ops.adapt_datetimefield_value(timezone.now())
     # Sent by the caller right after commit: the row starts claimed, with its first attempt on
     # record, in this transaction (no claim round trips after it).
     claimed = not schedule
+    message = (
+        _MESSAGE_INSERT_SQL.format(table=DeliveryMessage._meta.db_table),
+        [order.pk, channel, order.contact, MessageState.SENDING if claimed else MessageState.PENDING, int(claimed), now, now],
+    )
     with connection.cursor() as cursor:
-        sql_execute(
-            cursor,
-            _MESSAGE_INSERT_SQL.format(table=DeliveryMessage._meta.db_table),
-            [order.pk, channel, order.contact, MessageState.SENDING if claimed else MessageState.PENDING, int(claimed), now, now],
-        )
-        row = cursor.fetchone()
-        if row is not None and claimed:
-            sql_execute(
-                cursor, _ATTEMPT_INSERT_SQL.format(table=DeliveryAttempt._meta.db_table), [row[0], 1, AttemptState.SENDING, now]
-            )
-            _sends_claimed.setdefault(order.pk, []).append((row[0], cursor.fetchone()[0], channel, order.contact, order))
-            return row[0]
+        if claimed and connection.vendor == "postgresql":
+            # One round trip: the caller's writes, the message row and its first attempt.
+            first_attempt = (_ATTEMPT_FIRST_SQL.format(table=DeliveryAttempt._meta.db_table), [AttemptState.SENDING, now])
+            sql_execute(cursor, *statements_chained(writes, first_attempt, named=[("message", *message)]))
+            row = cursor.fetchone()
+            if row is not None:
+                _sends_claimed.setdefault(order.pk, []).append((row[0], row[1], channel, order.contact, order))
+                return row[0]
+        else:
+            if writes:
+                statements_run(writes)
+            sql_execute(cursor, *message)
+            row = cursor.fetchone()
+            if row is not None and claimed:
+                sql_execute(
+                    cursor, _ATTEMPT_INSERT_SQL.format(table=DeliveryAttempt._meta.db_table), [row[0], 1, AttemptState.SENDING, now]
+                )
+                _sends_claimed.setdefault(order.pk, []).append((row[0], cursor.fetchone()[0], channel, order.contact, order))
+                return row[0]
     if row is not None:
         message_id = row[0]
     else:
@@ -432,6 +449,12 @@ _ATTEMPT_INSERT_SQL = """
     VALUES (%s, %s, %s, '', '', false, %s)
     RETURNING id
 """
+# The first attempt of a message inserted in the same statement (CTE "message", PostgreSQL).
+_ATTEMPT_FIRST_SQL = """
+    INSERT INTO {table} (message_id, number, state, provider_message_id, error, permanent, started_at)
+    SELECT id, 1, %s, '', '', false, %s FROM message
+    RETURNING message_id, id
+"""
 _ATTEMPT_SENT_SQL = "UPDATE {table} SET state = %s, finished_at = %s, provider_message_id = %s WHERE id = %s"
 _MESSAGE_SENT_SQL = "UPDATE {table} SET state = %s, sent_at = %s, last_error = '' WHERE id = %s"
 _EVENT_INSERT_SQL = "INSERT INTO {table} (order_id, type, message, actor, created_at) VALUES (%s, %s, %s, 'system', %s)"
@@ -485,8 +508,7 @@ def _message_deliver(*, message: DeliveryMessage, attempt: DeliveryAttempt, orde
     if order is None:
         message.order = order_with_product(order_id=message.order_id)
     else:
-        order.product = product_read(product_id=order.product_id)
-        message.order = order
+        message.order = order  # locked by the delivery with its product (order_lock)
     try:
         channel = channel_get(message.channel)
         content = delivery_content(order=message.order)

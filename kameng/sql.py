@@ -17,15 +17,25 @@ def statements_run(statements: list[tuple[str, list]]) -> None:
     row twice. Elsewhere (SQLite) they run one by one inside a transaction.
     """
     if connection.vendor == "postgresql":
-        heads = ", ".join(f"s{n} AS ({sql})" for n, (sql, _params) in enumerate(statements[:-1]))
-        sql = f"WITH {heads} {statements[-1][0]}" if heads else statements[-1][0]
-        params = [param for _sql, statement_params in statements for param in statement_params]
         with connection.cursor() as cursor:
-            sql_execute(cursor, sql, params)
+            sql_execute(cursor, *statements_chained(statements[:-1], statements[-1]))
         return
     with transaction.atomic(), connection.cursor() as cursor:
         for sql, params in statements:
             cursor.execute(sql, params)
+
+
+def statements_chained(
+    writes: list[tuple[str, list]], last: tuple[str, list], named: list[tuple[str, str, list]] = ()
+) -> tuple[str, list]:
+    """PostgreSQL: one statement running ``writes`` (independent data-modifying statements) as
+    CTEs, then ``named`` (name, sql, params) CTEs that later ones may read (``INSERT … RETURNING
+    id`` feeding the next), then ``last``. Returns (sql, params) for ``sql_execute``."""
+    heads = [f"s{n} AS ({sql})" for n, (sql, _params) in enumerate(writes)] + [f"{name} AS ({sql})" for name, sql, _params in named]
+    params = [param for _sql, statement_params in writes for param in statement_params]
+    params += [param for _name, _sql, statement_params in named for param in statement_params]
+    sql = f"WITH {', '.join(heads)} {last[0]}" if heads else last[0]
+    return sql, params + list(last[1])
 
 
 # Hot statements are prepared once per PostgreSQL session and then run with EXECUTE: parsing and

@@ -4,32 +4,34 @@ from __future__ import annotations
 
 from django.db import connection
 
-from kameng.sql import model_columns, model_from_sql
-from shop.models import Order
+from kameng.sql import model_columns, models_from_sql
+from shop.models import Order, Product
 
 # Hand-written because it runs once per delivery on the hot path: the ORM's query compilation
 # cost more than the query itself (see bench/reserve.py). FOR UPDATE OF o locks the order row
-# only; locking the joined product row would serialise every delivery of that product.
+# only; locking the joined product row would serialise every delivery of that product. The
+# product comes along (its threshold, delay and message templates), read without a lock.
 _ORDER_LOCK_SQL = """
-    SELECT {columns}, p.low_stock_threshold AS low_stock_threshold, p.delivery_delay_minutes AS delivery_delay_minutes
+    SELECT {columns}, {product_columns}
       FROM {order} o JOIN {product} p ON p.id = o.product_id
      WHERE o.id = %s {lock}
 """
 
 
 def order_lock(order_id: int) -> Order:
-    """Lock one order row (SELECT … FOR UPDATE) and return it freshly read.
-
-    The product's low-stock threshold comes along as ``low_stock_threshold``. Raises
-    Order.DoesNotExist. Lock order across the project: payment row, then order, then card keys.
+    """Lock one order row (SELECT … FOR UPDATE) and return it freshly read, with its product
+    loaded (``order.product``, not locked). Raises Order.DoesNotExist. Lock order across the
+    project: payment row, then order, then card keys.
     """
     sql = _ORDER_LOCK_SQL.format(
         columns=model_columns(Order, "o"),
+        product_columns=model_columns(Product, "p", "product__"),
         order=Order._meta.db_table,
         product=Order._meta.get_field("product").related_model._meta.db_table,
         lock="FOR UPDATE OF o" if connection.features.has_select_for_update_of else "",
     )
-    order = model_from_sql(Order, sql, [order_id])
-    if order is None:
+    found = models_from_sql(sql, [order_id], (Order, ""), (Product, "product__"))
+    if found is None:
         raise Order.DoesNotExist(f"order {order_id}")
+    order, order.product = found
     return order
