@@ -37,7 +37,7 @@ def available_counts(*, product_ids: list[int]) -> dict[int, int]:
     }
 
 
-_SELLABLE_UNITS_SQL = """
+SELLABLE_UNITS_SQL = """
     SELECT COALESCE(SUM(CASE WHEN max_uses IS NULL THEN %s ELSE max_uses - uses END), 0)
       FROM (SELECT max_uses, uses FROM {table}
              WHERE product_id = %s AND status = %s AND (expires_at IS NULL OR expires_at > %s)
@@ -57,7 +57,7 @@ def product_has_stock(*, product_id: int, quantity: int) -> bool:
     with connection.cursor() as cursor:
         sql_execute(
             cursor,
-            _SELLABLE_UNITS_SQL.format(table=CardKey._meta.db_table),
+            SELLABLE_UNITS_SQL.format(table=CardKey._meta.db_table),
             [quantity, product_id, CardKeyStatus.AVAILABLE, now, quantity],
         )
         return cursor.fetchone()[0] >= quantity

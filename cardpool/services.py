@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import secrets as token_source
+from dataclasses import dataclass
 
 from django.db import connection, transaction
 from django.db.models import F, Value
@@ -12,7 +13,7 @@ from django.utils import timezone
 
 from cardpool.crypto import keyring, secret_blind_index, secret_encrypt, secret_mask, secret_normalize
 from cardpool.models import CardKey, CardKeyStatus, ImportBatch
-from cardpool.selectors import product_has_stock
+from cardpool.selectors import SELLABLE_UNITS_SQL, product_has_stock
 from kameng.sql import sql_execute
 
 logger = logging.getLogger(__name__)
@@ -52,7 +53,19 @@ _REUSE_SQL = """
 """
 
 
-def cardkeys_sell_to_order(*, order, quantity: int | None = None) -> int:
+# The sale and a stock probe in one round trip (PostgreSQL): the probe reads the statement's
+# snapshot, in which the keys being sold still count, so it asks for ``probe + sold`` units.
+_SELL_PROBED_SQL = "WITH sold AS ({sell} RETURNING 1) SELECT (SELECT count(*) FROM sold), ({units})"
+
+
+@dataclass(frozen=True)
+class Sale:
+    keys: int
+    # Whether at least ``stock_probe`` units are left after the sale; None when not probed.
+    stock_left: bool | None = None
+
+
+def cardkeys_sell_to_order(*, order, quantity: int | None = None, stock_probe: int | None = None) -> Sale:
     """Mark exactly ``quantity`` (default ``order.quantity``) sellable keys sold to ``order`` in
     the caller's transaction.
 
@@ -62,23 +75,36 @@ def cardkeys_sell_to_order(*, order, quantity: int | None = None) -> int:
     LIMIT n: soonest-expiring first, then oldest, never an expired key. Hand-written because it
     is the hottest statement of a flash sale. When unique keys run short, reusable keys make up
     the rest, one use per unit, each use a sold row of its own (``reuse_of``) so an order's keys
-    stay its own rows. Raises StockShortfall.
+    stay its own rows. ``stock_probe``: also tell whether that many units are left (the low-stock
+    check), in the same statement on PostgreSQL. Raises StockShortfall.
     """
     wanted = order.quantity if quantity is None else quantity
     lock = "FOR UPDATE SKIP LOCKED" if connection.features.has_select_for_update_skip_locked else ""
     now = connection.ops.adapt_datetimefield_value(timezone.now())
+    table = CardKey._meta.db_table
+    sell = _SELL_SQL.format(table=table, lock=lock)
+    params = [CardKeyStatus.SOLD, order.pk, now, order.product_id, CardKeyStatus.AVAILABLE, now, wanted]
+    stock_left = None
     with connection.cursor() as cursor:
-        sql_execute(
-            cursor,
-            _SELL_SQL.format(table=CardKey._meta.db_table, lock=lock),
-            [CardKeyStatus.SOLD, order.pk, now, order.product_id, CardKeyStatus.AVAILABLE, now, wanted],
-        )
-        sold = cursor.rowcount
+        if stock_probe is not None and connection.vendor == "postgresql":
+            asked = stock_probe + wanted
+            sql_execute(
+                cursor,
+                _SELL_PROBED_SQL.format(sell=sell, units=SELLABLE_UNITS_SQL.format(table=table)),
+                [*params, asked, order.product_id, CardKeyStatus.AVAILABLE, now, asked],
+            )
+            sold, units = cursor.fetchone()
+            stock_left = units >= asked
+        else:
+            sql_execute(cursor, sell, params)
+            sold = cursor.rowcount
+    if sold < wanted:
+        stock_left = None  # reusable keys make up the rest: the probe no longer applies
     while sold < wanted and _reusable_key_use(order=order, now=now):
         sold += 1
     if sold != wanted:
         raise StockShortfall(f"order {order.pk}: {sold} of {wanted} keys")
-    return sold
+    return Sale(keys=sold, stock_left=stock_left)
 
 
 def _reusable_key_use(*, order, now) -> bool:

@@ -46,7 +46,8 @@ class DeliveryRefused(Exception):
 def _order_fulfil(*, order: Order, actor: str, schedule_messages: bool = True) -> None:
     """Sell the order's keys and mark it delivered, on a locked order, in the caller's
     transaction. Raises StockShortfall: the caller rolls back and calls _order_short_of_stock."""
-    cardkeys_sell_to_order(order=order)
+    threshold = order.product.low_stock_threshold
+    sale = cardkeys_sell_to_order(order=order, stock_probe=threshold + 1)
     writes = []  # the order's writes go in one round trip with its message row
     order_transition(
         order=order,
@@ -57,7 +58,8 @@ def _order_fulfil(*, order: Order, actor: str, schedule_messages: bool = True) -
         statements=writes,
     )
     _order_messages_send(order=order, schedule=schedule_messages, statements=writes)
-    stock_alert_check(product_id=order.product_id, threshold=order.product.low_stock_threshold)
+    if not sale.stock_left:  # at or below the threshold now, or not probed
+        stock_alert_check(product_id=order.product_id, threshold=threshold)
 
 
 def _order_short_of_stock(*, order_id: int, expected_status: str, actor: str) -> str:
