@@ -31,9 +31,9 @@ from delivery.channels import ChannelError, DeliveryContent, channel_get
 from delivery.channels.base import DeliveredKey
 from delivery.channels.sms import sms_enabled
 from delivery.models import AttemptState, DeliveryAttempt, DeliveryMessage, DeliveryRules, MessageState, StockAlert
-from kameng.sql import model_columns, model_from_sql, sql_execute, statements_chained, statements_run
-from shop.lock_objects import order_lock
-from shop.models import ContactKind, ExceptionReason, Order, OrderEvent, OrderStatus, Product
+from kameng.sql import sql_execute, statements_chained, statements_run
+from shop.lock_objects import order_lock, order_with_product
+from shop.models import ContactKind, ExceptionReason, Order, OrderEvent, OrderStatus
 from shop.services import order_exception_enter, order_transition
 
 logger = logging.getLogger(__name__)
@@ -407,17 +407,6 @@ def delivery_resend(*, order_id: int) -> None:
 # --- Email ---------------------------------------------------------------------------------
 
 
-def order_with_product(*, order_id: int) -> Order:
-    """An order with its product loaded, in two plain reads (no locks), for building messages."""
-    order = model_from_sql(Order, f"SELECT {model_columns(Order)} FROM {Order._meta.db_table} WHERE id = %s", [order_id])
-    order.product = product_read(product_id=order.product_id)
-    return order
-
-
-def product_read(*, product_id: int) -> Product:
-    return model_from_sql(Product, f"SELECT {model_columns(Product)} FROM {Product._meta.db_table} WHERE id = %s", [product_id])
-
-
 def delivery_content(*, order: Order) -> DeliveryContent:
     """What a message for ``order`` carries, plaintext keys included. Never log it."""
     return DeliveryContent(
@@ -508,7 +497,7 @@ def message_send(*, message_id: int) -> str:
 def _message_deliver(*, message: DeliveryMessage, attempt: DeliveryAttempt, order: Order | None = None) -> str:
     """Carry out a claimed try (the message is "sending", its attempt on record)."""
     if order is None:
-        message.order = order_with_product(order_id=message.order_id)
+        message.order = order_with_product(message.order_id)
     else:
         message.order = order  # locked by the delivery with its product (order_lock)
     try:

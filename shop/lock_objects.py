@@ -23,12 +23,21 @@ def order_lock(order_id: int) -> Order:
     loaded (``order.product``, not locked). Raises Order.DoesNotExist. Lock order across the
     project: payment row, then order, then card keys.
     """
+    return _order_with_product(order_id, lock=True)
+
+
+def order_with_product(order_id: int) -> Order:
+    """The same read without a lock (building a message outside the delivery transaction)."""
+    return _order_with_product(order_id, lock=False)
+
+
+def _order_with_product(order_id: int, *, lock: bool) -> Order:
     sql = _ORDER_LOCK_SQL.format(
         columns=model_columns(Order, "o"),
         product_columns=model_columns(Product, "p", "product__"),
         order=Order._meta.db_table,
-        product=Order._meta.get_field("product").related_model._meta.db_table,
-        lock="FOR UPDATE OF o" if connection.features.has_select_for_update_of else "",
+        product=Product._meta.db_table,
+        lock="FOR UPDATE OF o" if lock and connection.features.has_select_for_update_of else "",
     )
     found = models_from_sql(sql, [order_id], (Order, ""), (Product, "product__"))
     if found is None:
