@@ -18,6 +18,8 @@ class PaymentState(models.TextChoices):
 
 # States in which the platform holds the buyer's money for this payment.
 MONEY_RECEIVED = (PaymentState.SUCCEEDED, PaymentState.MISMATCHED, PaymentState.DUPLICATE)
+# States a paid notice can still confirm (a trade closed by us may yet be paid: still confirmed).
+AWAITING_MONEY = (PaymentState.CREATED, PaymentState.CLOSED)
 
 
 class Payment(models.Model):

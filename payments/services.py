@@ -26,6 +26,7 @@ from payments.gateways.base import (
 )
 from payments.lock_objects import payment_lock
 from payments.models import (
+    AWAITING_MONEY,
     MONEY_RECEIVED,
     NotificationVerdict,
     Payment,
@@ -190,7 +191,7 @@ def _notice_apply(*, gateway: PaymentGateway, notice: VerifiedNotification, raw:
         if not gateway.is_enabled() and not order.is_test:
             # Staff test mode only: a public order can never be paid by a disabled gateway.
             return _rejected(gateway=gateway, raw=raw, reason="gateway disabled", out_trade_no=notice.out_trade_no)
-        if notice.paid and payment.state in (PaymentState.CREATED, PaymentState.CLOSED):
+        if notice.paid and payment.state in AWAITING_MONEY:
             ledger = (
                 _LEDGER_INSERT_SQL.format(table=PaymentNotification._meta.db_table),
                 _ledger_row(gateway=gateway.identifier, notice=notice, payment_id=payment.pk, raw=raw),
@@ -204,20 +205,18 @@ def _notice_apply(*, gateway: PaymentGateway, notice: VerifiedNotification, raw:
 def payment_confirm(
     *, payment: Payment, order: Order, notice: VerifiedNotification, actor: str = "system", statements: list | None = None
 ) -> str:
-    """Confirm a payment from a verified notice; idempotent. The caller locked the payment and
-    its order (``payment_lock``). Returns the payment's state.
+    """Confirm a payment awaiting money (``AWAITING_MONEY``) from a verified paid notice. The
+    caller locked the payment and its order (``payment_lock``) and checked its state under that
+    lock, so duplicate and concurrent notices confirm it once. Returns the payment's new state.
 
     Equal amount → succeeded and the order is paid (delivery is sent after commit).
     A different amount → mismatched and the order goes to the exception queue.
     Money for an order another payment already paid → duplicate, queued for a refund.
-    A payment already confirmed (or closed and then paid: still confirmed) is handled once.
     ``statements``: the caller's writes, run in the same round trip as the confirmation's.
     """
+    if payment.state not in AWAITING_MONEY:
+        raise ValueError(f"payment {payment.out_trade_no} is {payment.state}, not awaiting money")
     statements = list(statements or [])
-    if payment.state not in (PaymentState.CREATED, PaymentState.CLOSED):
-        if statements:
-            statements_run(statements)
-        return payment.state
     payment.paid_amount = notice.amount
     payment.transaction_id = notice.transaction_id
     payment.confirmed_at = timezone.now()
@@ -257,7 +256,7 @@ def payment_reconcile(*, payment_id: int, actor: str = "system") -> str:
     Returns "paid", "unpaid" or "unknown". Raises GatewayError when the platform cannot answer.
     """
     payment = Payment.objects.get(pk=payment_id)
-    if payment.state not in (PaymentState.CREATED, PaymentState.CLOSED):
+    if payment.state not in AWAITING_MONEY:
         return "paid" if payment.state in MONEY_RECEIVED else "unpaid"
     gateway = gateway_get(payment.gateway)
     status = gateway.query(out_trade_no=payment.out_trade_no)
@@ -434,7 +433,7 @@ def orders_query_platform(*, order_ids: list[int], actor: str) -> list[tuple[Ord
     results = []
     for order in Order.objects.filter(pk__in=order_ids):
         outcomes = []
-        for payment in order.payments.filter(state__in=[PaymentState.CREATED, PaymentState.CLOSED]):
+        for payment in order.payments.filter(state__in=AWAITING_MONEY):
             try:
                 outcomes.append(f"{payment.gateway} {payment_reconcile(payment_id=payment.pk, actor=actor)}")
             except (GatewayError, GatewayNotFound) as exc:
