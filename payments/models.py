@@ -27,7 +27,8 @@ class Payment(models.Model):
 
     order = models.ForeignKey("shop.Order", on_delete=models.PROTECT, related_name="payments")
     gateway = models.CharField(_("gateway"), max_length=32)
-    out_trade_no = models.CharField(_("out trade no"), max_length=64, unique=True)
+    # Unique through Meta.constraints: unique=True would add an unused LIKE index (see shop.Order).
+    out_trade_no = models.CharField(_("out trade no"), max_length=64)
     amount = models.DecimalField(_("amount"), max_digits=12, decimal_places=2)
     paid_amount = models.DecimalField(_("paid amount"), max_digits=12, decimal_places=2, null=True, blank=True)
     state = models.CharField(_("state"), max_length=16, choices=PaymentState.choices, default=PaymentState.CREATED)
@@ -41,6 +42,7 @@ class Payment(models.Model):
         ordering = ["-created_at"]
         verbose_name = _("payment")
         verbose_name_plural = _("payments")
+        constraints = [models.UniqueConstraint(fields=["out_trade_no"], name="payment_out_trade_no_unique")]
 
     def __str__(self) -> str:
         return self.out_trade_no

@@ -96,9 +96,12 @@ class ContactKind(models.TextChoices):
 
 
 class Order(models.Model):
-    number = models.CharField(_("order number"), max_length=32, unique=True, editable=False)
+    # Unique through Meta.constraints, not unique=True: on PostgreSQL unique=True also builds a
+    # varchar_pattern_ops index for LIKE 'prefix%' lookups, which nothing here makes, and every
+    # index costs each order update (bench/notify.py, bench/deliver.py).
+    number = models.CharField(_("order number"), max_length=32, editable=False)
     # The secret in the order page's link; the order number alone never opens the page.
-    access_token = models.CharField(max_length=64, unique=True, editable=False)
+    access_token = models.CharField(max_length=64, editable=False)
     product = models.ForeignKey(Product, on_delete=models.PROTECT, related_name="orders", verbose_name=_("product"))
     quantity = models.PositiveIntegerField(_("quantity"), validators=[MinValueValidator(1)])
     unit_price = models.DecimalField(_("unit price"), max_digits=10, decimal_places=2)
@@ -108,8 +111,8 @@ class Order(models.Model):
     query_password_hash = models.CharField(max_length=200, editable=False)
     client_ip = models.GenericIPAddressField(_("client IP"), null=True, blank=True)
     status = models.CharField(
-        _("status"), max_length=16, choices=OrderStatus.choices, default=OrderStatus.PENDING, db_index=True
-    )
+        _("status"), max_length=16, choices=OrderStatus.choices, default=OrderStatus.PENDING
+    )  # indexed by the (status, …) indexes below
     exception_reason = models.CharField(_("exception reason"), max_length=32, choices=ExceptionReason.choices, blank=True)
     exception_note = models.TextField(_("exception note"), blank=True)
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)
@@ -138,6 +141,8 @@ class Order(models.Model):
             models.Index(fields=["contact"], name="order_contact"),
         ]
         constraints = [
+            models.UniqueConstraint(fields=["number"], name="order_number_unique"),
+            models.UniqueConstraint(fields=["access_token"], name="order_access_token_unique"),
             models.CheckConstraint(condition=models.Q(quantity__gte=1), name="order_quantity_positive"),
         ]
 
