@@ -42,16 +42,19 @@ def dispatch_listens() -> bool:
 _NOTIFY_SQL = "SELECT pg_notify(%s, %s)"
 
 
-def paid_order_announce(*, order_id: int, statements: list[tuple[str, list]] | None = None) -> None:
+def paid_order_announce(
+    *, order_id: int, statements: list[tuple[str, list]] | None = None, guard: tuple[str, list] | None = None
+) -> None:
     """Get a paid order delivered once the current transaction commits (never raises on broker
     errors; a lost announcement is re-driven by the sweeper). ``statements``: data-modifying
-    statements of the caller's to run in the same round trip as the announcement."""
+    statements of the caller's to run in the same round trip as the announcement; ``guard``: as
+    for ``statements_run`` (raises StaleRows, and then nothing is announced)."""
     statements = list(statements or [])
     if dispatch_listens():
-        statements_run([*statements, (_NOTIFY_SQL, [PAID_CHANNEL, str(order_id)])])
+        statements_run([*statements, (_NOTIFY_SQL, [PAID_CHANNEL, str(order_id)])], guard=guard)
         return
     if statements:
-        statements_run(statements)
+        statements_run(statements, guard=guard)
     from delivery import tasks
 
     tasks.order_deliver.delay_on_commit(order_id)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from decimal import Decimal
 
+import psycopg2
 import pytest
+from django.db import connection, connections, transaction
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
@@ -15,7 +18,10 @@ from payments.gateways.base import GatewayError
 from payments.models import Payment, PaymentNotification, PaymentState, Refund, RefundState
 from payments.services import RefundRefused, refund_request
 from payments.tasks import orders_expire, payments_reconcile
+from shop.lock_objects import order_lock
 from shop.models import ExceptionReason, Order, OrderStatus
+from shop.services import order_transition
+from tests.conftest import wait_until
 from tests.factories import ProductFactory, stock_product
 from tests.races import run_together
 from tests.storefront import checkout, post_notification
@@ -310,3 +316,44 @@ def test_buyer_cancels_an_unpaid_order_and_a_late_payment_is_still_kept(client, 
         post_notification(client, alipay.notification(out_trade_no=payment.out_trade_no, amount="30.00"), "alipay")
     order.refresh_from_db()
     assert order.status == OrderStatus.EXCEPTION and order.exception_reason == ExceptionReason.PAID_AFTER_EXPIRY
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_payment_landing_while_the_buyer_cancels_is_kept_for_the_exception_queue(alipay, product):
+    """The notification reads the order as pending, but the buyer's cancel commits before its
+    write: nothing of the first decision is written, and the notice is decided again on the
+    cancelled order."""
+    client = Client()
+    order = checkout(client, product)
+    payment = start(client, order)
+    fields = alipay.notification(out_trade_no=payment.out_trade_no, amount="30.00")
+    watcher = psycopg2.connect(**connection.get_connection_params())
+    watcher.autocommit = True
+
+    def notification_waits_for_the_order():
+        with watcher.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM pg_locks WHERE NOT granted")
+            return cursor.fetchone()[0] > 0
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        with transaction.atomic():
+            order_transition(order=order_lock(order.pk), to=OrderStatus.CANCELLED, event_type="shop.order.cancelled", actor="buyer")
+            answer = pool.submit(lambda: _post_and_close(fields))
+            wait_until(notification_waits_for_the_order, message="the notification to wait for the cancel")
+        assert answer.result(timeout=30) == b"success"
+    watcher.close()
+
+    order.refresh_from_db()
+    assert (order.status, order.exception_reason) == (OrderStatus.EXCEPTION, ExceptionReason.PAID_AFTER_EXPIRY)
+    assert not CardKey.objects.filter(order=order).exists()
+    assert order.events.filter(type="shop.order.paid").count() == 0
+    assert Payment.objects.get(pk=payment.pk).state == PaymentState.SUCCEEDED
+    assert PaymentNotification.objects.get().times_received == 1
+
+
+def _post_and_close(fields) -> bytes:
+    try:
+        return post_notification(Client(), fields, "alipay").content
+    finally:
+        connections.close_all()
