@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from urllib.parse import parse_qsl
+
+from django.conf import settings
+from django.core.exceptions import TooManyFieldsSent
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.views.decorators.cache import never_cache
@@ -24,10 +29,31 @@ def notify(request: HttpRequest, gateway: str) -> HttpResponse:
     except GatewayNotFound:
         raise Http404("unknown payment gateway") from None
     outcome = notification_receive(
-        gateway=found, body=request.body, headers=request.headers, form=request.POST
+        gateway=found, body=request.body, headers=request.headers, form=_form_fields(request)
     )
     ack = found.notification_ack(accepted=outcome.accepted, reason=outcome.reason)
     return HttpResponse(ack.body, status=ack.status, content_type=ack.content_type)
+
+
+def _form_fields(request: HttpRequest) -> Mapping[str, str]:
+    """A notification's form fields, the last value of a repeated name winning as in
+    ``request.POST``. The urlencoded form the platforms post is parsed straight from the body:
+    the QueryDict that ``request.POST`` builds for it cost a tenth of a notification's Python
+    time (bench/notify.py). Decoded as Django decodes forms; other bodies go to ``request.POST``."""
+    if request.content_type != "application/x-www-form-urlencoded":
+        return request.POST
+    encoding = request.encoding or settings.DEFAULT_CHARSET
+    try:
+        text = request.body.decode(encoding)
+    except UnicodeDecodeError:
+        text = request.body.decode("iso-8859-1")
+    try:
+        fields = parse_qsl(
+            text, keep_blank_values=True, encoding=encoding, max_num_fields=settings.DATA_UPLOAD_MAX_NUMBER_FIELDS
+        )
+    except ValueError:
+        raise TooManyFieldsSent("too many fields in a payment notification") from None
+    return dict(fields)
 
 
 @never_cache

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 from django.test import Client
 from django.urls import reverse
 
@@ -26,4 +28,7 @@ def start_sandbox_payment(client: Client, order: Order) -> Payment:
 
 
 def post_notification(client: Client, fields: dict, gateway: str = "sandbox"):
-    return client.post(reverse("payments:notify", args=[gateway]), fields)
+    """POST a notification form as the platforms send it (urlencoded, UTF-8)."""
+    return client.post(
+        reverse("payments:notify", args=[gateway]), urlencode(fields), content_type="application/x-www-form-urlencoded; charset=utf-8"
+    )

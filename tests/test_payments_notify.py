@@ -225,6 +225,25 @@ def test_notify_with_garbage_body_is_refused_cleanly(client):
     assert response.status_code == 400 and response.content == b"fail"
 
 
+def test_notify_with_a_form_that_is_not_utf8_is_refused_cleanly(client):
+    response = client.post(
+        reverse("payments:notify", args=["sandbox"]), data=b"sign=\xff\xfe&out_trade_no=%FF%FE",
+        content_type="application/x-www-form-urlencoded",
+    )
+
+    assert response.status_code == 400 and response.content == b"fail"
+    assert PaymentNotification.objects.get().reason.startswith("missing fields")
+
+
+def test_notify_with_thousands_of_form_fields_is_refused_and_not_recorded(client):
+    body = "&".join(f"field{n}=x" for n in range(5000))
+
+    response = client.post(reverse("payments:notify", args=["sandbox"]), data=body, content_type="application/x-www-form-urlencoded")
+
+    assert response.status_code == 400
+    assert not PaymentNotification.objects.exists()
+
+
 def test_staff_test_mode_buys_with_the_sandbox_in_production_and_is_left_out_of_sales(admin_client, client, on_commit, settings):
     settings.PAYMENTS_SANDBOX_ENABLED = False
     settings.PAYMENTS_SANDBOX_SECRET = ""

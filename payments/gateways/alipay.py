@@ -236,8 +236,12 @@ class AlipayGateway(PaymentGateway):
     @staticmethod
     def _check_fresh(notify_time: str, config: AlipaySettings) -> None:
         # Alipay retries a notification for about 25 hours; anything much older is a replay.
+        # "YYYY-MM-DD HH:MM:SS", China time. fromisoformat, held to exactly that shape, is a
+        # tenth of strptime's cost on every notification.
         try:
-            sent = dt.datetime.strptime(notify_time, "%Y-%m-%d %H:%M:%S").replace(tzinfo=CHINA)
+            if len(notify_time) != 19 or notify_time[10] != " ":
+                raise ValueError(notify_time)
+            sent = dt.datetime.fromisoformat(notify_time).replace(tzinfo=CHINA)
         except ValueError:
             raise NotificationRejected("bad notify_time") from None
         now = dt.datetime.now(CHINA)
