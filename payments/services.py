@@ -214,7 +214,8 @@ def _notice_apply(*, gateway: PaymentGateway, notice: VerifiedNotification, raw:
 def _notice_confirm_unlocked(*, gateway: PaymentGateway, notice: VerifiedNotification, raw: str, actor: str) -> bool:
     """PostgreSQL, the common case of a paid notice: the payment awaits money and its order is
     pending. Decided on an unlocked read and written in one statement guarded by the rows'
-    versions (``payment_read``): two round trips instead of the transaction's five. False when
+    versions (``payment_read``): two round trips, the read and the write, instead of the
+    transaction's four (BEGIN, the lock, the write, COMMIT). False when
     the case is not that one (the locked path decides); raises StaleRows when the rows changed
     in between (nothing was written)."""
     found = payment_read(out_trade_no=notice.out_trade_no, gateway=gateway.identifier)
