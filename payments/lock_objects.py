@@ -27,21 +27,21 @@ def payment_lock(*, out_trade_no: str, gateway: str) -> tuple[Payment, Order] | 
     return models_from_sql(_payment_order_sql(lock=lock), [out_trade_no, gateway], *_MODELS)
 
 
-def payment_read(*, out_trade_no: str, gateway: str) -> tuple[Payment, Order, tuple[str, list]] | None:
-    """PostgreSQL: a payment and its order read without a lock, and a guard for the writes
-    decided on them (``statements_run(…, guard=…)``): they apply only if neither row has changed
-    since, and lock both rows (in the project's lock order) while they do. None when there is no
-    such payment. Saves the transaction's own round trips (BEGIN, the lock, COMMIT) on the
-    notification path; a write that finds the rows changed writes nothing (StaleRows)."""
+def payment_read(*, out_trade_no: str, gateway: str) -> tuple[tuple[Payment, Order] | None, tuple[str, list] | None]:
+    """PostgreSQL: a payment and its order read without a lock (None when there is no such
+    payment), and a guard for the writes decided on them (``statements_run(…, guard=…)``): they
+    apply only if neither row has changed since, and lock both rows (in the project's lock
+    order) while they do. Saves the transaction's own round trips (BEGIN, the lock, COMMIT) on
+    the notification path; a write that finds the rows changed writes nothing (StaleRows)."""
     found = models_from_sql(_payment_order_sql(versions=True), [out_trade_no, gateway], *_MODELS)
     if found is None:
-        return None
+        return None, None
     payment, order = found
     guard = row_guard(
         (Payment._meta.db_table, payment.pk, payment.payment_version),
         (Order._meta.db_table, order.pk, payment.order_version),
     )
-    return payment, order, guard
+    return (payment, order), guard
 
 
 _MODELS = ((Payment, "payment__"), (Order, "order__"))

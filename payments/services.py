@@ -179,59 +179,59 @@ def _ledger_record(*, gateway: str, notice: VerifiedNotification, payment_id: in
 def _notice_apply(*, gateway: PaymentGateway, notice: VerifiedNotification, raw: str, actor: str = "system") -> NotificationOutcome:
     """Apply a verified notice (from a notification or a platform query) exactly once.
 
-    The payment row and its order are locked first: duplicate, replayed and concurrent copies
-    queue here, and see the payment as the one before them left it. A notice that confirms the
-    payment is written to the ledger with the confirmation, in one round trip on PostgreSQL.
-    There, a paid notice for a pending order first tries the same decision on an unlocked read,
-    written only if the rows are unchanged (``_notice_confirm_unlocked``); any other case, or a
-    concurrent change, comes here.
+    PostgreSQL reads the payment and its order without a lock first. A paid notice for a pending
+    order is then confirmed in one statement that writes only if neither row changed since the
+    read (``payment_read``'s guard); a duplicate, a replay or a notice that pays nothing is only
+    recorded in the ledger, which needs no lock. Anything else (money for an order that is no
+    longer pending), a concurrent change, and every notice on SQLite is decided with the payment
+    row and its order locked (``payment_lock``): concurrent copies queue there and see the
+    payment as the one before them left it. Either way the same rules decide (``_notice_decide``).
     """
-    if notice.paid and connection.vendor == "postgresql":
+    if connection.vendor == "postgresql":
+        found, guard = payment_read(out_trade_no=notice.out_trade_no, gateway=gateway.identifier)
         try:
-            if _notice_confirm_unlocked(gateway=gateway, notice=notice, raw=raw, actor=actor):
-                return NotificationOutcome(accepted=True, verdict=NotificationVerdict.ACCEPTED)
+            outcome = _notice_decide(gateway=gateway, notice=notice, raw=raw, actor=actor, found=found, guard=guard)
         except StaleRows:
-            pass  # a concurrent change got there first: decide again below, under the locks
+            outcome = None  # a concurrent change got there first: decide again, under the locks
+        if outcome is not None:
+            return outcome
     with transaction.atomic(durable=True):
-        locked = payment_lock(out_trade_no=notice.out_trade_no, gateway=gateway.identifier)
-        if locked is None:
-            return _rejected(gateway=gateway, raw=raw, reason="unknown out_trade_no", out_trade_no=notice.out_trade_no)
-        payment, order = locked
-        if not gateway.is_enabled() and not order.is_test:
-            # Staff test mode only: a public order can never be paid by a disabled gateway.
-            return _rejected(gateway=gateway, raw=raw, reason="gateway disabled", out_trade_no=notice.out_trade_no)
-        if notice.paid and payment.state in AWAITING_MONEY:
-            ledger = (
-                _LEDGER_INSERT_SQL.format(table=PaymentNotification._meta.db_table),
-                _ledger_row(gateway=gateway.identifier, notice=notice, payment_id=payment.pk, raw=raw),
-            )
-            payment_confirm(payment=payment, order=order, notice=notice, actor=actor, statements=[ledger])
-        elif not _ledger_record(gateway=gateway.identifier, notice=notice, payment_id=payment.pk, raw=raw):
-            return NotificationOutcome(accepted=True, verdict=NotificationVerdict.DUPLICATE)
-    return NotificationOutcome(accepted=True, verdict=NotificationVerdict.ACCEPTED)
+        found = payment_lock(out_trade_no=notice.out_trade_no, gateway=gateway.identifier)
+        return _notice_decide(gateway=gateway, notice=notice, raw=raw, actor=actor, found=found)
 
 
-def _notice_confirm_unlocked(*, gateway: PaymentGateway, notice: VerifiedNotification, raw: str, actor: str) -> bool:
-    """PostgreSQL, the common case of a paid notice: the payment awaits money and its order is
-    pending. Decided on an unlocked read and written in one statement guarded by the rows'
-    versions (``payment_read``): two round trips, the read and the write, instead of the
-    transaction's four (BEGIN, the lock, the write, COMMIT). False when
-    the case is not that one (the locked path decides); raises StaleRows when the rows changed
-    in between (nothing was written)."""
-    found = payment_read(out_trade_no=notice.out_trade_no, gateway=gateway.identifier)
+def _notice_decide(
+    *,
+    gateway: PaymentGateway,
+    notice: VerifiedNotification,
+    raw: str,
+    actor: str,
+    found: tuple[Payment, Order] | None,
+    guard: tuple[str, list] | None = None,
+) -> NotificationOutcome | None:
+    """The rules for a verified notice, on its payment and order: locked, or read unlocked with
+    their ``guard``. Returns None when they were read unlocked and the case needs the locks (a
+    payment for an order that is not pending: its exception paths write with the ORM). Raises
+    StaleRows when a guarded confirmation found the rows changed (it wrote nothing)."""
     if found is None:
-        return False
-    payment, order, guard = found
-    if payment.state not in AWAITING_MONEY or order.status != OrderStatus.PENDING:
-        return False
+        return _rejected(gateway=gateway, raw=raw, reason="unknown out_trade_no", out_trade_no=notice.out_trade_no)
+    payment, order = found
     if not gateway.is_enabled() and not order.is_test:
-        return False
-    ledger = (
-        _LEDGER_INSERT_SQL.format(table=PaymentNotification._meta.db_table),
-        _ledger_row(gateway=gateway.identifier, notice=notice, payment_id=payment.pk, raw=raw),
-    )
-    payment_confirm(payment=payment, order=order, notice=notice, actor=actor, statements=[ledger], guard=guard)
-    return True
+        # Staff test mode only: a public order can never be paid by a disabled gateway.
+        return _rejected(gateway=gateway, raw=raw, reason="gateway disabled", out_trade_no=notice.out_trade_no)
+    if notice.paid and payment.state in AWAITING_MONEY:
+        if guard is not None and order.status != OrderStatus.PENDING:
+            return None
+        ledger = (
+            _LEDGER_INSERT_SQL.format(table=PaymentNotification._meta.db_table),
+            _ledger_row(gateway=gateway.identifier, notice=notice, payment_id=payment.pk, raw=raw),
+        )
+        payment_confirm(payment=payment, order=order, notice=notice, actor=actor, statements=[ledger], guard=guard)
+    # A notice that confirms nothing only goes in the ledger (one upsert): no lock is needed,
+    # since a payment that no longer awaits money never awaits it again.
+    elif not _ledger_record(gateway=gateway.identifier, notice=notice, payment_id=payment.pk, raw=raw):
+        return NotificationOutcome(accepted=True, verdict=NotificationVerdict.DUPLICATE)
+    return NotificationOutcome(accepted=True, verdict=NotificationVerdict.ACCEPTED)
 
 
 def payment_confirm(
