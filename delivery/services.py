@@ -34,7 +34,7 @@ from delivery.models import AttemptState, DeliveryAttempt, DeliveryMessage, Deli
 from kameng.sql import sql_execute, statements_chained, statements_run
 from shop.lock_objects import order_lock, order_with_product
 from shop.models import ContactKind, ExceptionReason, Order, OrderEvent, OrderStatus
-from shop.services import order_exception_enter, order_transition
+from shop.services import order_event_statement, order_exception_enter, order_transition
 
 logger = logging.getLogger(__name__)
 
@@ -298,7 +298,8 @@ _MESSAGE_INSERT_SQL = """
 """
 
 # Sends this process claimed inside a delivery transaction and carries out right after its
-# commit (order_messages_send_now): order id → [(message id, attempt id, channel, recipient)].
+# commit (order_messages_send_now): order id → [(message id, attempt id, channel, recipient,
+# the order as the transaction left it)].
 # Process-local and short-lived: order_deliver clears an order's entry before it starts, so a
 # rolled-back transaction leaves nothing behind that could be sent.
 _sends_claimed: dict[int, list[tuple[int, int, str, str, Order]]] = {}
@@ -448,19 +449,19 @@ _ATTEMPT_FIRST_SQL = """
 """
 _ATTEMPT_SENT_SQL = "UPDATE {table} SET state = %s, finished_at = %s, provider_message_id = %s WHERE id = %s"
 _MESSAGE_SENT_SQL = "UPDATE {table} SET state = %s, sent_at = %s, last_error = '' WHERE id = %s"
-_EVENT_INSERT_SQL = "INSERT INTO {table} (order_id, type, message, actor, created_at) VALUES (%s, %s, %s, 'system', %s)"
 
 
 def _message_sent(*, message: DeliveryMessage, attempt_id: int, provider_message_id: str) -> None:
     """Record a sent message: its attempt, its state and the order's event, in one transaction
     (one statement on PostgreSQL)."""
-    now = connection.ops.adapt_datetimefield_value(timezone.now())
+    at = timezone.now()
+    now = connection.ops.adapt_datetimefield_value(at)
     statements = [
         (_ATTEMPT_SENT_SQL.format(table=DeliveryAttempt._meta.db_table), [AttemptState.SENT, now, provider_message_id, attempt_id]),
         (_MESSAGE_SENT_SQL.format(table=DeliveryMessage._meta.db_table), [MessageState.SENT, now, message.pk]),
-        (
-            _EVENT_INSERT_SQL.format(table=OrderEvent._meta.db_table),
-            [message.order_id, f"delivery.{message.channel}.sent", message.recipient, now],
+        order_event_statement(
+            order_id=message.order_id, event_type=f"delivery.{message.channel}.sent", message=message.recipient,
+            actor="system", at=at,
         ),
     ]
     statements_run(statements)

@@ -86,16 +86,22 @@ def order_transition(
     assignments = ", ".join(f"{ops.quote_name(Order._meta.get_field(name).column)} = %s" for name in changed)
     writes = [
         (f"UPDATE {Order._meta.db_table} SET {assignments} WHERE id = %s", [*values, order.pk]),
-        (
-            f"INSERT INTO {OrderEvent._meta.db_table} (order_id, type, message, actor, created_at) VALUES (%s, %s, %s, %s, %s)",
-            [order.pk, event_type, message, actor, ops.adapt_datetimefield_value(now)],
-        ),
+        order_event_statement(order_id=order.pk, event_type=event_type, message=message, actor=actor, at=now),
     ]
     if statements is None:
         statements_run(writes)
     else:
         statements.extend(writes)
     return order
+
+
+def order_event_statement(*, order_id: int, event_type: str, message: str, actor: str, at: datetime) -> tuple[str, list]:
+    """The INSERT of one order event, for a caller's ``statements_run`` round trip (hot paths;
+    elsewhere ``OrderEvent.objects.create``)."""
+    return (
+        f"INSERT INTO {OrderEvent._meta.db_table} (order_id, type, message, actor, created_at) VALUES (%s, %s, %s, %s, %s)",
+        [order_id, event_type, message, actor, connection.ops.adapt_datetimefield_value(at)],
+    )
 
 
 def order_exception_enter(
