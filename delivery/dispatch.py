@@ -42,22 +42,26 @@ def dispatch_listens() -> bool:
 _NOTIFY_SQL = "SELECT pg_notify(%s, %s)"
 
 
-def paid_order_announce(
-    *, order_id: int, statements: list[tuple[str, list]] | None = None, guard: tuple[str, list] | None = None
-) -> None:
+def paid_order_announce(*, order_id: int, statements: list[tuple[str, list]] | None = None) -> None:
     """Get a paid order delivered once the current transaction commits (never raises on broker
     errors; a lost announcement is re-driven by the sweeper). ``statements``: data-modifying
-    statements of the caller's to run in the same round trip as the announcement; ``guard``: as
-    for ``statements_run`` (raises StaleRows, and then nothing is announced)."""
+    statements of the caller's to run in the same round trip as the announcement."""
     statements = list(statements or [])
     if dispatch_listens():
-        statements_run([*statements, (_NOTIFY_SQL, [PAID_CHANNEL, str(order_id)])], guard=guard)
+        statements_run([*statements, (_NOTIFY_SQL, [PAID_CHANNEL, str(order_id)])])
         return
     if statements:
-        statements_run(statements, guard=guard)
+        statements_run(statements)
     from delivery import tasks
 
     tasks.order_deliver.delay_on_commit(order_id)
+
+
+def paid_order_notify_sql(order_id: str) -> str:
+    """In listen mode, the SQL expression that announces a paid order from inside the statement
+    that pays it (its id in the SQL expression ``order_id``), so that the announcement commits
+    with the payment; "" in broker mode, where the caller calls ``paid_order_announce`` after."""
+    return f"pg_notify('{PAID_CHANNEL}', ({order_id})::text)" if dispatch_listens() else ""
 
 
 def paid_orders_catch_up() -> int:

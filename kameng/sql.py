@@ -3,43 +3,49 @@
 from __future__ import annotations
 
 import functools
-import re
 import weakref
+from collections.abc import Callable
+from typing import TypeVar
 
-from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
+from django.db import DEFAULT_DB_ALIAS, InterfaceError, OperationalError, connection, connections, transaction
+
+T = TypeVar("T")
 
 
-class StaleRows(Exception):
-    """A guarded write found the rows it was decided on changed since they were read: it wrote
-    nothing. The caller decides again, from a fresh read under a lock."""
-
-
-def statements_run(statements: list[tuple[str, list]], *, guard: tuple[str, list] | None = None) -> None:
+def statements_run(statements: list[tuple[str, list]]) -> None:
     """Run independent data-modifying statements (INSERT/UPDATE, no RETURNING) together; the
     last may also be a SELECT run for its side effect (pg_notify).
 
     On PostgreSQL they go as one statement, each but the last in a data-modifying CTE: one round
     trip instead of several, all or nothing. They share one snapshot and must not touch the same
     row twice. Elsewhere (SQLite) they run one by one inside a transaction.
-
-    ``guard`` (PostgreSQL only): a SELECT … FOR UPDATE that finds the rows the writes were
-    decided on only if they are unchanged (``row_guard``). It runs first, in the same statement;
-    when it finds nothing, no statement writes anything and StaleRows is raised.
     """
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
-            if guard is None:
-                sql_execute(cursor, *statements_chained(statements[:-1], statements[-1]))
-                return
-            sql_execute(cursor, *_statements_guarded(statements, guard))
-            if cursor.fetchone() is None:
-                raise StaleRows()
+            sql_execute(cursor, *statements_chained(statements[:-1], statements[-1]))
         return
-    if guard is not None:
-        raise ValueError("guarded statements need PostgreSQL")
     with transaction.atomic(), connection.cursor() as cursor:
         for sql, params in statements:
             cursor.execute(sql, params)
+
+
+def first_statement(run: Callable[[], T]) -> T:
+    """``run()``: one statement that is harmless to run twice, run as the first use of the
+    database in a request, in place of Django's health check of a persistent connection
+    (CONN_HEALTH_CHECKS), which costs a round trip of its own (``SELECT 1``). If the
+    connection turns out to be dead, it is closed and ``run`` runs once more on a new one: what
+    the health check would have done, without its round trip on every request."""
+    db = connection
+    if db.connection is None or db.health_check_done or not db.health_check_enabled or db.in_atomic_block:
+        return run()
+    db.health_check_done = True
+    try:
+        return run()
+    except (InterfaceError, OperationalError):
+        if db.is_usable():
+            raise  # the connection is fine: the statement itself failed
+        db.close()
+        return run()
 
 
 def statements_chained(
@@ -53,55 +59,6 @@ def statements_chained(
     params += [param for _name, _sql, statement_params in named for param in statement_params]
     sql = f"WITH {', '.join(heads)} {last[0]}" if heads else last[0]
     return sql, params + list(last[1])
-
-
-def row_guard(*rows: tuple[str, int, str]) -> tuple[str, list]:
-    """Optimistic concurrency on PostgreSQL: given (table, id, xmin) of rows as they were read
-    (``xmin``, the id of the transaction that wrote that row version, changes whenever the row
-    does), a SELECT that locks them only if they are still those versions."""
-    tables = [f"{table} r{n}" for n, (table, _pk, _xmin) in enumerate(rows)]
-    conditions = [f"r{n}.id = %s AND r{n}.xmin = %s::xid" for n in range(len(rows))]
-    aliases = ", ".join(f"r{n}" for n in range(len(rows)))
-    sql = f"SELECT 1 FROM {', '.join(tables)} WHERE {' AND '.join(conditions)} FOR UPDATE OF {aliases}"
-    return sql, [value for _table, pk, xmin in rows for value in (pk, xmin)]
-
-
-_UPDATE = re.compile(r"UPDATE (?P<head>\S+ SET .+) WHERE (?P<where>.+)", re.S)
-_INSERT = re.compile(r"INSERT INTO (?P<table>\S+) \((?P<columns>[^()]+)\) VALUES \((?P<values>.+)\)", re.S)
-_SELECT = re.compile(r"SELECT (?P<items>[^;]+)", re.S)
-_WRITE_ONLY_IF = "EXISTS (SELECT FROM guard)"
-
-
-def _statements_guarded(statements: list[tuple[str, list]], guard: tuple[str, list]) -> tuple[str, list]:
-    sql = _guarded_sql(tuple(sql for sql, _params in statements), guard[0])
-    return sql, [*guard[1], *(param for _sql, params in statements for param in params)]
-
-
-@functools.lru_cache(maxsize=64)
-def _guarded_sql(statements: tuple[str, ...], guard: str) -> str:
-    """One statement: the guard (materialised: it runs once, before any write reads it), each
-    write made conditional on the guard having found its rows, and a SELECT that returns a row
-    only then: ``statements``' last SELECT (pg_notify), or ``SELECT 1``. Only the plain shapes
-    the hot paths write are accepted: UPDATE … WHERE …, INSERT … (columns) VALUES (…), SELECT
-    without FROM."""
-    writes, last = list(statements[:-1]), statements[-1]
-    if _SELECT.fullmatch(last) and " FROM " not in last.upper():
-        main = f"{last} FROM guard"
-    else:
-        writes.append(last)
-        main = "SELECT 1 FROM guard"
-    conditional = []
-    for sql in writes:
-        if (update := _UPDATE.fullmatch(sql)) and "RETURNING" not in sql.upper():
-            sql = f"UPDATE {update['head']} WHERE {_WRITE_ONLY_IF} AND ({update['where']})"
-        elif (insert := _INSERT.fullmatch(sql)) and "ON CONFLICT" not in sql.upper() and "RETURNING" not in sql.upper():
-            sql = f"INSERT INTO {insert['table']} ({insert['columns']}) SELECT {insert['values']} WHERE {_WRITE_ONLY_IF}"
-        else:
-            raise ValueError(f"cannot guard this statement: {sql[:80]}")
-        conditional.append(sql)
-    heads = [f"guard AS MATERIALIZED ({guard})"] + [f"s{n} AS ({sql})" for n, sql in enumerate(conditional)]
-    # Parameters keep their order: the guard's, then each statement's, the last one's at the end.
-    return f"WITH {', '.join(heads)} {main}"
 
 
 # Hot statements are prepared once per PostgreSQL session and then run with EXECUTE: parsing and

@@ -14,8 +14,8 @@ from django.db import connection, transaction
 from django.urls import reverse
 from django.utils import timezone
 
-from delivery.dispatch import paid_order_announce
-from kameng.sql import StaleRows, sql_execute, statements_run
+from delivery.dispatch import paid_order_announce, paid_order_notify_sql
+from kameng.sql import first_statement, sql_execute, statements_run
 from payments.gateways.base import (
     GatewayError,
     NotificationRejected,
@@ -24,7 +24,7 @@ from payments.gateways.base import (
     PaymentRequest,
     VerifiedNotification,
 )
-from payments.lock_objects import payment_lock, payment_read
+from payments.lock_objects import payment_lock
 from payments.models import (
     AWAITING_MONEY,
     MONEY_RECEIVED,
@@ -41,10 +41,13 @@ from shop.lock_objects import order_lock
 from shop.models import ExceptionReason, Order, OrderEvent, OrderStatus
 from shop.selectors import orders_expired_ids
 from shop.services import (
+    ORDER_PAID_EVENT,
     order_cancel,
     order_duplicate_payment_queue,
     order_expire,
     order_mark_test,
+    order_paid_assignments,
+    order_paid_note,
     order_payment_received,
     order_refunded,
     order_resolve,
@@ -179,40 +182,99 @@ def _ledger_record(*, gateway: str, notice: VerifiedNotification, payment_id: in
 def _notice_apply(*, gateway: PaymentGateway, notice: VerifiedNotification, raw: str, actor: str = "system") -> NotificationOutcome:
     """Apply a verified notice (from a notification or a platform query) exactly once.
 
-    PostgreSQL reads the payment and its order without a lock first. A paid notice for a pending
-    order is then confirmed in one statement that writes only if neither row changed since the
-    read (``payment_read``'s guard); a duplicate, a replay or a notice that pays nothing is only
-    recorded in the ledger, which needs no lock. Anything else (money for an order that is no
-    longer pending), a concurrent change, and every notice on SQLite is decided with the payment
-    row and its order locked (``payment_lock``): concurrent copies queue there and see the
-    payment as the one before them left it. Either way the same rules decide (``_notice_decide``).
+    On PostgreSQL the common case is tried first, in one statement (``_payment_confirm_pending``):
+    a paid notice, for the amount asked, of a payment awaiting money whose order is pending.
+    Every other case (a duplicate or replay, a notice that pays nothing, a wrong amount, an order
+    no longer pending, a disabled gateway's test order) and every notice on SQLite is decided
+    with the payment row and its order locked (``payment_lock``): concurrent copies queue there
+    and see the payment as the one before them left it.
     """
-    if connection.vendor == "postgresql":
-        found, guard = payment_read(out_trade_no=notice.out_trade_no, gateway=gateway.identifier)
-        try:
-            outcome = _notice_decide(gateway=gateway, notice=notice, raw=raw, actor=actor, found=found, guard=guard)
-        except StaleRows:
-            outcome = None  # a concurrent change got there first: decide again, under the locks
-        if outcome is not None:
-            return outcome
+    if notice.paid and connection.vendor == "postgresql" and gateway.is_enabled():
+        if _payment_confirm_pending(gateway=gateway, notice=notice, raw=raw, actor=actor):
+            return NotificationOutcome(accepted=True, verdict=NotificationVerdict.ACCEPTED)
     with transaction.atomic(durable=True):
         found = payment_lock(out_trade_no=notice.out_trade_no, gateway=gateway.identifier)
         return _notice_decide(gateway=gateway, notice=notice, raw=raw, actor=actor, found=found)
 
 
+# The common case of a notification, hand-written as one statement (bench/notify.py). It locks
+# the payment and its order only if they are in the state that the rules (``payment_confirm``,
+# ``order_payment_received``) turn into "payment succeeded, order paid": a payment awaiting
+# money, a notice for exactly its amount, a pending order of that total. Then it writes what
+# those rules write: the ledger row, the payment, the order's paid transition and its event,
+# and, in listen mode, the paid order's announcement. It returns the order's id, or no row, and
+# then nothing was written and the locked path decides. Under concurrency, FOR UPDATE re-checks
+# the WHERE on the newest row versions, so only one copy of a notice can match.
+_CONFIRM_PENDING_SQL = """
+WITH target AS MATERIALIZED (
+    SELECT p.id AS payment_id, o.id AS order_id
+      FROM {payment} p JOIN {order} o ON o.id = p.order_id
+     WHERE p.out_trade_no = %s AND p.gateway = %s AND p.state = ANY(%s) AND p.amount = %s
+       AND o.status = %s AND o.total = %s
+       FOR UPDATE OF p, o
+), ledger AS (
+    INSERT INTO {notification} ({ledger_columns})
+    SELECT %s, %s, %s, %s, payment_id, %s, %s, '', 1, %s, %s FROM target
+), payment AS (
+    UPDATE {payment} SET paid_amount = %s, transaction_id = %s, confirmed_at = %s, state = %s
+      FROM target WHERE {payment}.id = target.payment_id
+), paid AS (
+    UPDATE {order} SET {paid_columns} FROM target WHERE {order}.id = target.order_id
+), event AS (
+    INSERT INTO {event} (order_id, type, message, actor, created_at)
+    SELECT order_id, %s, %s, %s, %s FROM target
+)
+SELECT order_id{announce} FROM target
+"""
+
+
+def _payment_confirm_pending(*, gateway: PaymentGateway, notice: VerifiedNotification, raw: str, actor: str) -> bool:
+    """PostgreSQL: confirm a paid notice in one statement when it is the common case (see
+    ``_CONFIRM_PENDING_SQL``); False when it is not, and then nothing was written. As the
+    request's first statement it also stands in for the connection's health check
+    (``first_statement``): run twice, the second run finds the payment confirmed and matches
+    nothing."""
+    ops = connection.ops
+    now = timezone.now()
+    amount = ops.adapt_decimalfield_value(notice.amount, 12, 2)
+    at = ops.adapt_datetimefield_value(now)
+    paid_columns, paid_values = order_paid_assignments(now=now)
+    announce = paid_order_notify_sql("order_id")
+    sql = _CONFIRM_PENDING_SQL.format(
+        payment=Payment._meta.db_table,
+        order=Order._meta.db_table,
+        notification=PaymentNotification._meta.db_table,
+        event=OrderEvent._meta.db_table,
+        ledger_columns=_LEDGER_COLUMNS,
+        paid_columns=paid_columns,
+        announce=f", {announce}" if announce else "",
+    )
+    params = [
+        notice.out_trade_no, gateway.identifier, list(AWAITING_MONEY), amount, OrderStatus.PENDING, amount,
+        # the ledger row; its payment_id comes from the target
+        gateway.identifier, notice.transaction_id, notice.paid, notice.out_trade_no, raw, NotificationVerdict.ACCEPTED, at, at,
+        amount, notice.transaction_id, at, PaymentState.SUCCEEDED,
+        *paid_values,
+        ORDER_PAID_EVENT, order_paid_note(gateway=gateway.identifier, amount=notice.amount), actor, at,
+    ]
+
+    def confirm():
+        with connection.cursor() as cursor:
+            sql_execute(cursor, sql, params)
+            return cursor.fetchone()
+
+    row = first_statement(confirm)
+    if row is None:
+        return False
+    if not announce:
+        paid_order_announce(order_id=row[0])
+    return True
+
+
 def _notice_decide(
-    *,
-    gateway: PaymentGateway,
-    notice: VerifiedNotification,
-    raw: str,
-    actor: str,
-    found: tuple[Payment, Order] | None,
-    guard: tuple[str, list] | None = None,
-) -> NotificationOutcome | None:
-    """The rules for a verified notice, on its payment and order: locked, or read unlocked with
-    their ``guard``. Returns None when they were read unlocked and the case needs the locks (a
-    payment for an order that is not pending: its exception paths write with the ORM). Raises
-    StaleRows when a guarded confirmation found the rows changed (it wrote nothing)."""
+    *, gateway: PaymentGateway, notice: VerifiedNotification, raw: str, actor: str, found: tuple[Payment, Order] | None
+) -> NotificationOutcome:
+    """The rules for a verified notice, on its payment and order, both locked (``payment_lock``)."""
     if found is None:
         return _rejected(gateway=gateway, raw=raw, reason="unknown out_trade_no", out_trade_no=notice.out_trade_no)
     payment, order = found
@@ -220,15 +282,12 @@ def _notice_decide(
         # Staff test mode only: a public order can never be paid by a disabled gateway.
         return _rejected(gateway=gateway, raw=raw, reason="gateway disabled", out_trade_no=notice.out_trade_no)
     if notice.paid and payment.state in AWAITING_MONEY:
-        if guard is not None and order.status != OrderStatus.PENDING:
-            return None
         ledger = (
             _LEDGER_INSERT_SQL.format(table=PaymentNotification._meta.db_table),
             _ledger_row(gateway=gateway.identifier, notice=notice, payment_id=payment.pk, raw=raw),
         )
-        payment_confirm(payment=payment, order=order, notice=notice, actor=actor, statements=[ledger], guard=guard)
-    # A notice that confirms nothing only goes in the ledger (one upsert): no lock is needed,
-    # since a payment that no longer awaits money never awaits it again.
+        payment_confirm(payment=payment, order=order, notice=notice, actor=actor, statements=[ledger])
+    # A notice that confirms nothing only goes in the ledger (one upsert).
     elif not _ledger_record(gateway=gateway.identifier, notice=notice, payment_id=payment.pk, raw=raw):
         return NotificationOutcome(accepted=True, verdict=NotificationVerdict.DUPLICATE)
     return NotificationOutcome(accepted=True, verdict=NotificationVerdict.ACCEPTED)
@@ -241,14 +300,11 @@ def payment_confirm(
     notice: VerifiedNotification,
     actor: str = "system",
     statements: list | None = None,
-    guard: tuple[str, list] | None = None,
 ) -> str:
     """Confirm a payment awaiting money (``AWAITING_MONEY``) from a verified paid notice. The
     caller locked the payment and its order (``payment_lock``) and checked its state under that
-    lock, so duplicate and concurrent notices confirm it once; or, for a pending order only, read
-    them unlocked (``payment_read``) and passes their ``guard``: then everything is written only
-    if neither row changed since, else nothing is and StaleRows is raised. Returns the payment's
-    new state.
+    lock, so duplicate and concurrent notices confirm it once. Returns the payment's new state.
+    ``_payment_confirm_pending`` writes the common case of this in one statement.
 
     Equal amount → succeeded and the order is paid (delivery is sent after commit).
     A different amount → mismatched and the order goes to the exception queue.
@@ -281,9 +337,9 @@ def payment_confirm(
         ],
     ))
     if received.needs_delivery:
-        paid_order_announce(order_id=payment.order_id, statements=statements, guard=guard)
+        paid_order_announce(order_id=payment.order_id, statements=statements)
     else:
-        statements_run(statements, guard=guard)
+        statements_run(statements)
     return payment.state
 
 

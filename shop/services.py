@@ -67,23 +67,10 @@ def order_transition(
     if to not in ORDER_TRANSITIONS[order.status]:
         raise InvalidTransition(f"order {order.number}: {order.status} → {to} is not allowed")
     now = timezone.now()
-    order.status = to
-    order.updated_at = now
-    changed = {"status": to, "updated_at": now}
-    if to == S.PAID:
-        changed["paid_at"] = order.paid_at = now
-    elif to == S.DELIVERED:
-        changed["delivered_at"] = order.delivered_at = order.delivered_at or now
-        changed["exception_reason"] = order.exception_reason = ""
-    elif to == S.EXCEPTION:
-        changed["exception_at"] = order.exception_at = now
-        changed["exception_reason"] = order.exception_reason
-        changed["exception_note"] = order.exception_note
-    ops = connection.ops
-    values = [
-        ops.adapt_datetimefield_value(value) if isinstance(value, datetime) else value for value in changed.values()
-    ]
-    assignments = ", ".join(f"{ops.quote_name(Order._meta.get_field(name).column)} = %s" for name in changed)
+    changed = _transition_changes(to=to, now=now, order=order)
+    for name, value in changed.items():
+        setattr(order, name, value)
+    assignments, values = _assignments(changed)
     writes = [
         (f"UPDATE {Order._meta.db_table} SET {assignments} WHERE id = %s", [*values, order.pk]),
         order_event_statement(order_id=order.pk, event_type=event_type, message=message, actor=actor, at=now),
@@ -93,6 +80,42 @@ def order_transition(
     else:
         statements.extend(writes)
     return order
+
+
+def _transition_changes(*, to: str, now: datetime, order: Order | None = None) -> dict:
+    """The columns a move to ``to`` writes (``order``: the order's own values some moves keep)."""
+    changed = {"status": to, "updated_at": now}
+    if to == S.PAID:
+        changed["paid_at"] = now
+    elif to == S.DELIVERED:
+        changed["delivered_at"] = order.delivered_at or now
+        changed["exception_reason"] = ""
+    elif to == S.EXCEPTION:
+        changed["exception_at"] = now
+        changed["exception_reason"] = order.exception_reason
+        changed["exception_note"] = order.exception_note
+    return changed
+
+
+def _assignments(changed: dict) -> tuple[str, list]:
+    ops = connection.ops
+    values = [ops.adapt_datetimefield_value(value) if isinstance(value, datetime) else value for value in changed.values()]
+    return ", ".join(f"{ops.quote_name(Order._meta.get_field(name).column)} = %s" for name in changed), values
+
+
+ORDER_PAID_EVENT = "shop.order.paid"
+
+
+def order_paid_assignments(*, now: datetime) -> tuple[str, list]:
+    """The SET list (and its values) of a pending order's move to paid, for a hand-written
+    statement that pays it (``payments.services._payment_confirm_pending``); ``order_transition``
+    writes the same."""
+    return _assignments(_transition_changes(to=S.PAID, now=now))
+
+
+def order_paid_note(*, gateway: str, amount: Decimal) -> str:
+    """The message of a payment's events: which gateway, how much."""
+    return f"{gateway}: {amount}"
 
 
 def order_event_statement(*, order_id: int, event_type: str, message: str, actor: str, at: datetime) -> tuple[str, list]:
@@ -197,7 +220,7 @@ def order_payment_received(
     being delivered is queued by ``order_duplicate_payment_queue`` once it is delivered.
     ``statements``: as for ``order_transition`` (the rare duplicate case writes at once).
     """
-    note = f"{gateway}: {amount}"
+    note = order_paid_note(gateway=gateway, amount=amount)
     if order.status == S.PENDING:
         if amount != order.total:
             order_exception_enter(
@@ -209,7 +232,7 @@ def order_payment_received(
             )
         else:
             order_transition(
-                order=order, to=S.PAID, event_type="shop.order.paid", message=note, actor=actor, statements=statements
+                order=order, to=S.PAID, event_type=ORDER_PAID_EVENT, message=note, actor=actor, statements=statements
             )
     elif order.status in (S.EXPIRED, S.CANCELLED):
         order_exception_enter(

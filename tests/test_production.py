@@ -13,8 +13,12 @@ import requests
 from django.conf import settings
 
 from tests.conftest import wait_until
-from tests.factories import ProductFactory, stock_product
-from tests.processes import BIN, ServiceProcess, flush_test_broker, service_env, start_worker
+from payments.registry import gateway_get
+from payments.services import payment_start
+from shop.models import Order, OrderStatus
+from tests.factories import OrderFactory, ProductFactory, stock_product
+from tests.platforms import sandbox_notification
+from tests.processes import BIN, ServiceProcess, flush_test_broker, service_env, start_worker, worker_database_url
 
 pytestmark = [pytest.mark.redis, pytest.mark.django_db(transaction=True)]
 
@@ -48,6 +52,7 @@ def production(tmp_path):
         CSRF_COOKIE_SECURE="false",
         STATIC_ROOT=str(tmp_path / "static"),
         DELIVERY_SWEEP_INTERVAL_SECONDS="1",
+        CONN_MAX_AGE="60",  # persistent connections, as compose runs (the settings' default)
     )
     collect = subprocess.run(
         [sys.executable, "manage.py", "collectstatic", "--noinput"], env=env, capture_output=True, text=True, timeout=120
@@ -115,3 +120,47 @@ def test_buyer_buys_a_key_through_gunicorn_worker_and_beat(production):
     assert requests.get(f"{base}/static/shop/site.css").status_code == 200
     assert shown not in worker.log()
     wait_until(lambda: "delivery.tasks.delivery_sweep" in beat.log(), timeout=30, message="beat to send the sweeper")
+
+
+def test_notifications_after_the_database_cut_every_connection_are_still_confirmed(production):
+    base, _web, _worker, _beat = production
+    product = ProductFactory()
+    stock_product(product, 6)
+    orders = [OrderFactory(product=product, contact="13800138000", contact_kind="mobile") for _ in range(6)]
+    payments = [payment_start(order=order, gateway=gateway_get("sandbox"))[0] for order in orders]
+
+    def notify(payment):
+        fields = sandbox_notification(out_trade_no=payment.out_trade_no, amount=payment.amount)
+        return requests.post(f"{base}/payments/sandbox/notify/", data=fields, timeout=30)
+
+    # Every gunicorn worker holds a persistent connection (CONN_MAX_AGE) after its first requests.
+    for payment in payments[:2]:
+        assert notify(payment).text == "success"
+    for _ in range(6):
+        requests.get(f"{base}/healthz", timeout=10)
+
+    # The database drops every connection but this test's own, as a restart or a failover does.
+    import psycopg2
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        mine = cursor.fetchone()[0]
+    admin = psycopg2.connect(worker_database_url())
+    admin.autocommit = True
+    with admin.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND backend_type = 'client backend' AND pid NOT IN (pg_backend_pid(), %s)",
+            [mine],
+        )
+        assert cursor.rowcount >= 1
+    admin.close()
+
+    answers = [notify(payment) for payment in payments[2:]]
+    assert [(answer.status_code, answer.text) for answer in answers] == [(200, "success")] * 4
+    wait_until(
+        lambda: Order.objects.filter(pk__in=[o.pk for o in orders], status=OrderStatus.DELIVERED).count() == 6,
+        timeout=60,
+        message="all six orders delivered",
+    )
