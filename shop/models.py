@@ -112,7 +112,7 @@ class Order(models.Model):
     client_ip = models.GenericIPAddressField(_("client IP"), null=True, blank=True)
     status = models.CharField(
         _("status"), max_length=16, choices=OrderStatus.choices, default=OrderStatus.PENDING
-    )  # indexed by the (status, …) indexes below
+    )  # indexed only inside the partial indexes below
     exception_reason = models.CharField(_("exception reason"), max_length=32, choices=ExceptionReason.choices, blank=True)
     exception_note = models.TextField(_("exception note"), blank=True)
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)
@@ -122,7 +122,8 @@ class Order(models.Model):
     exception_at = models.DateTimeField(_("exception since"), null=True, blank=True)
     # Exception-queue work by staff.
     assignee = models.ForeignKey(
-        "auth.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+", verbose_name=_("assignee")
+        "auth.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+", verbose_name=_("assignee"),
+        db_index=False,  # a partial index below: almost every order has none
     )
     staff_note = models.TextField(_("staff notes"), blank=True)
     # Bought by staff with the sandbox gateway to check a product end to end: no real money,
@@ -135,9 +136,14 @@ class Order(models.Model):
         verbose_name = _("order")
         verbose_name_plural = _("orders")
         indexes = [
-            # The sweeper's and the expiry task's scans.
-            models.Index(fields=["status", "paid_at"], name="order_status_paid_at"),
-            models.Index(fields=["status", "expires_at"], name="order_status_expires_at"),
+            # The work queues, each a partial index holding only the orders in its status: the
+            # expiry task's pending orders, the sweeper's paid ones, the exception queue. An
+            # order is in one of them at a time, so each write of an order adds an entry to at
+            # most one, and they stay small however many orders were delivered.
+            models.Index(fields=["expires_at"], condition=models.Q(status="pending"), name="order_pending_expires_at"),
+            models.Index(fields=["paid_at"], condition=models.Q(status="paid"), name="order_paid_paid_at"),
+            models.Index(fields=["exception_at"], condition=models.Q(status="exception"), name="order_exception_at"),
+            models.Index(fields=["assignee"], condition=models.Q(assignee__isnull=False), name="order_assignee"),
             models.Index(fields=["contact"], name="order_contact"),
         ]
         constraints = [
