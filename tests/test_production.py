@@ -12,10 +12,10 @@ import pytest
 import requests
 from django.conf import settings
 
-from tests.conftest import wait_until
 from payments.registry import gateway_get
 from payments.services import payment_start
 from shop.models import Order, OrderStatus
+from tests.conftest import wait_until
 from tests.factories import OrderFactory, ProductFactory, stock_product
 from tests.platforms import sandbox_notification
 from tests.processes import BIN, ServiceProcess, flush_test_broker, service_env, start_worker, worker_database_url
