@@ -25,6 +25,28 @@ def worker_database_url() -> str:
     return f"postgres://{user}@{host}:{port}/{db['NAME']}"
 
 
+def database_connections_cut() -> int:
+    """Terminate every connection to the test database but this test process's own, as a
+    database restart or failover does to the services' persistent connections. Returns how many."""
+    import psycopg2
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        mine = cursor.fetchone()[0]
+    admin = psycopg2.connect(worker_database_url())
+    admin.autocommit = True
+    try:
+        with admin.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND backend_type = 'client backend' AND pid NOT IN (pg_backend_pid(), %s)",
+                [mine],
+            )
+            return cursor.rowcount
+    finally:
+        admin.close()
+
+
 def service_env(tmp_path: Path, **overrides: str) -> dict[str, str]:
     """The environment the compose services would get, pointed at the test database and Redis."""
     env = {

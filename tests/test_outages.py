@@ -20,7 +20,7 @@ from shop.models import Order, OrderStatus
 from tests.conftest import wait_until
 from tests.factories import OrderFactory, ProductFactory, stock_product
 from tests.platforms import sandbox_notification
-from tests.processes import BIN, ServiceProcess, flush_test_broker, service_env, start_worker
+from tests.processes import BIN, ServiceProcess, database_connections_cut, flush_test_broker, service_env, start_worker
 from tests.smtp_server import BlockingHandler, free_port
 from tests.storefront import post_notification
 
@@ -152,8 +152,6 @@ def test_worker_killed_mid_send_sends_the_email_once_after_restart(tmp_path):
 
 
 def test_a_worker_whose_database_connection_was_cut_delivers_the_next_order(tmp_path):
-    from tests.processes import worker_database_url
-
     product = ProductFactory()
     stock_product(product, 2)
     orders = [OrderFactory(product=product, contact="13800138000", contact_kind="mobile") for _ in range(2)]
@@ -165,23 +163,7 @@ def test_a_worker_whose_database_connection_was_cut_delivers_the_next_order(tmp_
         wait_until(lambda: Order.objects.get(pk=orders[0].pk).status == OrderStatus.DELIVERED, timeout=60, message="order 1")
         wait_until(lambda: DeliveryMessage.objects.filter(order=orders[0], state="sent").exists(), timeout=30, message="its SMS")
         # The worker keeps its connection between tasks; cut it as a database restart would.
-        import psycopg2
-        from django.db import connection
-
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_backend_pid()")
-            mine = cursor.fetchone()[0]
-        admin = psycopg2.connect(worker_database_url())
-        admin.autocommit = True
-        with admin.cursor() as cursor:
-            cursor.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database()"
-                " AND backend_type = 'client backend' AND pid NOT IN (pg_backend_pid(), %s)",
-                [mine],
-            )
-            cut = cursor.rowcount
-        admin.close()
-        assert cut >= 1
+        assert database_connections_cut() >= 1
 
         post_notification(Client(), sandbox_notification(out_trade_no=payments[1].out_trade_no, amount=payments[1].amount))
         wait_until(lambda: Order.objects.get(pk=orders[1].pk).status == OrderStatus.DELIVERED, timeout=60, message="order 2")

@@ -18,7 +18,7 @@ from shop.models import Order, OrderStatus
 from tests.conftest import wait_until
 from tests.factories import OrderFactory, ProductFactory, stock_product
 from tests.platforms import sandbox_notification
-from tests.processes import BIN, ServiceProcess, flush_test_broker, service_env, start_worker, worker_database_url
+from tests.processes import BIN, ServiceProcess, database_connections_cut, flush_test_broker, service_env, start_worker
 
 pytestmark = [pytest.mark.redis, pytest.mark.django_db(transaction=True)]
 
@@ -140,22 +140,7 @@ def test_notifications_after_the_database_cut_every_connection_are_still_confirm
         requests.get(f"{base}/healthz", timeout=10)
 
     # The database drops every connection but this test's own, as a restart or a failover does.
-    import psycopg2
-    from django.db import connection
-
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_backend_pid()")
-        mine = cursor.fetchone()[0]
-    admin = psycopg2.connect(worker_database_url())
-    admin.autocommit = True
-    with admin.cursor() as cursor:
-        cursor.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database()"
-            " AND backend_type = 'client backend' AND pid NOT IN (pg_backend_pid(), %s)",
-            [mine],
-        )
-        assert cursor.rowcount >= 1
-    admin.close()
+    assert database_connections_cut() >= 1
 
     answers = [notify(payment) for payment in payments[2:]]
     assert [(answer.status_code, answer.text) for answer in answers] == [(200, "success")] * 4
