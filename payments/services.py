@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import secrets
@@ -228,6 +229,20 @@ SELECT order_id{announce} FROM target
 """
 
 
+@functools.lru_cache(maxsize=4)
+def _confirm_pending_sql(*, paid_columns: str, announce: str) -> str:
+    """The statement's text, formatted once per shape (it runs for every notification)."""
+    return _CONFIRM_PENDING_SQL.format(
+        payment=Payment._meta.db_table,
+        order=Order._meta.db_table,
+        notification=PaymentNotification._meta.db_table,
+        event=OrderEvent._meta.db_table,
+        ledger_columns=_LEDGER_COLUMNS,
+        paid_columns=paid_columns,
+        announce=f", {announce}" if announce else "",
+    )
+
+
 def _payment_confirm_pending(*, gateway: PaymentGateway, notice: VerifiedNotification, raw: str, actor: str) -> bool:
     """PostgreSQL: confirm a paid notice in one statement when it is the common case (see
     ``_CONFIRM_PENDING_SQL``); False when it is not, and then nothing was written. As the
@@ -240,15 +255,7 @@ def _payment_confirm_pending(*, gateway: PaymentGateway, notice: VerifiedNotific
     at = ops.adapt_datetimefield_value(now)
     paid_columns, paid_values = order_paid_assignments(now=now)
     announce = paid_order_notify_sql("order_id")
-    sql = _CONFIRM_PENDING_SQL.format(
-        payment=Payment._meta.db_table,
-        order=Order._meta.db_table,
-        notification=PaymentNotification._meta.db_table,
-        event=OrderEvent._meta.db_table,
-        ledger_columns=_LEDGER_COLUMNS,
-        paid_columns=paid_columns,
-        announce=f", {announce}" if announce else "",
-    )
+    sql = _confirm_pending_sql(paid_columns=paid_columns, announce=announce)
     params = [
         notice.out_trade_no, gateway.identifier, list(AWAITING_MONEY), amount, OrderStatus.PENDING, amount,
         # the ledger row; its payment_id comes from the target
