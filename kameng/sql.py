@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import functools
+import re
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TypeVar
 
 from django.db import DEFAULT_DB_ALIAS, InterfaceError, OperationalError, connection, connections, transaction
@@ -69,21 +70,47 @@ def statements_chained(
 _prepared: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def sql_execute(cursor, sql: str, params: list) -> None:
-    """``cursor.execute(sql, params)``, prepared on PostgreSQL (``%s`` placeholders only)."""
+def sql_execute(cursor, sql: str, params: list | Mapping[str, object]) -> None:
+    """``cursor.execute(sql, params)``, prepared on PostgreSQL. Placeholders are ``%s`` with a
+    list, or ``%(name)s`` with a mapping: a name used several times is one parameter of the
+    prepared statement, sent once (each parameter sent costs the client its adaptation)."""
     if cursor.db.vendor != "postgresql":
         cursor.execute(sql, params)
         return
     raw = cursor.db.connection
     names = _prepared.setdefault(raw, {})
-    name = names.get(sql)
-    if name is None:
-        name = f"kameng_{len(names) + 1}"
-        parts = sql.split("%s")
-        body = parts[0] + "".join(f"${n}{part}" for n, part in enumerate(parts[1:], start=1))
-        cursor.execute(f"PREPARE {name} AS {body}")
-        names[sql] = name
+    found = names.get(sql)
+    if found is None:
+        body, order = _numbered(sql, named=isinstance(params, Mapping))
+        found = (f"kameng_{len(names) + 1}", order)
+        cursor.execute(f"PREPARE {found[0]} AS {body}")
+        names[sql] = found
+    name, order = found
+    if order is not None:
+        params = [params[key] for key in order]
     cursor.execute(f"EXECUTE {name} ({', '.join(['%s'] * len(params))})" if params else f"EXECUTE {name}", params)
+
+
+_NAMED_PLACEHOLDER = re.compile(r"%\((\w+)\)s")
+
+
+def _numbered(sql: str, *, named: bool) -> tuple[str, tuple[str, ...] | None]:
+    """``sql`` with its placeholders as PostgreSQL's ``$1``, ``$2``, …; with named placeholders,
+    also the names in parameter order (a repeated name keeps its first number)."""
+    if not named:
+        parts = sql.split("%s")
+        return parts[0] + "".join(f"${n}{part}" for n, part in enumerate(parts[1:], start=1)), None
+    order: dict[str, int] = {}
+    body = _NAMED_PLACEHOLDER.sub(lambda match: f"${order.setdefault(match.group(1), len(order) + 1)}", sql)
+    return body, tuple(order)
+
+
+def sql_literal(value: str) -> str:
+    """A constant of our own (a status, an event type) written into a statement's text as a SQL
+    string literal, so that it is not a parameter adapted and sent on every run. Never for input."""
+    if not isinstance(value, str) or "\\" in value or "\x00" in value:
+        raise ValueError(f"not a plain string constant: {value!r}")
+    return "'" + str(value).replace("'", "''") + "'"
 
 
 def model_columns(model, alias: str = "", prefix: str = "") -> str:

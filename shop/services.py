@@ -6,6 +6,7 @@ writes an ``OrderEvent`` in the same transaction.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import secrets
@@ -22,7 +23,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from cardpool.selectors import product_has_stock
-from kameng.sql import statements_run
+from kameng.sql import sql_literal, statements_run
 from shop.lock_objects import order_lock
 from shop.models import ContactKind, ExceptionReason, Order, OrderEvent, OrderStatus, Product
 
@@ -106,11 +107,18 @@ def _assignments(changed: dict) -> tuple[str, list]:
 ORDER_PAID_EVENT = "shop.order.paid"
 
 
-def order_paid_assignments(*, now: datetime) -> tuple[str, list]:
-    """The SET list (and its values) of a pending order's move to paid, for a hand-written
-    statement that pays it (``payments.services._payment_confirm_pending``); ``order_transition``
-    writes the same."""
-    return _assignments(_transition_changes(to=S.PAID, now=now))
+@functools.lru_cache(maxsize=4)
+def order_paid_assignments(*, at: str) -> str:
+    """The SET list of a pending order's move to paid, for a hand-written statement that pays it
+    (``payments.services._payment_confirm_pending``): the columns ``order_transition`` writes,
+    the status as a literal and every time as the statement's named parameter ``at``. Built
+    once per process."""
+    quote = connection.ops.quote_name
+    return ", ".join(
+        f"{quote(Order._meta.get_field(name).column)} = "
+        + (f"%({at})s" if isinstance(value, datetime) else sql_literal(value))
+        for name, value in _transition_changes(to=S.PAID, now=timezone.now()).items()
+    )
 
 
 def order_paid_note(*, gateway: str, amount: Decimal) -> str:
