@@ -109,44 +109,14 @@ def main() -> int:
     database_recreate(options.server, options.database)
     orders = options.orders or 1400 * options.seconds * options.rounds
 
-    from cryptography.hazmat.primitives import serialization
-
     from tests.payment_platforms import AlipayPlatform
 
     platform = AlipayPlatform()
     work = Path(tempfile.mkdtemp(prefix="kameng-bench-"))
     port = 18000 + secrets.randbelow(1000)
-    env = {
-        **os.environ,
-        "KAMENG_ENV_FILE": str(ROOT / ".env"),
-        "DATABASE_URL": f"{options.server}/{options.database}",
-        "CELERY_BROKER_URL": "redis://127.0.0.1:6379/14",
-        "DEBUG": "false",
-        "EMAIL_URL": "dummymail://",
-        "ALLOWED_HOSTS": "127.0.0.1",
-        "SECURE_SSL_REDIRECT": "false",
-        "STATIC_ROOT": str(work / "static"),
-        "LOG_LEVEL": "WARNING",
-        "CONN_MAX_AGE": "600",
-        "ALIPAY_APP_ID": platform.APP_ID,
-        "ALIPAY_SELLER_ID": platform.SELLER_ID,
-        "ALIPAY_APP_PRIVATE_KEY": platform.app_key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        ).decode(),
-        "ALIPAY_PUBLIC_KEY": platform.platform_key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        ).decode(),
-    }
-    os.environ.update(env)
-    os.environ["DJANGO_SETTINGS_MODULE"] = "kameng.settings"
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
-    call_command("collectstatic", "--noinput", verbosity=0)
-    bodies = _prepare(orders, platform)
+    env = bench_environment(platform, database_url=f"{options.server}/{options.database}", work=work)
+    django_setup(env)
+    bodies = notifications_prepare(orders, platform)
     share = len(bodies) // options.rounds
     lines = []
     for round_ in range(options.rounds):
@@ -210,7 +180,48 @@ def main() -> int:
     return 0 if errors == 0 and rejected == 0 else 1
 
 
-def _prepare(count: int, platform) -> list[str]:
+def bench_environment(platform, *, database_url: str, work: Path) -> dict[str, str]:
+    """The environment the benchmarked processes run with: production settings (DEBUG off, no
+    SSL redirect on loopback), PostgreSQL, and Alipay configured with the simulator's keys."""
+    from cryptography.hazmat.primitives import serialization
+
+    return {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "kameng.settings",
+        "KAMENG_ENV_FILE": str(ROOT / ".env"),
+        "DATABASE_URL": database_url,
+        "CELERY_BROKER_URL": "redis://127.0.0.1:6379/14",
+        "DEBUG": "false",
+        "EMAIL_URL": "dummymail://",
+        "ALLOWED_HOSTS": "127.0.0.1",
+        "SECURE_SSL_REDIRECT": "false",
+        "STATIC_ROOT": str(work / "static"),
+        "LOG_LEVEL": "WARNING",
+        "CONN_MAX_AGE": "600",
+        "ALIPAY_APP_ID": platform.APP_ID,
+        "ALIPAY_SELLER_ID": platform.SELLER_ID,
+        "ALIPAY_APP_PRIVATE_KEY": platform.app_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ).decode(),
+        "ALIPAY_PUBLIC_KEY": platform.platform_key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        ).decode(),
+    }
+
+
+def django_setup(env: dict[str, str]) -> None:
+    """Set this process up with ``env``, migrated, static files collected."""
+    os.environ.update(env)
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+    call_command("collectstatic", "--noinput", verbosity=0)
+
+
+def notifications_prepare(count: int, platform) -> list[str]:
     """``count`` pending orders with Alipay payments, and one signed notification body each."""
     from datetime import timedelta
     from decimal import Decimal
