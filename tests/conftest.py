@@ -14,10 +14,16 @@ REDIS_URL = os.environ.get("KAMENG_TEST_REDIS_URL", "")
 
 
 def _missing_service(node) -> str | None:
-    if node.get_closest_marker("postgres") or node.get_closest_marker("redis"):
+    if node.get_closest_marker("browser"):
+        from tests.browser import browser_missing
+
+        missing = browser_missing()
+        if missing:
+            return missing
+    if node.get_closest_marker("postgres") or node.get_closest_marker("redis") or node.get_closest_marker("browser"):
         if connection.vendor != "postgresql":
             return "needs PostgreSQL (set DATABASE_URL or start it on 127.0.0.1:5432)"
-    if node.get_closest_marker("redis") and not REDIS_URL:
+    if (node.get_closest_marker("redis") or node.get_closest_marker("browser")) and not REDIS_URL:
         return "needs Redis on 127.0.0.1:6379"
     return None
 
@@ -44,7 +50,7 @@ def _shop_settings(settings, request):
 
     delivery_rules_forget()  # a memo from another test's (rolled back) rules must not leak in
     # Tests without a real worker run tasks in-process when their transaction commits.
-    eager = request.node.get_closest_marker("redis") is None
+    eager = request.node.get_closest_marker("redis") is None and request.node.get_closest_marker("browser") is None
     celery_app.conf.task_always_eager = eager
     celery_app.conf.task_eager_propagates = eager
     # In-process tasks: the payment's commit runs the delivery. With a real worker, paid orders
@@ -93,3 +99,54 @@ def wechat(settings):
     platform.apply(settings)
     yield platform
     platform.close()
+
+
+@pytest.fixture(scope="session")
+def live_shop(django_db_setup, django_db_blocker, tmp_path_factory):
+    """gunicorn + a Celery worker + beat on the test database, shared by the browser tests (their
+    data is committed: mark them ``django_db(transaction=True)``). Tests that need other settings
+    start their own with ``tests.processes.shop_start``."""
+    from tests.browser import browser_missing
+    from tests.processes import shop_start
+
+    if browser_missing() or connection.vendor != "postgresql" or not REDIS_URL:
+        pytest.skip("the live shop needs PostgreSQL, Redis and Chromium")  # the test's own check fails first
+    with django_db_blocker.unblock():
+        shop = shop_start(tmp_path_factory.mktemp("live-shop"))
+    yield shop
+    shop.stop()
+
+
+@pytest.fixture(params=["phone", "desktop"])
+def viewport(request):
+    from tests.browser import VIEWPORTS
+
+    return VIEWPORTS[request.param]
+
+
+@pytest.fixture
+def browser(viewport):
+    """Headless Chromium at phone (390x844) and desktop (1366x900) width, asking for Simplified
+    Chinese; ``browser_in`` opens more in other languages."""
+    from tests.browser import chromium_quit, chromium_start
+
+    driver = chromium_start(viewport)
+    yield driver
+    chromium_quit(driver)
+
+
+@pytest.fixture
+def browser_in(viewport):
+    """``browser_in("en")``: another headless Chromium at the same width asking for that language."""
+    from tests.browser import chromium_quit, chromium_start
+
+    drivers = []
+
+    def start(language: str):
+        driver = chromium_start(viewport, language=language)
+        drivers.append(driver)
+        return driver
+
+    yield start
+    for driver in drivers:
+        chromium_quit(driver)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -121,3 +122,95 @@ def flush_test_broker() -> None:
     import redis
 
     redis.Redis.from_url(REDIS_URL).flushdb()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _answers(url: str) -> bool:
+    import requests
+
+    try:
+        return requests.get(f"{url}/healthz", timeout=2).ok
+    except requests.ConnectionError:
+        return False
+
+
+class Shop:
+    """The compose services' own commands (gunicorn, a Celery worker, optionally beat) serving the
+    test database over real HTTP on loopback."""
+
+    def __init__(self, *, url: str, env: dict[str, str], web: ServiceProcess, worker: ServiceProcess, beat: ServiceProcess | None):
+        self.url = url
+        self.env = env
+        self.web = web
+        self.worker = worker
+        self.beat = beat
+
+    def stop(self) -> None:
+        for process in (self.beat, self.worker, self.web):
+            if process is not None:
+                process.stop()
+
+
+def shop_start(tmp_path: Path, *, beat: bool = True, web_workers: int = 2, **overrides: str) -> Shop:
+    """Start gunicorn + worker (+ beat) on a free port with production settings (DEBUG off) and
+    plain HTTP on loopback standing in for the TLS-terminating proxy. ``overrides`` are
+    environment variables. Stop it with ``Shop.stop()``."""
+    from django.conf import settings
+
+    flush_test_broker()
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = service_env(
+        tmp_path,
+        KAMENG_ENV_FILE="",
+        DEBUG="false",
+        SECRET_KEY=settings.SECRET_KEY,
+        CARDPOOL_KEYS=settings.CARDPOOL_KEYS,
+        CARDPOOL_INDEX_KEY=settings.CARDPOOL_INDEX_KEY,
+        ALLOWED_HOSTS="127.0.0.1",
+        SITE_URL=url,
+        SECURE_SSL_REDIRECT="false",
+        SESSION_COOKIE_SECURE="false",
+        CSRF_COOKIE_SECURE="false",
+        STATIC_ROOT=str(tmp_path / "static"),
+        DELIVERY_SWEEP_INTERVAL_SECONDS="1",
+        CONN_MAX_AGE="60",  # persistent connections, as compose runs (the settings' default)
+    )
+    env.update(overrides)
+    collect = subprocess.run(
+        [sys.executable, "manage.py", "collectstatic", "--noinput"], env=env, capture_output=True, text=True, timeout=120,
+        cwd=Path(__file__).parent.parent,
+    )
+    if collect.returncode != 0:
+        raise RuntimeError(collect.stderr)
+    web = ServiceProcess(
+        "web",
+        [str(BIN / "gunicorn"), "kameng.wsgi:application", "--bind", f"127.0.0.1:{port}", "--workers", str(web_workers),
+         "--access-logfile", "-"],
+        env,
+        tmp_path,
+    )
+    started: list[ServiceProcess] = [web]
+    try:
+        worker = start_worker(env, tmp_path, concurrency=2)
+        started.append(worker)
+        beat_process = None
+        if beat:
+            beat_process = ServiceProcess("beat", [str(BIN / "celery"), "-A", "kameng", "beat", "--loglevel=INFO"], env, tmp_path)
+            started.append(beat_process)
+        web.wait_for_log("Booting worker")
+        deadline = time.monotonic() + 30
+        while not _answers(url):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"gunicorn did not answer:\n{web.log()[-4000:]}")
+            time.sleep(0.05)
+    except BaseException:
+        for process in reversed(started):
+            process.stop()
+        raise
+    return Shop(url=url, env=env, web=web, worker=worker, beat=beat_process)

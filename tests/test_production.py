@@ -4,13 +4,9 @@ local PostgreSQL and Redis, and a buyer buying a key over real HTTP."""
 from __future__ import annotations
 
 import re
-import socket
-import subprocess
-import sys
 
 import pytest
 import requests
-from django.conf import settings
 
 from payments.registry import gateway_get
 from payments.services import payment_start
@@ -18,15 +14,9 @@ from shop.models import Order, OrderStatus
 from tests.conftest import wait_until
 from tests.factories import OrderFactory, ProductFactory, stock_product
 from tests.platforms import sandbox_notification
-from tests.processes import BIN, ServiceProcess, database_connections_cut, flush_test_broker, service_env, start_worker
+from tests.processes import database_connections_cut, shop_start
 
 pytestmark = [pytest.mark.redis, pytest.mark.django_db(transaction=True)]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _csrf(html: str) -> str:
@@ -35,53 +25,11 @@ def _csrf(html: str) -> str:
 
 @pytest.fixture
 def production(tmp_path):
-    flush_test_broker()
-    port = _free_port()
-    env = service_env(
-        tmp_path,
-        KAMENG_ENV_FILE="",
-        DEBUG="false",
-        SECRET_KEY=settings.SECRET_KEY,
-        CARDPOOL_KEYS=settings.CARDPOOL_KEYS,
-        CARDPOOL_INDEX_KEY=settings.CARDPOOL_INDEX_KEY,
-        ALLOWED_HOSTS="127.0.0.1",
-        SITE_URL=f"http://127.0.0.1:{port}",
-        # Plain HTTP on loopback stands in for the TLS-terminating proxy in front of compose.
-        SECURE_SSL_REDIRECT="false",
-        SESSION_COOKIE_SECURE="false",
-        CSRF_COOKIE_SECURE="false",
-        STATIC_ROOT=str(tmp_path / "static"),
-        DELIVERY_SWEEP_INTERVAL_SECONDS="1",
-        CONN_MAX_AGE="60",  # persistent connections, as compose runs (the settings' default)
-    )
-    collect = subprocess.run(
-        [sys.executable, "manage.py", "collectstatic", "--noinput"], env=env, capture_output=True, text=True, timeout=120
-    )
-    assert collect.returncode == 0, collect.stderr
-    web = ServiceProcess(
-        "web",
-        [str(BIN / "gunicorn"), "kameng.wsgi:application", "--bind", f"127.0.0.1:{port}", "--workers", "2", "--access-logfile", "-"],
-        env,
-        tmp_path,
-    )
-    worker = start_worker(env, tmp_path, concurrency=2)
-    beat = ServiceProcess(
-        "beat", [str(BIN / "celery"), "-A", "kameng", "beat", "--loglevel=INFO"], env, tmp_path
-    )
+    shop = shop_start(tmp_path)
     try:
-        web.wait_for_log("Booting worker")
-        wait_until(lambda: _answers(port), timeout=30, message="gunicorn to answer")
-        yield f"http://127.0.0.1:{port}", web, worker, beat
+        yield shop.url, shop.web, shop.worker, shop.beat
     finally:
-        for process in (beat, worker, web):
-            process.stop()
-
-
-def _answers(port: int) -> bool:
-    try:
-        return requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2).ok
-    except requests.ConnectionError:
-        return False
+        shop.stop()
 
 
 def test_buyer_buys_a_key_through_gunicorn_worker_and_beat(production):
