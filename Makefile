@@ -44,9 +44,9 @@ bench: setup
 	$(PY) bench/reserve.py
 
 messages: setup
-	$(PY) manage.py makemessages -l zh_Hans --ignore=.venv --ignore=tests --ignore=bench
+	$(PY) manage.py makemessages -l zh_Hans -l zh_Hant --ignore=.venv --ignore=tests --ignore=bench
 	# Chinese has one plural form; msgmerge keeps adding a second, empty one.
-	sed -i -e '/^msgstr\[1\] ""$$/d' -e '/^#| /d' locale/zh_Hans/LC_MESSAGES/django.po
+	sed -i -e '/^msgstr\[1\] ""$$/d' -e '/^#| /d' locale/zh_Hans/LC_MESSAGES/django.po locale/zh_Hant/LC_MESSAGES/django.po
 	$(PY) manage.py compilemessages --ignore=.venv
 
 clean:

@@ -110,6 +110,8 @@ class Order(models.Model):
     contact_kind = models.CharField(_("contact kind"), max_length=10, choices=ContactKind.choices)
     query_password_hash = models.CharField(max_length=200, editable=False)
     client_ip = models.GenericIPAddressField(_("client IP"), null=True, blank=True)
+    # The language the buyer ordered in: their delivery email, SMS and notices speak it.
+    language = models.CharField(_("language"), max_length=16, blank=True)
     status = models.CharField(
         _("status"), max_length=16, choices=OrderStatus.choices, default=OrderStatus.PENDING
     )  # indexed only inside the partial indexes below
@@ -181,3 +183,42 @@ class ExceptionOrder(Order):
         proxy = True
         verbose_name = _("exception queue entry")
         verbose_name_plural = _("exception queue")
+
+
+class ShopSettings(models.Model):
+    """The shop's face, edited by the operator in admin: one row (pk 1), read through
+    ``shop.selectors.shop_settings`` (cached; a save clears the cache)."""
+
+    SINGLETON_PK = 1
+
+    name = models.CharField(_("shop name"), max_length=60, blank=True, help_text=_("Empty: “Kameng card shop”."))
+    logo = models.ImageField(_("logo"), upload_to="shop/", blank=True)
+    favicon = models.ImageField(_("favicon"), upload_to="shop/", blank=True)
+    footer_text = models.CharField(_("footer text"), max_length=300, blank=True)
+    support_qq = models.CharField(_("support QQ"), max_length=20, blank=True)
+    support_wechat = models.CharField(_("support WeChat"), max_length=40, blank=True)
+    support_telegram = models.CharField(_("support Telegram"), max_length=40, blank=True)
+    support_email = models.EmailField(_("support email"), blank=True)
+    notice = models.TextField(_("notice banner (公告)"), blank=True, help_text=_("Markdown; shown on every storefront page."))
+    notice_starts_at = models.DateTimeField(_("notice from"), null=True, blank=True)
+    notice_ends_at = models.DateTimeField(_("notice until"), null=True, blank=True)
+    order_note = models.TextField(
+        _("note after purchase"), blank=True, help_text=_("Markdown; shown on the order page with the keys.")
+    )
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("shop settings")
+        verbose_name_plural = _("shop settings")
+
+    def __str__(self) -> str:
+        return str(self.name or _("Shop settings"))
+
+    def save(self, *args, **kwargs):
+        self.pk = self.SINGLETON_PK
+        super().save(*args, **kwargs)
+        from django.core.cache import cache
+
+        from shop.selectors import SHOP_SETTINGS_CACHE_KEY
+
+        cache.delete(SHOP_SETTINGS_CACHE_KEY)

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from django.core.cache import cache
 from django.db.models import Prefetch, QuerySet
 
 from cardpool.selectors import UNLIMITED_STOCK, available_counts
-from shop.models import Category, Order, OrderStatus, Product
+from shop.models import Category, Order, OrderStatus, Product, ShopSettings
+
+SHOP_SETTINGS_CACHE_KEY = "shop:settings:v1"
 
 
 def catalog_categories() -> list[Category]:
@@ -74,3 +77,13 @@ def sales_figures(*, now: datetime) -> dict:
             state=AttemptState.FAILED, started_at__gte=now - timedelta(days=7)
         ).count(),
     }
+
+
+def shop_settings() -> ShopSettings:
+    """The shop's settings row (an unsaved default when the operator never saved one), from the
+    cache: every storefront page and message reads it."""
+    found = cache.get(SHOP_SETTINGS_CACHE_KEY)
+    if found is None:
+        found = ShopSettings.objects.filter(pk=ShopSettings.SINGLETON_PK).first() or ShopSettings(pk=ShopSettings.SINGLETON_PK)
+        cache.set(SHOP_SETTINGS_CACHE_KEY, found, timeout=300)
+    return found
