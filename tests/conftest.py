@@ -101,10 +101,11 @@ def wechat(settings):
     platform.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def live_shop(django_db_setup, django_db_blocker, tmp_path_factory):
-    """gunicorn + a Celery worker + beat on the test database, shared by the browser tests (their
-    data is committed: mark them ``django_db(transaction=True)``). Tests that need other settings
+    """gunicorn + a Celery worker + beat on the test database, shared by a module's browser tests
+    (their data is committed: mark them ``django_db(transaction=True)``). Module-scoped: its worker
+    would otherwise go on delivering other modules' orders behind their backs. Tests that need other settings
     start their own with ``tests.processes.shop_start``."""
     from tests.browser import browser_missing
     from tests.processes import shop_start
