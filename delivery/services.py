@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
+from urllib.parse import urljoin
 
 from django.conf import settings
 from django.core import signing
@@ -459,9 +460,8 @@ def shop_brand() -> ShopBrand:
     shop = shop_settings()
     logo_url = ""
     if shop.logo:
-        logo_url = shop.logo.url
-        if not logo_url.startswith(("http://", "https://")):
-            logo_url = settings.SITE_URL + logo_url
+        # Absolute for mail readers: a storage URL that is only a path hangs off SITE_URL.
+        logo_url = urljoin(settings.SITE_URL + "/", shop.logo.url)
     contacts = [
         (_lazy("Email"), shop.support_email), (_lazy("QQ"), shop.support_qq),
         (_lazy("WeChat"), shop.support_wechat), (_lazy("Telegram"), shop.support_telegram),
