@@ -136,7 +136,32 @@ def test_replayed_notification_and_retries_while_sold_out_notify_once(admin_clie
                 reverse("admin:shop_exceptionorder_changelist"), {"action": "retry_delivery", "_selected_action": [order.pk]}
             )
 
+    for _ in range(5):  # the buyer's "send again" is for keys only
+        client.post(reverse("shop:order-resend", args=[order.access_token]))
+
     assert len(mail.outbox) == 1 and DeliveryMessage.objects.filter(order=order).count() == 1
+
+
+def test_paid_twice_notice_by_sms_carries_no_key_even_when_sms_carry_keys(client, on_commit, settings):
+    server = SmsProviderServer("aliyun")
+    try:
+        use_provider(settings, "aliyun", server.endpoint)
+        settings.SMS_CONTENT = "key"
+        product = ProductFactory()
+        keys = stock_product(product, 2)
+        order = checkout_in(client, product, language="en", contact="13800138000")
+        first, second = start_sandbox_payment(client, order), start_sandbox_payment(client, order)
+        for payment in (first, second):
+            with on_commit():
+                post_notification(client, sandbox_notification(out_trade_no=payment.out_trade_no, amount=order.total))
+
+        order.refresh_from_db()
+        assert order.exception_reason == ExceptionReason.DUPLICATE_PAYMENT
+        texts = [sent["params"]["content"] for sent in server.sent]
+        assert len(texts) == 2 and sum(key in texts[0] for key in keys) == 1  # the delivery itself
+        assert not any(key in texts[1] for key in keys) and texts[1].startswith("We received a second payment for your order")
+    finally:
+        server.close()
 
 
 def test_restock_delivers_and_emails_the_keys_with_an_apology(admin_client, client, on_commit):
