@@ -360,3 +360,36 @@ def test_order_page_says_what_happens_next(client, status, reason, expected):
     assert expected not in pages["zh-hans"] and expected not in pages["zh-hant"]  # translated
     shown = strip_tags("<section" + pages["en"].split("<section", 1)[1].split("</section>")[0])
     assert not [jargon for jargon in ("exception", "_", "queue", "mismatch", "your fault") if jargon in shown.lower()], shown
+
+
+def test_payment_of_another_amount_tells_the_buyer_staff_will_check_it(client, on_commit):
+    product = ProductFactory()
+    stock_product(product, 1)
+    order = checkout_in(client, product, language="zh-hans")
+    payment = start_sandbox_payment(client, order)
+
+    with on_commit():
+        post_notification(client, sandbox_notification(out_trade_no=payment.out_trade_no, amount=order.total - 1))
+
+    order.refresh_from_db()
+    assert order.exception_reason == ExceptionReason.AMOUNT_MISMATCH
+    (notice,) = mail.outbox
+    assert notice.subject == OUT_OF_STOCK_SUBJECTS["zh-hans"].format(number=order.number)
+    assert "到账金额与订单金额不一致" in notice.body and "客服核对后会为您发货或退款" in notice.body
+
+
+def test_payment_after_the_buyer_cancelled_tells_them_staff_will_deliver_or_refund(client, on_commit):
+    product = ProductFactory()
+    stock_product(product, 1)
+    order = checkout_in(client, product, language="en")
+    payment = start_sandbox_payment(client, order)
+    client.post(reverse("shop:order-cancel", args=[order.access_token]))
+
+    with on_commit():
+        post_notification(client, sandbox_notification(out_trade_no=payment.out_trade_no, amount=order.total))
+
+    order.refresh_from_db()
+    assert order.exception_reason == ExceptionReason.PAID_AFTER_EXPIRY
+    (notice,) = mail.outbox
+    assert "It reached us after the order's payment time had ended" in notice.body
+    assert "Our staff will deliver your keys or refund you" in notice.body
