@@ -44,9 +44,9 @@ RAW_SQL = [
     """INSERT INTO shop_orderevent (order_id, type, message, actor, created_at)
         VALUES (%(order)s, 'shop.order.delivered', '1 key(s)', 'system', now())""",
     # delivery.services._order_messages_send (the SMS row; the task sends it after commit)
-    """INSERT INTO delivery_deliverymessage (order_id, channel, recipient, state, tries, last_error, created_at, updated_at)
-        VALUES (%(order)s, 'sms', '13800138000', 'pending', 0, '', now(), now())
-        ON CONFLICT (order_id, channel) DO NOTHING RETURNING id""",
+    """INSERT INTO delivery_deliverymessage (order_id, channel, recipient, notice, state, tries, last_error, created_at, updated_at)
+        VALUES (%(order)s, 'sms', '13800138000', '', 'pending', 0, '', now(), now())
+        ON CONFLICT (order_id, channel, notice) DO NOTHING RETURNING id""",
     # cardpool.selectors.product_has_stock (the low-stock check, threshold 0)
     """SELECT id FROM cardpool_cardkey
         WHERE product_id = %(product)s AND status = 'available' AND (expires_at IS NULL OR expires_at > now())

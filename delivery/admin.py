@@ -16,8 +16,8 @@ class DeliveryAttemptInline(ReadOnlyAdminMixin, admin.TabularInline):
 @admin.register(DeliveryMessage)
 class DeliveryMessageAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     inlines = [DeliveryAttemptInline]
-    list_display = ["order", "channel", "recipient", "state", "tries", "next_try_at", "sent_at", "last_error"]
-    list_filter = ["channel", "state"]
+    list_display = ["order", "channel", "notice", "recipient", "state", "tries", "next_try_at", "sent_at", "last_error"]
+    list_filter = ["channel", "notice", "state"]
     list_select_related = ["order"]
     search_fields = ["=order__number", "recipient"]
     readonly_fields = [f.name for f in DeliveryMessage._meta.fields]

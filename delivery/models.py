@@ -11,14 +11,20 @@ class MessageState(models.TextChoices):
     SENDING = "sending", _("Sending")
     SENT = "sent", _("Sent")
     FAILED = "failed", _("Failed")
+    # A notice whose news was overtaken before it went out (the order was delivered meanwhile).
+    SKIPPED = "skipped", _("Not needed any more")
 
 
 class DeliveryMessage(models.Model):
-    """The email carrying an order's keys. The row exists before the first send is tried."""
+    """A message to the buyer: the one carrying an order's keys (``notice`` empty), or a notice
+    of what happened to the order (``exception.<reason>``, ``refunded``), which never carries a
+    key. The row exists before the first send is tried; at most one per order, channel and notice,
+    so no notice reaches a buyer twice."""
 
     order = models.ForeignKey("shop.Order", on_delete=models.CASCADE, related_name="messages")
     channel = models.CharField(_("channel"), max_length=16, default="email")
     recipient = models.CharField(_("recipient"), max_length=254)
+    notice = models.CharField(_("notice"), max_length=48, blank=True, help_text=_("Empty: the message with the keys."))
     state = models.CharField(_("state"), max_length=16, choices=MessageState.choices, default=MessageState.PENDING)
     tries = models.PositiveSmallIntegerField(_("tries"), default=0)
     next_try_at = models.DateTimeField(_("next try at"), null=True, blank=True)
@@ -32,7 +38,7 @@ class DeliveryMessage(models.Model):
         verbose_name = _("delivery message")
         verbose_name_plural = _("delivery messages")
         constraints = [
-            models.UniqueConstraint(fields=["order", "channel"], name="message_one_per_order_channel"),
+            models.UniqueConstraint(fields=["order", "channel", "notice"], name="message_one_per_order_channel_notice"),
         ]
         indexes = [models.Index(fields=["state", "next_try_at"], name="message_state_next_try")]
 

@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
+from urllib.parse import urljoin
 
 from django.conf import settings
 from django.core import signing
@@ -17,6 +18,7 @@ from django.db.models import Q
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone, translation
+from django.utils.translation import gettext_lazy as _lazy
 
 from cardpool.models import CardKey, CardKeyStatus
 from cardpool.selectors import available_counts, order_keys, product_has_stock
@@ -28,15 +30,21 @@ from cardpool.services import (
     cardkeys_shortfall_is_contention,
 )
 from delivery.channels import ChannelError, DeliveryContent, channel_get
-from delivery.channels.base import DeliveredKey
+from delivery.channels.base import DeliveredKey, ShopBrand
 from delivery.channels.sms import sms_enabled
 from delivery.models import AttemptState, DeliveryAttempt, DeliveryMessage, DeliveryRules, MessageState, StockAlert
 from kameng.sql import sql_execute, statements_chained, statements_run
 from shop.lock_objects import order_lock, order_with_product
 from shop.models import ContactKind, ExceptionReason, Order, OrderEvent, OrderStatus
+from shop.selectors import shop_settings
 from shop.services import order_event_statement, order_exception_enter, order_transition
 
 logger = logging.getLogger(__name__)
+
+
+# Notices to the buyer (DeliveryMessage.notice); "" is the message with the keys.
+NOTICE_EXCEPTION = "exception."
+NOTICE_REFUNDED = "refunded"
 
 
 class DeliveryRefused(Exception):
@@ -290,10 +298,12 @@ def cardkey_replace_defective(*, key_id: int, reason: str, actor: str) -> str:
     return order.status
 
 
+# One message per order, channel and notice ("" for the keys): a notice is recorded once
+# however often its transition is replayed, and the keys message is reused by every resend.
 _MESSAGE_INSERT_SQL = """
-    INSERT INTO {table} (order_id, channel, recipient, state, tries, last_error, created_at, updated_at)
-    VALUES (%s, %s, %s, %s, %s, '', %s, %s)
-    ON CONFLICT (order_id, channel) DO NOTHING
+    INSERT INTO {table} (order_id, channel, recipient, notice, state, tries, last_error, created_at, updated_at)
+    VALUES (%s, %s, %s, %s, %s, %s, '', %s, %s)
+    ON CONFLICT (order_id, channel, notice) DO NOTHING
     RETURNING id
 """
 
@@ -305,6 +315,43 @@ _MESSAGE_INSERT_SQL = """
 _sends_claimed: dict[int, list[tuple[int, int, str, str, Order]]] = {}
 
 
+def message_channel(*, order: Order) -> str | None:
+    """How the buyer is reached: email for an email address, SMS for a mobile number; None when
+    the shop sends no SMS (SMS_PROVIDER=none: the order page is all there is)."""
+    channel = "email" if order.contact_kind == ContactKind.EMAIL else "sms"
+    return None if channel == "sms" and not sms_enabled() else channel
+
+
+def order_notice_record(*, order: Order, notice: str, statements: list | None = None) -> None:
+    """Record a notice to the buyer (``exception.<reason>``, ``refunded``) in the caller's
+    transaction; it is sent after the commit, retried like any message, and re-driven by the
+    sweeper. Recorded once per order, channel and notice, so replays add nothing. Carries no
+    key. ``statements``: the caller's writes still to run; the notice's INSERT joins them."""
+    channel = message_channel(order=order)
+    if channel is None:
+        return
+    now = connection.ops.adapt_datetimefield_value(timezone.now())
+    insert = (
+        _MESSAGE_INSERT_SQL.format(table=DeliveryMessage._meta.db_table),
+        [order.pk, channel, order.contact, notice, MessageState.PENDING, 0, now, now],
+    )
+    if statements is None:
+        statements_run([insert])
+    else:
+        statements.append(insert)
+    from delivery import tasks
+
+    tasks.order_notices_send.delay_on_commit(order.pk)
+
+
+def order_notices_send(*, order_id: int) -> None:
+    """Send an order's pending notices now (the task the notice's commit sends)."""
+    for message_id in DeliveryMessage.objects.filter(order_id=order_id, state=MessageState.PENDING).exclude(
+        notice=""
+    ).values_list("pk", flat=True):
+        message_send(message_id=message_id)
+
+
 def _order_messages_send(*, order: Order, schedule: bool = True, statements: list | None = None) -> int | None:
     """(Re)send an order's message after its keys changed: email to an email address, SMS to a
     mobile number (the page always has the keys). Creates the row on first use, in one
@@ -313,8 +360,8 @@ def _order_messages_send(*, order: Order, schedule: bool = True, statements: lis
     in the same round trip. Returns the message id, or None when the shop sends no SMS
     (SMS_PROVIDER=none)."""
     writes = list(statements or [])
-    channel = "email" if order.contact_kind == ContactKind.EMAIL else "sms"
-    if channel == "sms" and not sms_enabled():
+    channel = message_channel(order=order)
+    if channel is None:
         if writes:
             statements_run(writes)
         return None
@@ -324,7 +371,7 @@ def _order_messages_send(*, order: Order, schedule: bool = True, statements: lis
     claimed = not schedule
     message = (
         _MESSAGE_INSERT_SQL.format(table=DeliveryMessage._meta.db_table),
-        [order.pk, channel, order.contact, MessageState.SENDING if claimed else MessageState.PENDING, int(claimed), now, now],
+        [order.pk, channel, order.contact, "", MessageState.SENDING if claimed else MessageState.PENDING, int(claimed), now, now],
     )
     with connection.cursor() as cursor:
         if claimed and connection.vendor == "postgresql":
@@ -349,7 +396,7 @@ def _order_messages_send(*, order: Order, schedule: bool = True, statements: lis
     if row is not None:
         message_id = row[0]
     else:
-        message_id = DeliveryMessage.objects.get(order=order, channel=channel).pk
+        message_id = DeliveryMessage.objects.get(order=order, channel=channel, notice="").pk
         DeliveryMessage.objects.filter(pk=message_id).update(state=MessageState.PENDING, tries=0, next_try_at=None, last_error="")
     if schedule:
         _message_schedule(message_id=message_id)
@@ -390,7 +437,7 @@ def delivery_resend(*, order_id: int) -> None:
     hour. Sends the same keys; moves no keys or money. Raises ResendRefused."""
     with transaction.atomic(durable=True):
         order = order_lock(order_id)  # serialises concurrent clicks, so the limit holds
-        message = DeliveryMessage.objects.filter(order=order).first()
+        message = DeliveryMessage.objects.filter(order=order, notice="").first()
         if message is None or not CardKey.objects.filter(order=order).exists():
             raise ResendRefused("nothing to send yet")
         if message.state in (MessageState.PENDING, MessageState.SENDING):
@@ -408,6 +455,55 @@ def delivery_resend(*, order_id: int) -> None:
 # --- Email ---------------------------------------------------------------------------------
 
 
+def shop_brand() -> ShopBrand:
+    """The shop's name, logo (an absolute URL) and support contacts, for messages to buyers."""
+    shop = shop_settings()
+    logo_url = ""
+    if shop.logo:
+        # Absolute for mail readers: a storage URL that is only a path hangs off SITE_URL.
+        logo_url = urljoin(settings.SITE_URL + "/", shop.logo.url)
+    contacts = [
+        (_lazy("Email"), shop.support_email), (_lazy("QQ"), shop.support_qq),
+        (_lazy("WeChat"), shop.support_wechat), (_lazy("Telegram"), shop.support_telegram),
+    ]
+    return ShopBrand(
+        name=shop.name, logo_url=logo_url, support=tuple((label, value) for label, value in contacts if value)
+    )
+
+
+def _order_links(order: Order) -> dict:
+    # The links of this order only: the page's secret token, and the signed short link.
+    return {
+        "order_url": f"{settings.SITE_URL}/order/{order.access_token}/",
+        "short_url": settings.SITE_URL + reverse("shop:order-short", args=[order_short_token(order=order)]),
+    }
+
+
+def notice_applies(*, order: Order, notice: str) -> bool:
+    """Whether a notice still tells the truth: an out-of-stock notice for an order that was
+    delivered before the notice went out is left unsent."""
+    if notice == NOTICE_REFUNDED:
+        return order.status == OrderStatus.REFUNDED
+    return order.status == OrderStatus.EXCEPTION and notice == f"{NOTICE_EXCEPTION}{order.exception_reason}"
+
+
+def notice_content(*, order: Order, notice: str) -> DeliveryContent:
+    """What a notice carries: the order's number, product, state and links, never a key."""
+    return DeliveryContent(
+        order_number=order.number,
+        product_name=order.product.name,
+        quantity=order.quantity,
+        keys=(),
+        usage_instructions="",
+        notice=notice,
+        reason=notice.removeprefix(NOTICE_EXCEPTION) if notice.startswith(NOTICE_EXCEPTION) else "",
+        total=order.total,
+        language=order.language,
+        brand=shop_brand(),
+        **_order_links(order),
+    )
+
+
 def delivery_content(*, order: Order) -> DeliveryContent:
     """What a message for ``order`` carries, plaintext keys included. Never log it."""
     return DeliveryContent(
@@ -419,8 +515,12 @@ def delivery_content(*, order: Order) -> DeliveryContent:
         email_subject=order.product.email_subject,
         email_text=order.product.email_text,
         email_html=order.product.email_html,
-        order_url=f"{settings.SITE_URL}/order/{order.access_token}/",
-        short_url=settings.SITE_URL + reverse("shop:order-short", args=[order_short_token(order=order)]),
+        # Held back by the exception queue before it was delivered: the message says sorry.
+        delayed=order.exception_at is not None,
+        total=order.total,
+        language=order.language,
+        brand=shop_brand(),
+        **_order_links(order),
     )
 
 
@@ -434,7 +534,7 @@ def order_short_token(*, order: Order) -> str:
 _MESSAGE_CLAIM_SQL = """
     UPDATE {table} SET state = %s, tries = tries + 1, updated_at = %s
      WHERE id = %s AND state = %s AND (next_try_at IS NULL OR next_try_at <= %s)
-    RETURNING tries, order_id, channel, recipient
+    RETURNING tries, order_id, channel, recipient, notice
 """
 _ATTEMPT_INSERT_SQL = """
     INSERT INTO {table} (message_id, number, state, provider_message_id, error, permanent, started_at)
@@ -460,7 +560,9 @@ def _message_sent(*, message: DeliveryMessage, attempt_id: int, provider_message
         (_ATTEMPT_SENT_SQL.format(table=DeliveryAttempt._meta.db_table), [AttemptState.SENT, now, provider_message_id, attempt_id]),
         (_MESSAGE_SENT_SQL.format(table=DeliveryMessage._meta.db_table), [MessageState.SENT, now, message.pk]),
         order_event_statement(
-            order_id=message.order_id, event_type=f"delivery.{message.channel}.sent", message=message.recipient,
+            order_id=message.order_id,
+            event_type=f"delivery.{message.channel}.{'notice_sent' if message.notice else 'sent'}",
+            message=f"{message.notice} to {message.recipient}" if message.notice else message.recipient,
             actor="system", at=at,
         ),
     ]
@@ -490,8 +592,10 @@ def message_send(*, message_id: int) -> str:
             [message_id, claimed[0], AttemptState.SENDING, now],
         )
         attempt = DeliveryAttempt(pk=cursor.fetchone()[0], message_id=message_id, number=claimed[0])
-    tries, order_id, channel_name, recipient = claimed
-    message = DeliveryMessage(pk=message_id, order_id=order_id, channel=channel_name, recipient=recipient, tries=tries)
+    tries, order_id, channel_name, recipient, notice = claimed
+    message = DeliveryMessage(
+        pk=message_id, order_id=order_id, channel=channel_name, recipient=recipient, notice=notice, tries=tries
+    )
     return _message_deliver(message=message, attempt=attempt)
 
 
@@ -501,9 +605,14 @@ def _message_deliver(*, message: DeliveryMessage, attempt: DeliveryAttempt, orde
         message.order = order_with_product(message.order_id)
     else:
         message.order = order  # locked by the delivery with its product (order_lock)
+    if message.notice and not notice_applies(order=message.order, notice=message.notice):
+        return _message_skipped(message=message, attempt=attempt)
     try:
         channel = channel_get(message.channel)
-        content = delivery_content(order=message.order)
+        if message.notice:
+            content = notice_content(order=message.order, notice=message.notice)
+        else:
+            content = delivery_content(order=message.order)
     except Exception as exc:  # noqa: BLE001 - a bug here must reach staff, not loop forever
         logger.exception("could not prepare delivery message %s", message.pk)
         return _message_failed(
@@ -515,6 +624,20 @@ def _message_deliver(*, message: DeliveryMessage, attempt: DeliveryAttempt, orde
         return _message_failed(message=message, attempt=attempt, failure=failure)
     _message_sent(message=message, attempt_id=attempt.pk, provider_message_id=provider_message_id[:255])
     return MessageState.SENT
+
+
+def _message_skipped(*, message: DeliveryMessage, attempt: DeliveryAttempt) -> str:
+    """A notice overtaken by events (the order moved on before it went out): not sent."""
+    with transaction.atomic():
+        DeliveryAttempt.objects.filter(pk=attempt.pk).update(
+            state=AttemptState.FAILED, finished_at=timezone.now(), error="not sent: the order moved on"
+        )
+        DeliveryMessage.objects.filter(pk=message.pk).update(state=MessageState.SKIPPED)
+        OrderEvent.objects.create(
+            order_id=message.order_id, type=f"delivery.{message.channel}.notice_skipped",
+            message=f"{message.notice}: the order is {message.order.status} now",
+        )
+    return MessageState.SKIPPED
 
 
 def _message_failed(*, message: DeliveryMessage, attempt: DeliveryAttempt, failure: ChannelError) -> str:
@@ -543,6 +666,15 @@ def _message_failed(*, message: DeliveryMessage, attempt: DeliveryAttempt, failu
                 _message_schedule(message_id=message.pk, countdown=delay)
             # else: next_try_at holds it; the sweeper sends it when it is due.
         return MessageState.PENDING
+    if message.notice:
+        # A notice that cannot be sent leaves the order as it is: the page says the same thing.
+        with transaction.atomic():
+            DeliveryMessage.objects.filter(pk=message.pk).update(state=MessageState.FAILED, last_error=str(failure))
+            OrderEvent.objects.create(
+                order_id=message.order_id, type=f"delivery.{message.channel}.notice_failed",
+                message=f"{message.notice} to {message.recipient} failed after {message.tries} tries: {failure}",
+            )
+        return MessageState.FAILED
     with transaction.atomic():
         DeliveryMessage.objects.filter(pk=message.pk).update(state=MessageState.FAILED, last_error=str(failure))
         order = order_lock(message.order_id)

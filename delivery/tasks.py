@@ -52,6 +52,11 @@ def message_send(message_id: int) -> str:
     return services.message_send(message_id=message_id)
 
 
+@shared_task(acks_late=True, autoretry_for=(OperationalError,), retry_backoff=True, max_retries=8)
+def order_notices_send(order_id: int) -> None:
+    services.order_notices_send(order_id=order_id)
+
+
 @shared_task
 def delivery_sweep() -> dict:
     report = services.delivery_sweep()

@@ -15,6 +15,7 @@ from django.db import connection, transaction
 from django.urls import reverse
 from django.utils import timezone
 
+from cardpool.selectors import product_has_stock
 from delivery.dispatch import paid_order_announce, paid_order_notify_sql
 from kameng.sql import first_statement, sql_execute, sql_literal, statements_run
 from payments.gateways.base import (
@@ -63,16 +64,24 @@ class PaymentRefused(Exception):
     """The order cannot be paid now (not pending, or expired)."""
 
 
+class PaymentRefusedSoldOut(PaymentRefused):
+    """The order's product can no longer cover its quantity: no money is asked for."""
+
+
 def payment_start(
     *, order: Order, gateway: PaymentGateway, mobile: bool = False, client_ip: str = ""
 ) -> tuple[Payment, PaymentAction]:
     """Create a payment attempt for a pending order and ask the gateway how the buyer pays.
 
-    Raises PaymentRefused when the order is no longer payable, GatewayError when the platform
-    cannot be reached or refuses (the attempt row stays, unused).
+    Raises PaymentRefused when the order is no longer payable, PaymentRefusedSoldOut when its
+    product's stock cannot cover it any more (nothing is sent to a platform; a payment started
+    earlier that still arrives lands in the exception queue as out_of_stock), GatewayError when
+    the platform cannot be reached or refuses (the attempt row stays, unused).
     """
     if order.status != OrderStatus.PENDING or order.expires_at <= timezone.now():
         raise PaymentRefused(order.status)
+    if not product_has_stock(product_id=order.product_id, quantity=order.quantity):
+        raise PaymentRefusedSoldOut(order.number)
     with transaction.atomic():
         if not gateway.is_enabled():  # staff test mode (registry only admits it for staff)
             order_mark_test(order=order, gateway=gateway.identifier)

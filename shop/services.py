@@ -19,13 +19,14 @@ from django.contrib.auth.hashers import check_password, make_password
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import connection, transaction
-from django.utils import timezone
+from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 
 from cardpool.selectors import product_has_stock
 from kameng.sql import sql_literal, statements_run
 from shop.lock_objects import order_lock
 from shop.models import ContactKind, ExceptionReason, Order, OrderEvent, OrderStatus, Product
+from shop.signals import order_moved
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +81,7 @@ def order_transition(
         statements_run(writes)
     else:
         statements.extend(writes)
+    order_moved.send(sender=Order, order=order, event_type=event_type, statements=statements)
     return order
 
 
@@ -165,10 +167,19 @@ def _order_number() -> str:
     return timezone.localtime().strftime("%Y%m%d") + "".join(secrets.choice("0123456789") for _ in range(12))
 
 
+def order_language(language: str | None = None) -> str:
+    """One of settings.LANGUAGES for ``language`` (default: the active one, i.e. the request's),
+    or "" when it is none of them."""
+    language = (language or translation.get_language() or "").lower()
+    return language if language in dict(settings.LANGUAGES) else ""
+
+
 def order_create(
-    *, product: Product, quantity: int, contact: str, query_password: str, client_ip: str | None
+    *, product: Product, quantity: int, contact: str, query_password: str, client_ip: str | None,
+    language: str | None = None,
 ) -> Order:
     """Create a pending order at the product's current price. Moves no keys and no money.
+    ``language``: what the buyer's messages will speak (default: the request's active language).
 
     Raises OrderRejected when the product is inactive, the quantity is outside its limits or
     above the available stock.
@@ -199,6 +210,7 @@ def order_create(
             contact_kind=kind,
             query_password_hash=make_password(query_password, hasher=QUERY_PASSWORD_HASHER),
             client_ip=client_ip,
+            language=order_language(language),
             expires_at=timezone.now() + timedelta(minutes=settings.ORDER_EXPIRE_MINUTES),
         )
         OrderEvent.objects.create(order=order, type="shop.order.created", actor="buyer")

@@ -19,11 +19,11 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from django_ratelimit.core import is_ratelimited
 from qrcode.image.svg import SvgPathImage
 
-from cardpool.selectors import order_keys
+from cardpool.selectors import order_keys, product_has_stock
 from delivery.services import ResendRefused, delivery_resend, order_short_token
 from payments.gateways.base import GatewayError
 from payments.registry import GatewayNotFound, gateway_get, gateways_enabled
-from payments.services import PaymentRefused, order_cancel_by_buyer, payment_start
+from payments.services import PaymentRefused, PaymentRefusedSoldOut, order_cancel_by_buyer, payment_start
 from shop import selectors
 from shop.forms import CheckoutForm, OrderLookupForm
 from shop.models import Order, OrderStatus
@@ -88,6 +88,8 @@ def order_pay(request: HttpRequest, token: str) -> HttpResponse:
             )
         except GatewayNotFound:
             messages.error(request, _("Choose a payment method."))
+        except PaymentRefusedSoldOut:
+            pass  # the page below says so
         except PaymentRefused:
             return redirect("shop:order", token=token)
         except GatewayError:
@@ -97,8 +99,12 @@ def order_pay(request: HttpRequest, token: str) -> HttpResponse:
             if action.redirect_url:
                 return redirect(action.redirect_url)
             return redirect("shop:order-pay-qr", token=token, out_trade_no=payment.out_trade_no)
+    # The same check payment_start makes, so a buyer sees it before choosing how to pay.
+    sold_out = not product_has_stock(product_id=order.product_id, quantity=order.quantity)
     return render(
-        request, "shop/order_pay.html", {"order": order, "gateways": gateways_enabled(staff_test=request.user.is_staff)}
+        request,
+        "shop/order_pay.html",
+        {"order": order, "sold_out": sold_out, "gateways": [] if sold_out else gateways_enabled(staff_test=request.user.is_staff)},
     )
 
 

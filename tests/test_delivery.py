@@ -71,8 +71,8 @@ def test_not_enough_keys_delivers_nothing_and_queues_the_order(client, on_commit
     product = ProductFactory()
     stock_product(product, 2)
     order = checkout(client, product, quantity=2)
-    CardKey.objects.filter(pk=CardKey.objects.first().pk).update(status=CardKeyStatus.VOID)  # stock fell meanwhile
     payment = start_sandbox_payment(client, order)
+    CardKey.objects.filter(pk=CardKey.objects.first().pk).update(status=CardKeyStatus.VOID)  # stock fell meanwhile
 
     with on_commit():
         post_notification(client, sandbox_notification(out_trade_no=payment.out_trade_no, amount=order.total))
@@ -81,7 +81,7 @@ def test_not_enough_keys_delivers_nothing_and_queues_the_order(client, on_commit
     assert order.status == OrderStatus.EXCEPTION and order.exception_reason == ExceptionReason.OUT_OF_STOCK
     assert not CardKey.objects.filter(order=order).exists()
     assert CardKey.objects.filter(status=CardKeyStatus.AVAILABLE).count() == 1
-    assert not mail.outbox
+    assert [m.subject for m in mail.outbox] == [f"您的订单 {order.number} 已付款，发货还需要一点时间"]  # a notice, no key
 
 
 def paid_while_sold_out(client, on_commit):
@@ -89,8 +89,8 @@ def paid_while_sold_out(client, on_commit):
     product = ProductFactory()
     stock_product(product, 1)
     order = checkout(client, product)
-    CardKey.objects.filter(product=product).update(status=CardKeyStatus.VOID)
     payment = start_sandbox_payment(client, order)
+    CardKey.objects.filter(product=product).update(status=CardKeyStatus.VOID)
     with on_commit():
         post_notification(client, sandbox_notification(out_trade_no=payment.out_trade_no, amount=order.total))
     order.refresh_from_db()
@@ -384,9 +384,9 @@ def test_importing_keys_delivers_out_of_stock_orders_oldest_first(admin_client, 
     product = ProductFactory()
     stock_product(product, 3)
     orders = [checkout(client, product) for _ in range(3)]
-    CardKey.objects.update(status=CardKeyStatus.VOID)
-    for order in orders:
-        payment = start_sandbox_payment(client, order)
+    payments = [start_sandbox_payment(client, order) for order in orders]
+    CardKey.objects.update(status=CardKeyStatus.VOID)  # sold out while the buyers were paying
+    for order, payment in zip(orders, payments):
         with on_commit():
             post_notification(client, sandbox_notification(out_trade_no=payment.out_trade_no, amount=order.total))
     assert set(Order.objects.values_list("exception_reason", flat=True)) == {ExceptionReason.OUT_OF_STOCK}

@@ -1,7 +1,8 @@
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 
 
 @dataclass(frozen=True)
@@ -11,8 +12,22 @@ class DeliveredKey:
 
 
 @dataclass(frozen=True)
+class ShopBrand:
+    """Who the message is from: the shop's name ("" for the default), its logo as an absolute
+    URL ("" for none) and its support contacts as (label, value) pairs."""
+
+    name: str = ""
+    logo_url: str = ""
+    support: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
 class DeliveryContent:
-    """What a message carries. The secrets are plaintext: never log this object."""
+    """What a message carries. The secrets are plaintext: never log this object.
+
+    ``notice`` empty: the message with the keys (``delayed`` when the order waited in the
+    exception queue first). Otherwise a notice (``exception.<reason>`` with ``reason``, or
+    ``refunded``) whose ``keys`` are always empty. ``language``: the buyer's, "" for the shop's."""
 
     order_number: str
     product_name: str
@@ -24,6 +39,12 @@ class DeliveryContent:
     email_subject: str = ""
     email_text: str = ""
     email_html: str = ""
+    notice: str = ""
+    reason: str = ""
+    delayed: bool = False
+    total: Decimal | None = None
+    language: str = ""
+    brand: ShopBrand = field(default_factory=ShopBrand)
 
     @property
     def secrets(self) -> tuple[str, ...]:

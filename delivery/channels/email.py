@@ -22,13 +22,21 @@ def _render(own: str, default_template: str, context: dict, *, autoescape: bool)
 
 
 def email_render(*, recipient: str, content: DeliveryContent) -> EmailMultiAlternatives:
-    """The email carrying an order's keys, in the shop's language; per-product subject, text and
-    HTML templates when the operator wrote them."""
+    """The email carrying an order's keys, or a notice about the order, in the buyer's language
+    (the shop's for orders that did not record one), branded with the shop's name, logo and
+    support contacts. The keys email uses the product's own subject, text and HTML templates
+    when the operator wrote them; notices always use the shop's."""
     context = {"content": content}
-    with translation.override(settings.LANGUAGE_CODE):
-        subject = " ".join(_render(content.email_subject, "delivery/email/keys_subject.txt", context, autoescape=False).split())
-        text = _render(content.email_text, "delivery/email/keys_body.txt", context, autoescape=False)
-        html = _render(content.email_html, "delivery/email/keys_body.html", context, autoescape=True)
+    if content.notice:
+        name = content.notice.split(".", 1)[0]  # exception, refunded
+        own = ("", "", "")
+    else:
+        name = "keys"
+        own = (content.email_subject, content.email_text, content.email_html)
+    with translation.override(content.language or settings.LANGUAGE_CODE):
+        subject = " ".join(_render(own[0], f"delivery/email/{name}_subject.txt", context, autoescape=False).split())
+        text = _render(own[1], f"delivery/email/{name}_body.txt", context, autoescape=False)
+        html = _render(own[2], f"delivery/email/{name}_body.html", context, autoescape=True)
     email = EmailMultiAlternatives(
         subject=subject, body=text, to=[recipient], headers={"Message-ID": make_msgid(domain="kameng")}
     )

@@ -14,6 +14,8 @@ from functools import lru_cache
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+from django.template.loader import render_to_string
+from django.utils import translation
 from django.utils.module_loading import import_string
 
 from delivery.channels.base import Channel, ChannelError, DeliveryContent
@@ -26,6 +28,12 @@ SMS_PROVIDERS = {
 
 
 def sms_params(content: DeliveryContent) -> tuple[str, str]:
+    """The provider template's two variables: the order number, and the keys or the short link;
+    for a notice, one short sentence in the buyer's language and the short link (never a key)."""
+    if content.notice:
+        with translation.override(content.language or settings.LANGUAGE_CODE):
+            text = " ".join(render_to_string("delivery/sms/notice.txt", {"content": content}).split())
+        return content.order_number, text
     if settings.SMS_CONTENT == "key":
         return content.order_number, " ".join(content.secrets)
     return content.order_number, content.short_url
