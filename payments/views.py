@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from urllib.parse import parse_qsl
 
+from csp.decorators import csp_exempt
 from django.conf import settings
 from django.core.exceptions import TooManyFieldsSent
 from django.http import Http404, HttpRequest, HttpResponse
@@ -21,6 +22,7 @@ from shop.models import OrderStatus
 
 @csrf_exempt  # platforms cannot send a CSRF token; the gateway verifies the signature instead
 @require_POST
+@csp_exempt()  # the platforms read an acknowledgement, not a document (payments/csp.py)
 def notify(request: HttpRequest, gateway: str) -> HttpResponse:
     try:
         # staff_test: the sandbox's notifications are accepted for test orders even while it is
