@@ -9,7 +9,7 @@ from django.test import Client
 from django.urls import reverse
 
 from shop.models import Order, OrderStatus
-from tests.factories import ProductFactory, stock_product
+from tests.factories import OrderFactory, ProductFactory, stock_product
 from tests.platforms import sandbox_notification
 from tests.storefront import checkout, post_notification, start_sandbox_payment
 
@@ -283,3 +283,14 @@ def test_storefront_pages_forbid_inline_and_foreign_scripts(client, admin_client
     page = client.get(reverse("shop:order", args=[order.access_token])).content.decode()
     assert "<script>" not in page and "onclick=" not in page
     assert "Content-Security-Policy" not in admin_client.get(reverse("admin:index"))
+
+
+def test_order_page_keeps_its_token_on_the_site_but_lets_its_forms_send_their_origin(client):
+    order = OrderFactory()
+
+    response = client.get(reverse("shop:order", args=[order.access_token]))
+
+    # same-origin: no Referer (with the token in its URL) to other sites; "no-referrer" made
+    # Chromium post the page's forms with "Origin: null", which CSRF refuses.
+    assert response["Referrer-Policy"] == "same-origin"
+    assert "no-store" in response["Cache-Control"]
