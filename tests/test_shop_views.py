@@ -11,7 +11,7 @@ from django.urls import reverse
 from shop.models import Order, OrderStatus
 from tests.factories import OrderFactory, ProductFactory, stock_product
 from tests.platforms import sandbox_notification
-from tests.storefront import checkout, post_notification, start_sandbox_payment
+from tests.storefront import checkout, post_notification, sandbox_pay_page, start_sandbox_payment
 
 pytestmark = pytest.mark.django_db
 
@@ -149,8 +149,7 @@ def test_sandbox_pay_page_posts_a_signed_notification_that_delivers(client, on_c
     product = ProductFactory()
     keys = stock_product(product, 1)
     order = checkout(client, product)
-    payment = start_sandbox_payment(client, order)
-    page = client.get(reverse("payments:sandbox-pay", args=[payment.out_trade_no]))
+    page = sandbox_pay_page(client, order)
     fields = {name: page.context["fields"][name] for name in page.context["fields"]}
 
     with on_commit():
