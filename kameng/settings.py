@@ -59,6 +59,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "payments.csp.StorefrontCSPMiddleware",
+    # Last, so its 404 passes back through every other middleware (CSP and security headers).
+    "kameng.path_guard.NulBytePathMiddleware",
 ]
 
 ROOT_URLCONF = "kameng.urls"
