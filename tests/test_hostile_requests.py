@@ -91,6 +91,7 @@ def test_forged_replayed_and_foreign_requests_through_gunicorn_change_nothing(sh
 
     refused = [
         requests.post(notify, data={**fields, "sign": "0" * 64}, timeout=10),  # forged signature
+        requests.post(notify, data={**fields, "sign": "签名" * 32}, timeout=10),  # not even ASCII (was a 500)
         requests.post(notify, data={**fields, "total_amount": "0.01"}, timeout=10),  # changed after signing
         requests.post(notify, data=sandbox_notification(out_trade_no=payment.out_trade_no, amount=order.total, secret="guess"), timeout=10),
         requests.post(notify, data=sandbox_notification(out_trade_no=payment.out_trade_no, amount=order.total, timestamp=1), timeout=10),

@@ -87,7 +87,8 @@ class SandboxGateway(PaymentGateway):
         if missing:
             raise NotificationRejected(f"missing fields: {', '.join(missing)}")
         expected = sandbox_signature(form, sandbox_secret())
-        if not hmac.compare_digest(expected, str(form["sign"])):
+        # Bytes: compare_digest raises TypeError on a str with non-ASCII characters.
+        if not hmac.compare_digest(expected.encode(), str(form["sign"]).encode()):
             raise NotificationRejected("bad signature")
         if len(form["out_trade_no"]) > 64 or len(form["trade_no"]) > 64:
             raise NotificationRejected("identifier too long")
