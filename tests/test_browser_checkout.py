@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 from django.conf import settings
-from selenium.common.exceptions import TimeoutException
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException, TimeoutException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
@@ -23,7 +23,9 @@ ACCEPT_LANGUAGE = {"zh-hans": "zh-CN", "zh-hant": "zh-TW", "en": "en"}
 
 def _wait(driver, condition, what: str, timeout: float = 15):
     try:
-        return WebDriverWait(driver, timeout).until(condition)
+        # An element read while the next page replaces the current one goes stale: read again.
+        ignored = (NoSuchElementException, StaleElementReferenceException)
+        return WebDriverWait(driver, timeout, ignored_exceptions=ignored).until(condition)
     except TimeoutException:
         pytest.fail(f"timed out waiting for {what} at {driver.current_url}; console: {console_errors(driver)}")
 

@@ -25,7 +25,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from selenium.common.exceptions import TimeoutException
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
@@ -215,6 +215,13 @@ def _wait_for_url(driver, prefix: str) -> None:
         pytest.fail(f"the browser stayed at {driver.current_url}, console: {console_errors(driver)}")
 
 
+def _wait_for_qr(driver) -> None:
+    # (an element read while the QR page replaces the pay page goes stale: read again)
+    WebDriverWait(driver, 15, ignored_exceptions=(StaleElementReferenceException,)).until(
+        lambda d: d.find_elements(By.CSS_SELECTOR, ".qr svg")
+    )
+
+
 def _csp_violations(driver) -> list[str]:
     return [e for e in console_errors(driver) if "Content Security Policy" in e or "form-action" in e]
 
@@ -242,7 +249,7 @@ def test_buyer_choosing_wechat_pay_on_a_phone_reaches_h5_and_on_desktop_sees_the
     if buyer.viewport.mobile:
         _wait_for_url(buyer, "https://wx.tenpay.com/cgi-bin/mmpayweb-bin/checkmweb")
     else:
-        WebDriverWait(buyer, 15).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".qr svg"))
+        _wait_for_qr(buyer)
         assert f"/order/{order.access_token}/pay/" in buyer.current_url
         screenshot(buyer, "pay-wechat-qr")
     assert _csp_violations(buyer) == []
@@ -261,7 +268,7 @@ def test_desktop_buyer_sees_the_alipay_qr_code_in_qr_mode(shop_qr, platforms, de
 
     _choose(buyer, shop_qr, order, "alipay")
 
-    WebDriverWait(buyer, 15).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".qr svg"))
+    _wait_for_qr(buyer)
     assert platforms.alipay.requests[-1]["method"] == "alipay.trade.precreate"
     assert platforms.alipay.requests[-1]["signature_ok"]
     screenshot(buyer, "pay-alipay-qr")
