@@ -24,16 +24,23 @@ seed: migrate
 	$(PY) manage.py seed_demo
 
 # Web (runserver), Celery worker and beat on the embedded default (SQLite + filesystem broker).
-# Ctrl-C stops all three.
+# SITE_URL (links in emails and SMS, gateway callbacks) follows HOST and PORT unless it is set.
+# Ctrl-C stops all three: the terminal sends SIGINT to the whole process group; the trap sends
+# each child one SIGTERM by its pid and waits for them. (The trap must not signal the group with
+# "kill 0": that signals this shell too, re-entering the trap until the shell crashes while the
+# worker gets thousands of shutdown requests.) Background jobs of a non-interactive shell ignore
+# SIGINT, so the SIGTERM is what stops them; the shell ignores further signals while it waits.
 run: seed
 	@. ./.env; echo ""; \
 	echo "  Kameng is starting at http://$(HOST):$(PORT)/"; \
 	echo "  Admin: http://$(HOST):$(PORT)/admin/  user: admin  password: $$DEMO_ADMIN_PASSWORD"; \
 	echo ""
-	@trap 'kill 0' INT TERM EXIT; \
-	$(VENV)/bin/celery -A kameng worker --loglevel=INFO --concurrency=2 --without-mingle --without-gossip & \
-	$(VENV)/bin/celery -A kameng beat --loglevel=INFO & \
-	$(PY) manage.py runserver $(HOST):$(PORT) --noreload
+	@export SITE_URL="$${SITE_URL:-http://$(HOST):$(PORT)}" PYTHONUNBUFFERED=1; \
+	$(VENV)/bin/celery -A kameng worker --loglevel=INFO --concurrency=2 --without-mingle --without-gossip & worker=$$!; \
+	$(VENV)/bin/celery -A kameng beat --loglevel=INFO & beat=$$!; \
+	$(PY) manage.py runserver $(HOST):$(PORT) --noreload & web=$$!; \
+	trap 'trap "" INT TERM; kill -TERM $$web $$beat $$worker 2>/dev/null; wait; exit 130' INT TERM; \
+	wait $$web; status=$$?; trap "" INT TERM; kill -TERM $$beat $$worker 2>/dev/null; wait; exit $$status
 
 test: setup
 	$(PY) -m kameng.services_env > .test-services.env

@@ -5,14 +5,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from urllib.parse import parse_qsl
 
+from csp.decorators import csp_exempt
 from django.conf import settings
 from django.core.exceptions import TooManyFieldsSent
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
+from django.utils.crypto import constant_time_compare
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
+from payments.gateways.sandbox import sandbox_pay_page_signature
 from payments.models import Payment, PaymentState
 from payments.registry import GatewayNotFound, gateway_get
 from payments.services import notification_receive
@@ -21,6 +24,7 @@ from shop.models import OrderStatus
 
 @csrf_exempt  # platforms cannot send a CSRF token; the gateway verifies the signature instead
 @require_POST
+@csp_exempt()  # the platforms read an acknowledgement, not a document (payments/csp.py)
 def notify(request: HttpRequest, gateway: str) -> HttpResponse:
     try:
         # staff_test: the sandbox's notifications are accepted for test orders even while it is
@@ -77,10 +81,17 @@ def _form_fields(request: HttpRequest) -> Mapping[str, str]:
 @never_cache
 @require_GET
 def sandbox_pay(request: HttpRequest, out_trade_no: str) -> HttpResponse:
+    """The sandbox's "platform" page: a signed paid notification to post. Opens only with the
+    signature the shop put in its URL (``SandboxGateway.create_payment``), so the page, whose
+    link back holds the order's access token, shows nothing to whoever knows an out_trade_no."""
     try:
         gateway = gateway_get("sandbox", staff_test=True)
     except GatewayNotFound:
         raise Http404("the sandbox gateway is disabled") from None
+    return_url = request.GET.get("return_url", "")
+    expected = sandbox_pay_page_signature(out_trade_no=out_trade_no, return_url=return_url)
+    if not return_url or not constant_time_compare(expected, request.GET.get("sign", "")):
+        raise Http404("no such payment")
     payment = get_object_or_404(Payment.objects.select_related("order__product"), out_trade_no=out_trade_no, gateway="sandbox")
     if not gateway.is_enabled() and not payment.order.is_test:
         raise Http404("the sandbox gateway is disabled")
@@ -88,7 +99,10 @@ def sandbox_pay(request: HttpRequest, out_trade_no: str) -> HttpResponse:
     context = {
         "payment": payment,
         "order": payment.order,
+        "return_url": return_url,
         "payable": payable,
         "fields": gateway.notification_fields(out_trade_no=payment.out_trade_no, amount=payment.amount) if payable else {},
     }
-    return render(request, "payments/sandbox_pay.html", context)
+    response = render(request, "payments/sandbox_pay.html", context)
+    response["Referrer-Policy"] = "same-origin"  # its URL holds the return URL, token and all
+    return response

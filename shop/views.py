@@ -136,7 +136,11 @@ def order_detail(request: HttpRequest, token: str) -> HttpResponse:
         {"order": order, "keys": keys, "secrets": [secret for secret, _expires in keys], "events": selectors.order_events(order=order)},
     )
     response["Cache-Control"] = "no-store"
-    response["Referrer-Policy"] = "no-referrer"
+    # The URL holds the order's access token: no Referer may carry it to another site, but the
+    # page's own forms (send again, language) must send their real Origin for CSRF to accept
+    # them, which "no-referrer" prevents (Chromium sends "Origin: null"). SECURE_REFERRER_POLICY
+    # gives every page this already; it is stated here because this page depends on it.
+    response["Referrer-Policy"] = "same-origin"
     return response
 
 

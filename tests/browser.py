@@ -44,9 +44,11 @@ def browser_missing() -> str | None:
     return None
 
 
-def chromium_start(viewport: Viewport, *, language: str = "zh-CN"):
+def chromium_start(viewport: Viewport, *, language: str = "zh-CN", flags: tuple[str, ...] = ()):
     """A new headless Chromium with an empty profile, at ``viewport`` and asking for ``language``
-    (Accept-Language). The caller quits it; ``driver.profile_dir`` is removed by ``chromium_quit``."""
+    (Accept-Language), with extra command-line ``flags`` (e.g. ``--host-resolver-rules`` to send
+    a platform's host name to a loopback stand-in). The caller quits it; ``driver.profile_dir``
+    is removed by ``chromium_quit``."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -59,7 +61,7 @@ def chromium_start(viewport: Viewport, *, language: str = "zh-CN"):
         "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
         "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
         "--disable-extensions", "--disable-default-apps", f"--user-data-dir={profile}",
-        f"--window-size={viewport.width},{viewport.height}", f"--lang={language}",
+        f"--window-size={viewport.width},{viewport.height}", f"--lang={language}", *flags,
     ):
         options.add_argument(flag)
     options.add_experimental_option("prefs", {"intl.accept_languages": language})

@@ -27,6 +27,13 @@ def start_sandbox_payment(client: Client, order: Order) -> Payment:
     return Payment.objects.filter(order=order).latest("created_at")
 
 
+def sandbox_pay_page(client: Client, order: Order):
+    """Choose the sandbox on the order's pay page and open the page it redirects to."""
+    response = client.post(reverse("shop:order-pay", args=[order.access_token]), {"gateway": "sandbox"})
+    assert response.status_code == 302 and "/payments/sandbox/pay/" in response["Location"]
+    return client.get(response["Location"])
+
+
 def post_notification(client: Client, fields: dict, gateway: str = "sandbox"):
     """POST a notification form as the platforms send it (urlencoded, UTF-8)."""
     return client.post(

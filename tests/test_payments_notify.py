@@ -15,7 +15,7 @@ from payments.models import NotificationVerdict, Payment, PaymentNotification
 from shop.models import ExceptionReason, Order, OrderStatus
 from tests.factories import ProductFactory, stock_product
 from tests.platforms import sandbox_notification
-from tests.storefront import checkout, post_notification, start_sandbox_payment
+from tests.storefront import checkout, post_notification, sandbox_pay_page, start_sandbox_payment
 
 pytestmark = pytest.mark.django_db
 
@@ -253,8 +253,7 @@ def test_staff_test_mode_buys_with_the_sandbox_in_production_and_is_left_out_of_
     assert "Sandbox" not in client.get(reverse("shop:order-pay", args=[buyer_order.access_token])).content.decode()
     staff_order = checkout(admin_client, product)
 
-    payment = start_sandbox_payment(admin_client, staff_order)
-    page = admin_client.get(reverse("payments:sandbox-pay", args=[payment.out_trade_no]))
+    page = sandbox_pay_page(admin_client, staff_order)
     with on_commit():
         response = post_notification(client, dict(page.context["fields"]))
 
@@ -272,8 +271,7 @@ def test_sandbox_notification_for_a_public_order_is_refused_while_the_sandbox_is
     product = ProductFactory()
     stock_product(product, 1)
     staff_order = checkout(admin_client, product)
-    payment = start_sandbox_payment(admin_client, staff_order)
-    fields = dict(admin_client.get(reverse("payments:sandbox-pay", args=[payment.out_trade_no])).context["fields"])
+    fields = dict(sandbox_pay_page(admin_client, staff_order).context["fields"])
     public = checkout(client, product)
     public_payment = Payment.objects.create(order=public, gateway="sandbox", out_trade_no="PUBLIC1", amount=public.total)
 

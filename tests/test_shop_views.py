@@ -9,9 +9,9 @@ from django.test import Client
 from django.urls import reverse
 
 from shop.models import Order, OrderStatus
-from tests.factories import ProductFactory, stock_product
+from tests.factories import OrderFactory, ProductFactory, stock_product
 from tests.platforms import sandbox_notification
-from tests.storefront import checkout, post_notification, start_sandbox_payment
+from tests.storefront import checkout, post_notification, sandbox_pay_page, start_sandbox_payment
 
 pytestmark = pytest.mark.django_db
 
@@ -149,8 +149,7 @@ def test_sandbox_pay_page_posts_a_signed_notification_that_delivers(client, on_c
     product = ProductFactory()
     keys = stock_product(product, 1)
     order = checkout(client, product)
-    payment = start_sandbox_payment(client, order)
-    page = client.get(reverse("payments:sandbox-pay", args=[payment.out_trade_no]))
+    page = sandbox_pay_page(client, order)
     fields = {name: page.context["fields"][name] for name in page.context["fields"]}
 
     with on_commit():
@@ -283,3 +282,14 @@ def test_storefront_pages_forbid_inline_and_foreign_scripts(client, admin_client
     page = client.get(reverse("shop:order", args=[order.access_token])).content.decode()
     assert "<script>" not in page and "onclick=" not in page
     assert "Content-Security-Policy" not in admin_client.get(reverse("admin:index"))
+
+
+def test_order_page_keeps_its_token_on_the_site_but_lets_its_forms_send_their_origin(client):
+    order = OrderFactory()
+
+    response = client.get(reverse("shop:order", args=[order.access_token]))
+
+    # same-origin: no Referer (with the token in its URL) to other sites; "no-referrer" made
+    # Chromium post the page's forms with "Origin: null", which CSRF refuses.
+    assert response["Referrer-Policy"] == "same-origin"
+    assert "no-store" in response["Cache-Control"]

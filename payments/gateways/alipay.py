@@ -171,6 +171,17 @@ class AlipayGateway(PaymentGateway):
     def is_enabled(self) -> bool:
         return self.config() is not None
 
+    def redirect_origins(self) -> tuple[str, ...]:
+        # Page and wap pay send the buyer to ALIPAY_SERVER_URL with the signed request; the
+        # gateway answers with redirects to its cashier (excashier.alipay.com for page pay,
+        # mclient.alipay.com for wap pay; the sandbox's on alipaydev.com). QR pay stays here.
+        config = self.config()
+        if config is None or config.pay_mode == "qr":
+            return ()
+        server = urlsplit(config.server_url)
+        cashier = "https://*.alipaydev.com" if (server.hostname or "").endswith("alipaydev.com") else "https://*.alipay.com"
+        return (f"{server.scheme}://{server.hostname}", cashier)
+
     def create_payment(self, request: PaymentRequest) -> PaymentAction:
         config = self.config()
         client = _client(config)

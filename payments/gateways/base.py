@@ -109,6 +109,14 @@ class PaymentGateway:
     def create_payment(self, request: PaymentRequest) -> PaymentAction:
         raise NotImplementedError
 
+    def redirect_origins(self) -> tuple[str, ...]:
+        """The origins (CSP source expressions) the buyer's browser passes through after the pay
+        form's POST answers with a redirect to ``PaymentAction.redirect_url``, every hop of the
+        platform's own redirects included. The storefront's CSP ``form-action`` allows exactly
+        these for the enabled gateways (payments/csp.py); a hop missing here leaves the buyer on
+        the pay page with a form-action violation. Same-origin pages need nothing."""
+        return ()
+
     def parse_notification(self, *, body: bytes, headers: Mapping[str, str], form: Mapping[str, str]) -> VerifiedNotification:
         """Verify a notification or raise NotificationRejected with a reason."""
         raise NotImplementedError

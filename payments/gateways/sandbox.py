@@ -12,6 +12,7 @@ import secrets
 import time
 from collections.abc import Mapping
 from decimal import Decimal
+from urllib.parse import urlencode
 
 from django.conf import settings
 from django.urls import reverse
@@ -40,6 +41,12 @@ def sandbox_signature(fields: Mapping[str, str], secret: str) -> str:
     return hmac.new(secret.encode(), message.encode(), hashlib.sha256).hexdigest()
 
 
+def sandbox_pay_page_signature(*, out_trade_no: str, return_url: str) -> str:
+    """HMAC-SHA256 binding the sandbox pay page of ``out_trade_no`` to its return URL."""
+    message = f"sandbox-pay-page\n{out_trade_no}\n{return_url}"
+    return hmac.new(sandbox_secret().encode(), message.encode(), hashlib.sha256).hexdigest()
+
+
 def sandbox_secret() -> str:
     """PAYMENTS_SANDBOX_SECRET, or in staff test mode a key derived from SECRET_KEY."""
     return settings.PAYMENTS_SANDBOX_SECRET or salted_hmac("kameng.sandbox", "notify").hexdigest()
@@ -55,7 +62,12 @@ class SandboxGateway(PaymentGateway):
         return bool(settings.PAYMENTS_SANDBOX_ENABLED and settings.PAYMENTS_SANDBOX_SECRET)
 
     def create_payment(self, request: PaymentRequest) -> PaymentAction:
-        return PaymentAction(redirect_url=reverse("payments:sandbox-pay", args=[request.out_trade_no]))
+        # Like a platform's cashier URL, the pay page's is signed by the shop and carries the
+        # return URL (the order page, whose access token it holds): without the signature the
+        # page is a 404, so an out_trade_no alone opens nothing.
+        query = urlencode({"return_url": request.return_url, "sign": sandbox_pay_page_signature(
+            out_trade_no=request.out_trade_no, return_url=request.return_url)})
+        return PaymentAction(redirect_url=f"{reverse('payments:sandbox-pay', args=[request.out_trade_no])}?{query}")
 
     def notification_fields(self, *, out_trade_no: str, amount: Decimal) -> dict[str, str]:
         """A signed "paid" notification, as the sandbox platform would send it."""
@@ -75,7 +87,8 @@ class SandboxGateway(PaymentGateway):
         if missing:
             raise NotificationRejected(f"missing fields: {', '.join(missing)}")
         expected = sandbox_signature(form, sandbox_secret())
-        if not hmac.compare_digest(expected, str(form["sign"])):
+        # Bytes: compare_digest raises TypeError on a str with non-ASCII characters.
+        if not hmac.compare_digest(expected.encode(), str(form["sign"]).encode()):
             raise NotificationRejected("bad signature")
         if len(form["out_trade_no"]) > 64 or len(form["trade_no"]) > 64:
             raise NotificationRejected("identifier too long")

@@ -41,6 +41,8 @@ from payments.keys import private_key_load, private_key_pkcs8_pem, public_key_lo
 
 logger = logging.getLogger(__name__)
 
+# Where an H5 payment's h5_url points (https://wx.tenpay.com/cgi-bin/mmpayweb-bin/checkmweb?…).
+H5_ORIGIN = "https://wx.tenpay.com"
 HEX_SERIAL = re.compile(r"^[0-9A-Fa-f]{1,64}$")
 SETTING_NAMES = (
     "WECHATPAY_MCHID", "WECHATPAY_APPID", "WECHATPAY_APIV3_KEY", "WECHATPAY_PRIVATE_KEY", "WECHATPAY_CERT_SERIAL_NO",
@@ -160,6 +162,11 @@ class WechatPayGateway(PaymentGateway):
 
     def is_enabled(self) -> bool:
         return self.config() is not None
+
+    def redirect_origins(self) -> tuple[str, ...]:
+        # H5 pay (phones) sends the buyer to the h5_url the API returns, always on this host;
+        # Native pay (desktop) shows a QR code here.
+        return (H5_ORIGIN,) if self.is_enabled() else ()
 
     def create_payment(self, request: PaymentRequest) -> PaymentAction:
         client = _client(self.config())
