@@ -68,12 +68,35 @@ def payment_start(
 ) -> tuple[Payment, PaymentAction]:
     """Create a payment attempt for a pending order and ask the gateway how the buyer pays.
 
+    An attempt of the same gateway and device kind that the gateway answered within the last
+    PAYMENT_REUSE_SECONDS, still awaiting money, is returned again with its action instead: a
+    buyer clicking "Pay" repeatedly opens one trade at the platform, not one per click.
+
     Raises PaymentRefused when the order is no longer payable, GatewayError when the platform
     cannot be reached or refuses (the attempt row stays, unused).
     """
     if order.status != OrderStatus.PENDING or order.expires_at <= timezone.now():
         raise PaymentRefused(order.status)
     with transaction.atomic():
+        # The order's lock serialises concurrent clicks, so a second one sees the first's attempt
+        # once its gateway answered (a click during that call still opens its own: bounded by
+        # the per-order rate limit of the view). Nothing else is locked here, so the project's
+        # lock order (payment, then order) holds.
+        locked = order_lock(order.pk)
+        now = timezone.now()
+        if locked.status != OrderStatus.PENDING or locked.expires_at <= now:
+            raise PaymentRefused(locked.status)
+        reusable = (
+            Payment.objects.filter(
+                order=locked, gateway=gateway.identifier, mobile=mobile, state=PaymentState.CREATED,
+                created_at__gt=now - timedelta(seconds=settings.PAYMENT_REUSE_SECONDS),
+            )
+            .exclude(redirect_url="", qr_content="")
+            .order_by("-created_at", "-id")
+            .first()
+        )
+        if reusable is not None:
+            return reusable, PaymentAction(redirect_url=reusable.redirect_url, qr_content=reusable.qr_content)
         if not gateway.is_enabled():  # staff test mode (registry only admits it for staff)
             order_mark_test(order=order, gateway=gateway.identifier)
         payment = Payment.objects.create(
@@ -81,6 +104,7 @@ def payment_start(
             gateway=gateway.identifier,
             out_trade_no=f"{order.number}{secrets.token_hex(4).upper()}",
             amount=order.total,
+            mobile=mobile,
         )
         OrderEvent.objects.create(order=order, type="payments.payment.started", message=gateway.identifier, actor="buyer")
     action = gateway.create_payment(
@@ -94,9 +118,9 @@ def payment_start(
             client_ip=client_ip,
         )
     )
-    if action.qr_content:
-        payment.qr_content = action.qr_content[:512]
-        payment.save(update_fields=["qr_content"])
+    payment.qr_content = action.qr_content[:512]
+    payment.redirect_url = action.redirect_url
+    Payment.objects.filter(pk=payment.pk).update(qr_content=payment.qr_content, redirect_url=payment.redirect_url)
     return payment, action
 
 
