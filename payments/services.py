@@ -6,11 +6,13 @@ import functools
 import json
 import logging
 import secrets
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.core.cache import cache
 from django.db import connection, transaction
 from django.urls import reverse
 from django.utils import timezone
@@ -63,25 +65,50 @@ class PaymentRefused(Exception):
     """The order cannot be paid now (not pending, or expired)."""
 
 
+# One gateway call per order at a time (a cache lock, like the rate limits): a double click
+# waits for the first click's call (the SDKs time out after 10 s) and then finds its attempt to
+# reuse, instead of opening a second trade while the first is still being created.
+PAYMENT_START_WAIT_SECONDS = 12.0
+PAYMENT_START_LOCK_SECONDS = 30  # outlives any gateway call; a crashed request's lock expires
+
+
+class PaymentInProgress(Exception):
+    """Another click on this order's Pay button is still waiting for the gateway; try again soon."""
+
+
 def payment_start(
     *, order: Order, gateway: PaymentGateway, mobile: bool = False, client_ip: str = ""
 ) -> tuple[Payment, PaymentAction]:
     """Create a payment attempt for a pending order and ask the gateway how the buyer pays.
 
-    An attempt of the same gateway and device kind that the gateway answered within the last
-    PAYMENT_REUSE_SECONDS, still awaiting money, is returned again with its action instead: a
-    buyer clicking "Pay" repeatedly opens one trade at the platform, not one per click.
+    Clicking "Pay" again opens no second trade at the platform: an attempt of the same gateway and
+    device kind that the gateway answered within the last PAYMENT_REUSE_SECONDS, still awaiting
+    money, is returned again with its action. Clicks on one order take turns (a double click
+    waits for the first one's gateway call, up to PAYMENT_START_WAIT_SECONDS).
 
-    Raises PaymentRefused when the order is no longer payable, GatewayError when the platform
-    cannot be reached or refuses (the attempt row stays, unused).
+    Raises PaymentRefused when the order is no longer payable, PaymentInProgress when another
+    click's gateway call did not finish in time, GatewayError when the platform cannot be
+    reached or refuses (the attempt row stays, unused).
     """
     if order.status != OrderStatus.PENDING or order.expires_at <= timezone.now():
         raise PaymentRefused(order.status)
+    lock_key, holder = f"kameng:payment-start:{order.pk}", secrets.token_hex(8)
+    deadline = time.monotonic() + PAYMENT_START_WAIT_SECONDS
+    while not cache.add(lock_key, holder, timeout=PAYMENT_START_LOCK_SECONDS):
+        if time.monotonic() > deadline:
+            raise PaymentInProgress(order.number)
+        time.sleep(0.1)  # the other click's gateway call, typically 0.2-1 s
+    try:
+        return _payment_start_turn(order=order, gateway=gateway, mobile=mobile, client_ip=client_ip)
+    finally:
+        if cache.get(lock_key) == holder:
+            cache.delete(lock_key)
+
+
+def _payment_start_turn(*, order: Order, gateway: PaymentGateway, mobile: bool, client_ip: str) -> tuple[Payment, PaymentAction]:
     with transaction.atomic():
-        # The order's lock serialises concurrent clicks, so a second one sees the first's attempt
-        # once its gateway answered (a click during that call still opens its own: bounded by
-        # the per-order rate limit of the view). Nothing else is locked here, so the project's
-        # lock order (payment, then order) holds.
+        # Re-checked under the order's lock: the order may have been paid, cancelled or expired
+        # while this click waited. Nothing else is locked, so the lock order (payment, order) holds.
         locked = order_lock(order.pk)
         now = timezone.now()
         if locked.status != OrderStatus.PENDING or locked.expires_at <= now:
@@ -91,7 +118,7 @@ def payment_start(
                 order=locked, gateway=gateway.identifier, mobile=mobile, state=PaymentState.CREATED,
                 created_at__gt=now - timedelta(seconds=settings.PAYMENT_REUSE_SECONDS),
             )
-            .exclude(redirect_url="", qr_content="")
+            .exclude(redirect_url="", qr_content="")  # attempts the gateway never answered
             .order_by("-created_at", "-id")
             .first()
         )

@@ -28,7 +28,7 @@ from delivery.services import ResendRefused, delivery_resend, order_short_token
 from kameng.client_ip import request_client_ip
 from payments.gateways.base import GatewayError
 from payments.registry import GatewayNotFound, gateway_get, gateways_enabled
-from payments.services import PaymentRefused, order_cancel_by_buyer, payment_start
+from payments.services import PaymentInProgress, PaymentRefused, order_cancel_by_buyer, payment_start
 from shop import selectors
 from shop.browser_orders import browser_order_ids, browser_orders_remember
 from shop.forms import CheckoutForm, OrderLookupForm
@@ -122,6 +122,8 @@ def order_pay(request: HttpRequest, token: str) -> HttpResponse:
             messages.error(request, _("Choose a payment method."))
         except PaymentRefused:
             return redirect("shop:order", token=token)
+        except PaymentInProgress:
+            messages.info(request, _("Your payment is being prepared. Please press Pay again in a moment."))
         except GatewayError:
             logger.exception("could not start a %s payment for order %s", request.POST.get("gateway"), order.number)
             messages.error(request, _("The payment platform did not answer. Please try again in a moment."))

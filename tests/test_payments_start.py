@@ -96,3 +96,65 @@ def test_payment_start_for_an_order_paid_meanwhile_is_refused(client):
     with pytest.raises(PaymentRefused):
         payment_start(order=stale, gateway=gateway_get("sandbox"))
     assert not order.payments.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_double_click_while_the_gateway_answers_opens_one_trade(monkeypatch):
+    import threading
+
+    from django.db import connection
+
+    from payments.gateways.sandbox import SandboxGateway
+    from shop.services import order_create
+
+    product = ProductFactory()
+    stock_product(product, 1)
+    order = order_create(product=product, quantity=1, contact="a@b.cn", query_password="pw12", client_ip=None)
+    first_call_started, release = threading.Event(), threading.Event()
+    calls = []
+    answer = SandboxGateway.create_payment
+
+    def slow_platform(self, request):  # the platform takes its time to answer the first click
+        calls.append(request.out_trade_no)
+        first_call_started.set()
+        assert release.wait(10)
+        return answer(self, request)
+
+    monkeypatch.setattr(SandboxGateway, "create_payment", slow_platform)
+    results = []
+
+    def click():
+        try:
+            results.append(payment_start(order=order, gateway=gateway_get("sandbox")))
+        finally:
+            connection.close()
+
+    first = threading.Thread(target=click)
+    first.start()
+    assert first_call_started.wait(10)
+    second = threading.Thread(target=click)
+    second.start()
+    release.set()
+    first.join(10)
+    second.join(10)
+
+    assert len(calls) == 1 and order.payments.count() == 1
+    assert [payment.pk for payment, _action in results] == [order.payments.get().pk] * 2
+    assert results[0][1] == results[1][1]
+
+
+def test_a_click_while_another_never_finishes_is_told_to_try_again(client, monkeypatch):
+    from django.core.cache import cache
+
+    import payments.services
+
+    monkeypatch.setattr(payments.services, "PAYMENT_START_WAIT_SECONDS", 0.2)
+    product = ProductFactory()
+    stock_product(product, 1)
+    order = checkout(client, product)
+    cache.add(f"kameng:payment-start:{order.pk}", "another request", timeout=30)
+
+    page = client.post(reverse("shop:order-pay", args=[order.access_token]), {"gateway": "sandbox"}, follow=True, HTTP_ACCEPT_LANGUAGE="en")
+
+    assert "Your payment is being prepared" in page.content.decode()
+    assert not order.payments.exists()
