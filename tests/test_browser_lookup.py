@@ -4,6 +4,7 @@ password, the orders this browser made, and the message a throttled page shows."
 from __future__ import annotations
 
 import pytest
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
@@ -20,7 +21,16 @@ def _look_up(driver, base: str, reference: str, password: str) -> None:
     driver.get(base + "/lookup/")
     driver.find_element(By.ID, "id_number").send_keys(reference)
     driver.find_element(By.ID, "id_query_password").send_keys(password)
-    driver.find_element(By.CSS_SELECTOR, ".lookup form button[type=submit]").click()
+    _submit_and_wait(driver, driver.find_element(By.CSS_SELECTOR, ".lookup form button[type=submit]"))
+
+
+def _submit_and_wait(driver, button) -> None:
+    """Click and wait until the answer page has replaced this one (the mark set on this page is gone)."""
+    driver.execute_script("document.documentElement.dataset.before = 'submit'")
+    button.click()
+    WebDriverWait(driver, 20, ignored_exceptions=(WebDriverException,)).until(
+        lambda d: d.execute_script("return document.readyState === 'complete' && !document.documentElement.dataset.before")
+    )
 
 
 def _buy(driver, base: str, product, contact: str) -> str:
@@ -115,7 +125,7 @@ def test_a_throttled_pay_button_shows_the_message(strict_shop, browser):
     WebDriverWait(browser, 20).until(ec.url_contains("/payments/sandbox/pay/"))
 
     browser.get(pay_url)
-    browser.find_element(By.CSS_SELECTOR, "button[name=gateway][value=sandbox]").click()
+    _submit_and_wait(browser, browser.find_element(By.CSS_SELECTOR, "button[name=gateway][value=sandbox]"))
 
     message = WebDriverWait(browser, 20).until(ec.presence_of_element_located((By.CSS_SELECTOR, ".messages .error")))
     assert message.text == "短时间内发起支付次数过多，请稍等几分钟再试。"
