@@ -6,7 +6,7 @@ RUN apt-get update && apt-get install -y --no-install-recommends gettext curl &&
 COPY requirements.lock .
 RUN pip install --no-cache-dir --require-hashes -r requirements.lock
 COPY . .
-RUN useradd --system --home /app kameng && mkdir -p /app/var /app/staticfiles && chown -R kameng /app/var /app/staticfiles
+RUN useradd --system --home /app kameng && mkdir -p /app/var/media /app/staticfiles && chown -R kameng /app/var /app/staticfiles
 # collectstatic needs settings but no real secrets; these throwaway values never reach runtime.
 RUN SECRET_KEY=build ALLOWED_HOSTS=build EMAIL_URL=dummymail:// CARDPOOL_KEYS=1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA= \
     CARDPOOL_INDEX_KEY=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA= python manage.py collectstatic --noinput

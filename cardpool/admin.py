@@ -34,6 +34,7 @@ from cardpool.models import CardKey, ImportBatch, RevealLog
 from cardpool.services import cardkey_reveal, cardkeys_export_unsold, import_batch_void
 from delivery.services import DeliveryRefused, cardkey_replace_defective
 from kameng.admin_mixins import ReadOnlyAdminMixin
+from kameng.client_ip import request_client_ip
 from shop.models import Product
 
 
@@ -120,7 +121,7 @@ class CardKeyAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         secret = None
         if request.method == "POST" and form.is_valid():
             secret = cardkey_reveal(
-                key_id=key.pk, user=request.user, ip=request.META.get("REMOTE_ADDR"), reason=form.cleaned_data["reason"]
+                key_id=key.pk, user=request.user, ip=request_client_ip(request), reason=form.cleaned_data["reason"]
             )
         context = {
             **self.admin_site.each_context(request), "title": _("Reveal key %(mask)s") % {"mask": key.mask},
@@ -138,7 +139,7 @@ class CardKeyAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         if request.method == "POST" and form.is_valid():
             product = form.cleaned_data["product"]
             rows = cardkeys_export_unsold(
-                product_id=product.pk, user=request.user, ip=request.META.get("REMOTE_ADDR"),
+                product_id=product.pk, user=request.user, ip=request_client_ip(request),
                 reason=form.cleaned_data["reason"], batch_id=form.cleaned_data["batch"] or None,
             )
             if form.cleaned_data["format"] == "xlsx":

@@ -429,12 +429,13 @@ class ResendRefused(Exception):
     """The buyer cannot have the message sent again now; the text says why."""
 
 
-RESEND_LIMIT_PER_HOUR = 3
-
-
 def delivery_resend(*, order_id: int) -> None:
-    """Buyer self-service: send an order's email again, at most RESEND_LIMIT_PER_HOUR times an
-    hour. Sends the same keys; moves no keys or money. Raises ResendRefused."""
+    """Buyer self-service: send an order's email or SMS again, at most
+    DELIVERY_RESEND_PER_ORDER_PER_HOUR times an hour for the order and
+    DELIVERY_RESEND_PER_RECIPIENT_PER_HOUR for its recipient across all their orders (someone
+    holding many order links cannot flood one inbox or phone, nor run up the SMS bill). Sends
+    the same keys; moves no keys or money. Raises ResendRefused ("limit reached",
+    "recipient limit reached", "already on its way", "nothing to send yet")."""
     with transaction.atomic(durable=True):
         order = order_lock(order_id)  # serialises concurrent clicks, so the limit holds
         message = DeliveryMessage.objects.filter(order=order, notice="").first()
@@ -443,8 +444,16 @@ def delivery_resend(*, order_id: int) -> None:
         if message.state in (MessageState.PENDING, MessageState.SENDING):
             raise ResendRefused("already on its way")
         hour_ago = timezone.now() - timedelta(hours=1)
-        if order.events.filter(type="delivery.resend", created_at__gte=hour_ago).count() >= RESEND_LIMIT_PER_HOUR:
+        if order.events.filter(type="delivery.resend", created_at__gte=hour_ago).count() >= settings.DELIVERY_RESEND_PER_ORDER_PER_HOUR:
             raise ResendRefused("limit reached")
+        # Counted through the contact index. Only this order is locked, so two of the same
+        # buyer's orders resent at the same instant may both pass: the cap is off by at most the
+        # number of simultaneous clicks, and each order still holds its own limit exactly.
+        sent_to_recipient = OrderEvent.objects.filter(
+            order__contact=order.contact, type="delivery.resend", created_at__gte=hour_ago
+        ).count()
+        if sent_to_recipient >= settings.DELIVERY_RESEND_PER_RECIPIENT_PER_HOUR:
+            raise ResendRefused("recipient limit reached")
         DeliveryMessage.objects.filter(pk=message.pk).update(
             state=MessageState.PENDING, tries=0, next_try_at=None, last_error=""
         )

@@ -191,7 +191,7 @@ CARDPOOL_IMPORT_MAX_BYTES = env.int("CARDPOOL_IMPORT_MAX_BYTES", default=100 * 1
 
 # --- Orders and payments -----------------------------------------------------------------------
 ORDER_EXPIRE_MINUTES = env.int("ORDER_EXPIRE_MINUTES", default=15)
-ORDER_LOOKUP_RATE = env.str("ORDER_LOOKUP_RATE", default="10/10m")
+ORDER_LOOKUP_RATE = env.str("ORDER_LOOKUP_RATE", default="10/10m")  # per client IP
 PAYMENTS_SANDBOX_ENABLED = env.bool("PAYMENTS_SANDBOX_ENABLED", default=False)
 PAYMENTS_SANDBOX_SECRET = env.str("PAYMENTS_SANDBOX_SECRET", default="")
 if PAYMENTS_SANDBOX_ENABLED and not PAYMENTS_SANDBOX_SECRET:
@@ -330,9 +330,38 @@ LOGGING = {
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
 
-# --- Rate limits ---------------------------------------------------------------------------
-# Behind a reverse proxy set CLIENT_IP_META_KEY to the header it fills (e.g. HTTP_X_REAL_IP).
-RATELIMIT_IP_META_KEY = env.str("CLIENT_IP_META_KEY", default="REMOTE_ADDR")
+# --- Client IP and rate limits -----------------------------------------------------------------
+# Networks of the reverse proxy in front of gunicorn (compose: its network). Only a request whose
+# TCP peer is inside one of them has its X-Forwarded-For believed (kameng/client_ip.py); empty:
+# the peer is the client and the header is ignored.
+from kameng.client_ip import trusted_proxies_parse  # noqa: E402
+
+TRUSTED_PROXIES = trusted_proxies_parse(env.list("TRUSTED_PROXIES", default=[]))
+# Replaced by TRUSTED_PROXIES: naming a header to believe let any client that reached gunicorn
+# directly choose its own address. Refused loudly rather than ignored, since ignoring it would put
+# every buyer behind the proxy under one rate-limit key.
+if env.str("CLIENT_IP_META_KEY", default="REMOTE_ADDR") != "REMOTE_ADDR":
+    raise ImproperlyConfigured(
+        "CLIENT_IP_META_KEY is no longer read: set TRUSTED_PROXIES to the reverse proxy's networks"
+        " (e.g. 172.16.0.0/12) and it passes the client's address in X-Forwarded-For."
+    )
+# django-ratelimit's key="ip" asks kameng.client_ip too (IPv6 clients counted per /64).
+RATELIMIT_IP_META_KEY = "kameng.client_ip.client_ip_for_rate_limit"
+# Rates are "N/period" (s, m, h, d, or e.g. 10m), counted in the cache (CACHE_URL).
+ORDER_LOOKUP_RATE_CONTACT = env.str("ORDER_LOOKUP_RATE_CONTACT", default="20/h")
+ORDER_CREATE_RATE_IP = env.str("ORDER_CREATE_RATE_IP", default="30/10m")
+ORDER_CREATE_RATE_CONTACT = env.str("ORDER_CREATE_RATE_CONTACT", default="10/10m")
+PAYMENT_START_RATE_IP = env.str("PAYMENT_START_RATE_IP", default="30/10m")
+PAYMENT_START_RATE_ORDER = env.str("PAYMENT_START_RATE_ORDER", default="10/10m")
+# A click on "Pay" within this many seconds of the last one (same order, gateway and device kind)
+# sends the buyer to that payment again instead of opening another trade at the platform.
+PAYMENT_REUSE_SECONDS = env.int("PAYMENT_REUSE_SECONDS", default=240)
+# "Send again" on the order page: per order, and per recipient across all their orders.
+DELIVERY_RESEND_PER_ORDER_PER_HOUR = env.int("DELIVERY_RESEND_PER_ORDER_PER_HOUR", default=3)
+DELIVERY_RESEND_PER_RECIPIENT_PER_HOUR = env.int("DELIVERY_RESEND_PER_RECIPIENT_PER_HOUR", default=6)
+# "Orders from this browser": how many the signed cookie remembers, and for how long.
+BROWSER_ORDERS_MAX = env.int("BROWSER_ORDERS_MAX", default=20)
+BROWSER_ORDERS_DAYS = env.int("BROWSER_ORDERS_DAYS", default=365)
 SILENCED_SYSTEM_CHECKS = [
     # Django's own RedisCache increments atomically; django-ratelimit simply does not list it.
     "django_ratelimit.W001",

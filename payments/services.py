@@ -6,11 +6,13 @@ import functools
 import json
 import logging
 import secrets
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.core.cache import cache
 from django.db import connection, transaction
 from django.urls import reverse
 from django.utils import timezone
@@ -68,21 +70,69 @@ class PaymentRefusedSoldOut(PaymentRefused):
     """The order's product can no longer cover its quantity: no money is asked for."""
 
 
+# One gateway call per order at a time (a cache lock, like the rate limits): a double click
+# waits for the first click's call (the SDKs time out after 10 s) and then finds its attempt to
+# reuse, instead of opening a second trade while the first is still being created.
+PAYMENT_START_WAIT_SECONDS = 12.0
+PAYMENT_START_LOCK_SECONDS = 30  # outlives any gateway call; a crashed request's lock expires
+
+
+class PaymentInProgress(Exception):
+    """Another click on this order's Pay button is still waiting for the gateway; try again soon."""
+
+
 def payment_start(
     *, order: Order, gateway: PaymentGateway, mobile: bool = False, client_ip: str = ""
 ) -> tuple[Payment, PaymentAction]:
     """Create a payment attempt for a pending order and ask the gateway how the buyer pays.
 
+    Clicking "Pay" again opens no second trade at the platform: an attempt of the same gateway and
+    device kind that the gateway answered within the last PAYMENT_REUSE_SECONDS, still awaiting
+    money, is returned again with its action. Clicks on one order take turns (a double click
+    waits for the first one's gateway call, up to PAYMENT_START_WAIT_SECONDS).
+
     Raises PaymentRefused when the order is no longer payable, PaymentRefusedSoldOut when its
     product's stock cannot cover it any more (nothing is sent to a platform; a payment started
-    earlier that still arrives lands in the exception queue as out_of_stock), GatewayError when
-    the platform cannot be reached or refuses (the attempt row stays, unused).
+    earlier that still arrives lands in the exception queue as out_of_stock), PaymentInProgress
+    when another click's gateway call did not finish in time, GatewayError when the platform
+    cannot be reached or refuses (the attempt row stays, unused).
     """
     if order.status != OrderStatus.PENDING or order.expires_at <= timezone.now():
         raise PaymentRefused(order.status)
     if not product_has_stock(product_id=order.product_id, quantity=order.quantity):
         raise PaymentRefusedSoldOut(order.number)
+    lock_key, holder = f"kameng:payment-start:{order.pk}", secrets.token_hex(8)
+    deadline = time.monotonic() + PAYMENT_START_WAIT_SECONDS
+    while not cache.add(lock_key, holder, timeout=PAYMENT_START_LOCK_SECONDS):
+        if time.monotonic() > deadline:
+            raise PaymentInProgress(order.number)
+        time.sleep(0.1)  # the other click's gateway call, typically 0.2-1 s
+    try:
+        return _payment_start_turn(order=order, gateway=gateway, mobile=mobile, client_ip=client_ip)
+    finally:
+        if cache.get(lock_key) == holder:
+            cache.delete(lock_key)
+
+
+def _payment_start_turn(*, order: Order, gateway: PaymentGateway, mobile: bool, client_ip: str) -> tuple[Payment, PaymentAction]:
     with transaction.atomic():
+        # Re-checked under the order's lock: the order may have been paid, cancelled or expired
+        # while this click waited. Nothing else is locked, so the lock order (payment, order) holds.
+        locked = order_lock(order.pk)
+        now = timezone.now()
+        if locked.status != OrderStatus.PENDING or locked.expires_at <= now:
+            raise PaymentRefused(locked.status)
+        reusable = (
+            Payment.objects.filter(
+                order=locked, gateway=gateway.identifier, mobile=mobile, state=PaymentState.CREATED,
+                created_at__gt=now - timedelta(seconds=settings.PAYMENT_REUSE_SECONDS),
+            )
+            .exclude(redirect_url="", qr_content="")  # attempts the gateway never answered
+            .order_by("-created_at", "-id")
+            .first()
+        )
+        if reusable is not None:
+            return reusable, PaymentAction(redirect_url=reusable.redirect_url, qr_content=reusable.qr_content)
         if not gateway.is_enabled():  # staff test mode (registry only admits it for staff)
             order_mark_test(order=order, gateway=gateway.identifier)
         payment = Payment.objects.create(
@@ -90,6 +140,7 @@ def payment_start(
             gateway=gateway.identifier,
             out_trade_no=f"{order.number}{secrets.token_hex(4).upper()}",
             amount=order.total,
+            mobile=mobile,
         )
         OrderEvent.objects.create(order=order, type="payments.payment.started", message=gateway.identifier, actor="buyer")
     action = gateway.create_payment(
@@ -103,9 +154,9 @@ def payment_start(
             client_ip=client_ip,
         )
     )
-    if action.qr_content:
-        payment.qr_content = action.qr_content[:512]
-        payment.save(update_fields=["qr_content"])
+    payment.qr_content = action.qr_content[:512]
+    payment.redirect_url = action.redirect_url
+    Payment.objects.filter(pk=payment.pk).update(qr_content=payment.qr_content, redirect_url=payment.redirect_url)
     return payment, action
 
 

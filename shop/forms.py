@@ -4,7 +4,7 @@ from django import forms
 from django.core.exceptions import ValidationError
 from django.utils.translation import gettext_lazy as _
 
-from shop.services import contact_classify
+from shop.services import contact_classify, contact_normalise
 
 
 class CheckoutForm(forms.Form):
@@ -48,5 +48,29 @@ class CheckoutForm(forms.Form):
 
 
 class OrderLookupForm(forms.Form):
-    number = forms.CharField(label=_("Order number"), max_length=32)
+    """An order number, or the email or mobile number an order was placed with, plus the query
+    password. ``cleaned_data["by"]`` says which ("number" or "contact"); a contact is normalised
+    as orders store it."""
+
+    # Named "number" since links and scripts post it so; it takes a contact as well.
+    number = forms.CharField(
+        label=_("Order number, email or mobile number"),
+        max_length=254,
+        widget=forms.TextInput(attrs={"autocomplete": "email", "inputmode": "email", "autocapitalize": "off", "spellcheck": "false"}),
+    )
     query_password = forms.CharField(label=_("Query password"), max_length=64, widget=forms.PasswordInput)
+
+    def clean_number(self) -> str:
+        text = self.cleaned_data["number"].strip()
+        # Order numbers are 20 digits (date + 12 random); a mainland mobile number has 11.
+        if text.isdigit() and len(text) != 11:
+            self.cleaned_data["by"] = "number"
+            return text
+        try:
+            contact, _kind = contact_normalise(text)
+        except ValidationError:
+            raise ValidationError(
+                _("Enter your order number, or the email or mobile number you ordered with."), code="reference"
+            ) from None
+        self.cleaned_data["by"] = "contact"
+        return contact

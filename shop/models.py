@@ -109,6 +109,10 @@ class Order(models.Model):
     contact = models.CharField(_("contact"), max_length=254)
     contact_kind = models.CharField(_("contact kind"), max_length=10, choices=ContactKind.choices)
     query_password_hash = models.CharField(max_length=200, editable=False)
+    # HMAC of the normalised contact and the query password (shop.services.order_lookup_digest):
+    # a lookup by contact is one probe of this index, the same work for every miss. Empty on
+    # orders created before it existed until they are once found by number.
+    lookup_digest = models.CharField(max_length=64, blank=True, editable=False)
     client_ip = models.GenericIPAddressField(_("client IP"), null=True, blank=True)
     # The language the buyer ordered in: their delivery email, SMS and notices speak it.
     language = models.CharField(_("language"), max_length=16, blank=True)
@@ -147,6 +151,7 @@ class Order(models.Model):
             models.Index(fields=["exception_at"], condition=models.Q(status="exception"), name="order_exception_at"),
             models.Index(fields=["assignee"], condition=models.Q(assignee__isnull=False), name="order_assignee"),
             models.Index(fields=["contact"], name="order_contact"),
+            models.Index(fields=["lookup_digest"], name="order_lookup_digest"),
         ]
         constraints = [
             models.UniqueConstraint(fields=["number"], name="order_number_unique"),

@@ -87,3 +87,14 @@ def shop_settings() -> ShopSettings:
         found = ShopSettings.objects.filter(pk=ShopSettings.SINGLETON_PK).first() or ShopSettings(pk=ShopSettings.SINGLETON_PK)
         cache.set(SHOP_SETTINGS_CACHE_KEY, found, timeout=300)
     return found
+
+
+def orders_by_lookup_digests(*, digests: tuple[str, ...] | list[str]) -> QuerySet[Order]:
+    """The orders a contact and query password found (``shop.services.order_lookup_digests``),
+    newest first: one probe of the lookup-digest index, whether or not the contact exists."""
+    return Order.objects.filter(lookup_digest__in=[d for d in digests if d]).select_related("product").order_by("-created_at", "-id")
+
+
+def orders_by_ids(*, order_ids: list[int]) -> list[Order]:
+    """Orders by id (a browser's remembered orders), newest first; unknown ids are left out."""
+    return list(Order.objects.filter(pk__in=order_ids).select_related("product").order_by("-created_at", "-id"))

@@ -20,6 +20,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import connection, transaction
 from django.utils import timezone, translation
+from django.utils.crypto import salted_hmac
 from django.utils.translation import gettext as _
 
 from cardpool.selectors import product_has_stock
@@ -150,6 +151,14 @@ def order_exception_enter(
     )
 
 
+def contact_normalise(contact: str) -> tuple[str, str]:
+    """A buyer's contact as orders store it (trimmed; an email lower-cased) and its ContactKind.
+    Raises ValidationError."""
+    contact = contact.strip()
+    kind = contact_classify(contact)
+    return (contact.lower() if kind == ContactKind.EMAIL else contact), kind
+
+
 def contact_classify(contact: str) -> str:
     """Return the ContactKind of a buyer's contact, or raise ValidationError."""
     contact = contact.strip()
@@ -193,10 +202,7 @@ def order_create(
         )
     if not product_has_stock(product_id=product.pk, quantity=quantity):
         raise OrderRejected(_("Not enough stock for this quantity."), code="stock")
-    contact = contact.strip()
-    kind = contact_classify(contact)
-    if kind == ContactKind.EMAIL:
-        contact = contact.lower()
+    contact, kind = contact_normalise(contact)
     unit_price: Decimal = product.price
     with transaction.atomic():
         order = Order.objects.create(
@@ -209,6 +215,7 @@ def order_create(
             contact=contact,
             contact_kind=kind,
             query_password_hash=make_password(query_password, hasher=QUERY_PASSWORD_HASHER),
+            lookup_digest=order_lookup_digests(contact=contact, password=query_password)[0],
             client_ip=client_ip,
             language=order_language(language),
             expires_at=timezone.now() + timedelta(minutes=settings.ORDER_EXPIRE_MINUTES),
@@ -332,16 +339,39 @@ def order_check_query_password(*, order: Order, password: str) -> bool:
     return check_password(password, order.query_password_hash)
 
 
+LOOKUP_DIGEST_SALT = "kameng.shop.order-lookup"
+
+
+def order_lookup_digests(*, contact: str, password: str) -> tuple[str, ...]:
+    """The keyed digests under which orders of a normalised ``contact`` with this query password
+    are indexed: HMAC-SHA256 with a key derived from SECRET_KEY (the first, which new orders
+    store), then from each of SECRET_KEY_FALLBACKS, so a rotated key still finds older orders.
+
+    Keyed rather than a plain hash so a copy of the database alone cannot test guesses; fast
+    rather than PBKDF2 because the per-IP and per-contact rate limits bound online guessing and
+    the order's own PBKDF2 hash (``query_password_hash``) still guards lookups by number."""
+    value = f"{contact}\x00{password}"
+    secrets_ = [settings.SECRET_KEY, *getattr(settings, "SECRET_KEY_FALLBACKS", [])]
+    return tuple(salted_hmac(LOOKUP_DIGEST_SALT, value, secret=secret, algorithm="sha256").hexdigest() for secret in secrets_)
+
+
 def order_lookup(*, number: str, password: str) -> Order | None:
     """Find an order by number and query password; None for either being wrong.
 
-    Always hashes once, so an unknown number and a wrong password take the same time.
+    Always hashes once, so an unknown number and a wrong password take the same time. An order
+    from before contact lookup existed gets its lookup digest now (the password was just proven),
+    so it can be found by contact from then on.
     """
     order = Order.objects.filter(number=number.strip()).first()
     if order is None:
         make_password(password, hasher=QUERY_PASSWORD_HASHER)
         return None
-    return order if order_check_query_password(order=order, password=password) else None
+    if not order_check_query_password(order=order, password=password):
+        return None
+    if not order.lookup_digest:
+        order.lookup_digest = order_lookup_digests(contact=order.contact, password=password)[0]
+        Order.objects.filter(pk=order.pk, lookup_digest="").update(lookup_digest=order.lookup_digest)
+    return order
 
 
 def order_exception_assign(*, order_id: int, assignee, note: str, actor: str) -> Order:

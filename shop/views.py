@@ -4,30 +4,36 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 
 import qrcode
 from django.conf import settings
 from django.contrib import messages
+from django.core.paginator import Paginator
 from django.db import connection
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.utils.crypto import constant_time_compare
 from django.utils.safestring import mark_safe
 from django.utils.translation import gettext as _
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django_ratelimit import ALL
 from django_ratelimit.core import is_ratelimited
 from qrcode.image.svg import SvgPathImage
 
 from cardpool.selectors import order_keys, product_has_stock
 from delivery.services import ResendRefused, delivery_resend, order_short_token
+from kameng.client_ip import request_client_ip
 from payments.gateways.base import GatewayError
 from payments.registry import GatewayNotFound, gateway_get, gateways_enabled
-from payments.services import PaymentRefused, PaymentRefusedSoldOut, order_cancel_by_buyer, payment_start
+from payments.services import PaymentInProgress, PaymentRefused, PaymentRefusedSoldOut, order_cancel_by_buyer, payment_start
 from shop import selectors
+from shop.browser_orders import browser_order_ids, browser_orders_remember
 from shop.forms import CheckoutForm, OrderLookupForm
 from shop.models import Order, OrderStatus
-from shop.services import OrderRejected, order_create, order_lookup
+from shop.services import OrderRejected, order_create, order_lookup, order_lookup_digests
 
 logger = logging.getLogger(__name__)
 
@@ -39,8 +45,17 @@ def is_mobile_browser(request: HttpRequest) -> bool:
     return bool(MOBILE_UA.search(request.headers.get("User-Agent", "")))
 
 
-def client_ip(request: HttpRequest) -> str | None:
-    return request.META.get(settings.RATELIMIT_IP_META_KEY or "REMOTE_ADDR") or None
+def _rate_limited(request: HttpRequest, *, group: str, rate: str, key: str | None = None) -> bool:
+    """Count this request against ``group`` (cache-backed, django-ratelimit) and say whether it is
+    over ``rate``: per client IP (kameng.client_ip), or per ``key`` (a contact, an order)."""
+    return is_ratelimited(
+        request,
+        group=group,
+        key="ip" if key is None else (lambda _group, _request: key),
+        rate=rate,
+        method=ALL,
+        increment=True,
+    )
 
 
 @require_GET
@@ -54,20 +69,30 @@ def product_detail(request: HttpRequest, slug: str) -> HttpResponse:
     if product is None:
         raise Http404("no such product")
     form = CheckoutForm(request.POST or None, product=product)
-    if request.method == "POST" and form.is_valid():
-        try:
-            order = order_create(
-                product=product,
-                quantity=form.cleaned_data["quantity"],
-                contact=form.cleaned_data["contact"],
-                query_password=form.cleaned_data["query_password"],
-                client_ip=client_ip(request),
+    limited = False
+    if request.method == "POST":
+        limited = _rate_limited(request, group="order-create-ip", rate=settings.ORDER_CREATE_RATE_IP)
+        if form.is_valid() and not limited:
+            limited = _rate_limited(
+                request, group="order-create-contact", rate=settings.ORDER_CREATE_RATE_CONTACT,
+                key=form.cleaned_data["contact"].lower(),
             )
-        except OrderRejected as exc:
-            form.add_error(None, exc)
-        else:
-            return redirect("shop:order-pay", token=order.access_token)
-    return render(request, "shop/product.html", {"product": product, "form": form})
+        if limited:
+            form.add_error(None, _("Too many orders in a short time. Please wait a few minutes and try again."))
+        elif form.is_valid():
+            try:
+                order = order_create(
+                    product=product,
+                    quantity=form.cleaned_data["quantity"],
+                    contact=form.cleaned_data["contact"],
+                    query_password=form.cleaned_data["query_password"],
+                    client_ip=request_client_ip(request),
+                )
+            except OrderRejected as exc:
+                form.add_error(None, exc)
+            else:
+                return redirect("shop:order-pay", token=order.access_token)
+    return render(request, "shop/product.html", {"product": product, "form": form}, status=429 if limited else 200)
 
 
 def _order_by_token(token: str) -> Order:
@@ -80,11 +105,18 @@ def order_pay(request: HttpRequest, token: str) -> HttpResponse:
     order = _order_by_token(token)
     if order.status != OrderStatus.PENDING:
         return redirect("shop:order", token=token)
+    limited = False
     if request.method == "POST":
+        limited = _rate_limited(request, group="payment-start-ip", rate=settings.PAYMENT_START_RATE_IP) or _rate_limited(
+            request, group="payment-start-order", rate=settings.PAYMENT_START_RATE_ORDER, key=str(order.pk)
+        )
+    if limited:
+        messages.error(request, _("Too many payment attempts in a short time. Please wait a few minutes and try again."))
+    elif request.method == "POST":
         try:
             gateway = gateway_get(request.POST.get("gateway", ""), staff_test=request.user.is_staff)
             payment, action = payment_start(
-                order=order, gateway=gateway, mobile=is_mobile_browser(request), client_ip=client_ip(request) or ""
+                order=order, gateway=gateway, mobile=is_mobile_browser(request), client_ip=request_client_ip(request) or ""
             )
         except GatewayNotFound:
             messages.error(request, _("Choose a payment method."))
@@ -92,6 +124,8 @@ def order_pay(request: HttpRequest, token: str) -> HttpResponse:
             pass  # the page below says so
         except PaymentRefused:
             return redirect("shop:order", token=token)
+        except PaymentInProgress:
+            messages.info(request, _("Your payment is being prepared. Please press Pay again in a moment."))
         except GatewayError:
             logger.exception("could not start a %s payment for order %s", request.POST.get("gateway"), order.number)
             messages.error(request, _("The payment platform did not answer. Please try again in a moment."))
@@ -101,11 +135,14 @@ def order_pay(request: HttpRequest, token: str) -> HttpResponse:
             return redirect("shop:order-pay-qr", token=token, out_trade_no=payment.out_trade_no)
     # The same check payment_start makes, so a buyer sees it before choosing how to pay.
     sold_out = not product_has_stock(product_id=order.product_id, quantity=order.quantity)
-    return render(
+    response = render(
         request,
         "shop/order_pay.html",
         {"order": order, "sold_out": sold_out, "gateways": [] if sold_out else gateways_enabled(staff_test=request.user.is_staff)},
+        status=429 if limited else 200,
     )
+    browser_orders_remember(request=request, response=response, order=order)
+    return response
 
 
 @never_cache
@@ -141,6 +178,7 @@ def order_detail(request: HttpRequest, token: str) -> HttpResponse:
     # them, which "no-referrer" prevents (Chromium sends "Origin: null"). SECURE_REFERRER_POLICY
     # gives every page this already; it is stated here because this page depends on it.
     response["Referrer-Policy"] = "same-origin"
+    browser_orders_remember(request=request, response=response, order=order)
     return response
 
 
@@ -171,7 +209,17 @@ def order_resend(request: HttpRequest, token: str) -> HttpResponse:
     except ResendRefused as exc:
         reason = str(exc)
         if reason == "limit reached":
-            messages.error(request, _("The keys were sent again 3 times in the last hour. Please try again later, or copy them from this page."))
+            messages.error(
+                request,
+                _("The keys were sent again %(count)d times in the last hour. Please try again later, or copy them from this page.")
+                % {"count": settings.DELIVERY_RESEND_PER_ORDER_PER_HOUR},
+            )
+        elif reason == "recipient limit reached":
+            messages.error(
+                request,
+                _("We have sent several messages to %(contact)s in the last hour. Please try again later, or copy the keys from this page.")
+                % {"contact": order.contact},
+            )
         elif reason == "already on its way":
             messages.info(request, _("The message is already on its way."))
         else:
@@ -195,24 +243,52 @@ def order_status(request: HttpRequest, token: str) -> JsonResponse:
     )
 
 
+LOOKUP_SESSION_KEY = "shop.lookup"
+LOOKUP_RESULTS_SECONDS = 30 * 60  # how long a contact lookup's list stays pageable
+LOOKUP_PAGE_SIZE = 10
+
+
 @never_cache
 @require_http_methods(["GET", "POST"])
 def order_lookup_view(request: HttpRequest) -> HttpResponse:
+    """Find orders by number + query password (opens the order) or by contact + query password
+    (lists that contact's orders with this password, newest first, paged through the session).
+    Every miss gets the same answer; the page also lists the orders this browser opened."""
     form = OrderLookupForm(request.POST or None)
     limited = False
     if request.method == "POST":
-        limited = is_ratelimited(
-            request, group="order-lookup", key="ip", rate=settings.ORDER_LOOKUP_RATE, method="POST", increment=True
-        )
+        limited = _rate_limited(request, group="order-lookup", rate=settings.ORDER_LOOKUP_RATE)
         if limited:
             form.is_valid()
             form.add_error(None, _("Too many lookups from your network. Please wait a few minutes and try again."))
-        elif form.is_valid():
+        elif form.is_valid() and form.cleaned_data["by"] == "number":
             order = order_lookup(number=form.cleaned_data["number"], password=form.cleaned_data["query_password"])
             if order is not None:
                 return redirect("shop:order", token=order.access_token)
-            form.add_error(None, _("No order matches this number and query password."))
-    return render(request, "shop/lookup.html", {"form": form}, status=429 if limited else 200)
+            form.add_error(None, _("No order matches these details and query password."))
+        elif form.is_valid():
+            contact = form.cleaned_data["number"]
+            limited = _rate_limited(request, group="order-lookup-contact", rate=settings.ORDER_LOOKUP_RATE_CONTACT, key=contact)
+            if limited:
+                form.add_error(None, _("Too many lookups for this email or mobile number. Please try again in an hour."))
+            else:
+                digests = order_lookup_digests(contact=contact, password=form.cleaned_data["query_password"])
+                if selectors.orders_by_lookup_digests(digests=digests).exists():
+                    request.session[LOOKUP_SESSION_KEY] = {"digests": list(digests), "until": time.time() + LOOKUP_RESULTS_SECONDS}
+                    return redirect(reverse("shop:lookup") + "?page=1")
+                form.add_error(None, _("No order matches these details and query password."))
+    found = None
+    remembered = request.session.get(LOOKUP_SESSION_KEY) if request.method == "GET" and "page" in request.GET else None
+    if isinstance(remembered, dict) and remembered.get("until", 0) > time.time():
+        orders = selectors.orders_by_lookup_digests(digests=[str(d) for d in remembered.get("digests", [])])
+        found = Paginator(orders, LOOKUP_PAGE_SIZE).get_page(request.GET.get("page"))
+    browser_orders = selectors.orders_by_ids(order_ids=browser_order_ids(request))
+    return render(
+        request,
+        "shop/lookup.html",
+        {"form": form, "found": found, "browser_orders": browser_orders},
+        status=429 if limited else 200,
+    )
 
 
 def healthz(request: HttpRequest) -> HttpResponse:

@@ -708,3 +708,20 @@ def test_a_column_added_by_a_migration_while_processes_run_does_not_break_paymen
 
     assert answer.content == b"success"
     assert Order.objects.get(pk=second.pk).status == OrderStatus.DELIVERED
+
+
+def test_resend_is_limited_per_recipient_across_their_orders(client, on_commit, settings):
+    settings.DELIVERY_RESEND_PER_RECIPIENT_PER_HOUR = 2
+    product = ProductFactory()
+    stock_product(product, 3)
+    orders = [pay(client, on_commit, product) for _ in range(3)]
+    sent_before = len(mail.outbox)
+
+    pages = []
+    for order in orders:
+        with on_commit():
+            pages.append(client.post(reverse("shop:order-resend", args=[order.access_token]), follow=True, headers={"accept-language": "en"}).content.decode())
+
+    assert "on its way to buyer@example.com" in pages[0] and "on its way to buyer@example.com" in pages[1]
+    assert "We have sent several messages to buyer@example.com in the last hour" in pages[2]
+    assert len(mail.outbox) == sent_before + 2

@@ -101,3 +101,24 @@ def test_payment_misconfiguration_stops_start_up_naming_the_variable(overrides, 
 
     assert result.returncode != 0
     assert variable in result.stderr
+
+
+def test_the_replaced_client_ip_header_setting_stops_start_up_pointing_to_trusted_proxies():
+    result = manage("check", env=production_env(CLIENT_IP_META_KEY="HTTP_X_REAL_IP"))
+
+    assert result.returncode != 0
+    assert "CLIENT_IP_META_KEY" in result.stderr and "TRUSTED_PROXIES" in result.stderr
+
+
+def test_trusted_proxies_that_do_not_parse_stop_start_up():
+    result = manage("check", env=production_env(TRUSTED_PROXIES="172.16.0.0/12,proxy.local"))
+
+    assert result.returncode != 0 and "TRUSTED_PROXIES" in result.stderr
+
+
+def test_production_settings_behind_a_proxy_pass_check_deploy():
+    env = production_env(TRUSTED_PROXIES="172.16.0.0/12,fd00::/8", TRUST_X_FORWARDED_PROTO="true")
+
+    result = manage("check", "--deploy", "--fail-level", "WARNING", env=env)
+
+    assert result.returncode == 0, result.stdout + result.stderr
