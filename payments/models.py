@@ -35,9 +35,8 @@ class Payment(models.Model):
     transaction_id = models.CharField(_("gateway transaction id"), max_length=64, blank=True)
     # What the buyer scans (当面付 / Native pay), when the gateway answered with a QR code.
     qr_content = models.CharField(max_length=512, blank=True)
-    # Where the gateway sent the buyer (page/wap pay, H5), and for which kind of device: a click
-    # on "Pay" soon after goes there again instead of opening another trade (payment_start).
-    redirect_url = models.TextField(blank=True)
+    # For which kind of device the gateway answered: a click on "Pay" soon after reuses the
+    # attempt only from the same kind (payment_start; a redirect URL is kept in the cache only).
     mobile = models.BooleanField(default=False)
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)
     confirmed_at = models.DateTimeField(_("confirmed at"), null=True, blank=True)

@@ -122,17 +122,14 @@ def _payment_start_turn(*, order: Order, gateway: PaymentGateway, mobile: bool, 
         now = timezone.now()
         if locked.status != OrderStatus.PENDING or locked.expires_at <= now:
             raise PaymentRefused(locked.status)
-        reusable = (
-            Payment.objects.filter(
-                order=locked, gateway=gateway.identifier, mobile=mobile, state=PaymentState.CREATED,
-                created_at__gt=now - timedelta(seconds=settings.PAYMENT_REUSE_SECONDS),
-            )
-            .exclude(redirect_url="", qr_content="")  # attempts the gateway never answered
-            .order_by("-created_at", "-id")
-            .first()
-        )
-        if reusable is not None:
-            return reusable, PaymentAction(redirect_url=reusable.redirect_url, qr_content=reusable.qr_content)
+        recent = Payment.objects.filter(
+            order=locked, gateway=gateway.identifier, mobile=mobile, state=PaymentState.CREATED,
+            created_at__gt=now - timedelta(seconds=settings.PAYMENT_REUSE_SECONDS),
+        ).order_by("-created_at", "-id")
+        for candidate in recent[:5]:
+            reused = _payment_action_recall(payment=candidate)
+            if reused is not None:
+                return candidate, reused
         if not gateway.is_enabled():  # staff test mode (registry only admits it for staff)
             order_mark_test(order=order, gateway=gateway.identifier)
         payment = Payment.objects.create(
@@ -155,9 +152,24 @@ def _payment_start_turn(*, order: Order, gateway: PaymentGateway, mobile: bool, 
         )
     )
     payment.qr_content = action.qr_content[:512]
-    payment.redirect_url = action.redirect_url
-    Payment.objects.filter(pk=payment.pk).update(qr_content=payment.qr_content, redirect_url=payment.redirect_url)
+    Payment.objects.filter(pk=payment.pk).update(qr_content=payment.qr_content)
+    if action.redirect_url:
+        cache.set(_payment_action_key(payment.pk), action.redirect_url, timeout=settings.PAYMENT_REUSE_SECONDS)
     return payment, action
+
+
+def _payment_action_key(payment_id: int) -> str:
+    return f"kameng:payment-redirect:{payment_id}"
+
+
+def _payment_action_recall(*, payment: Payment) -> PaymentAction | None:
+    """The action the gateway gave ``payment``, or None when it never answered (or its redirect
+    has left the cache). A redirect URL is kept in the cache only, never in the database: page
+    and wap pay URLs carry the return URL, and with it the order page's token."""
+    if payment.qr_content:
+        return PaymentAction(qr_content=payment.qr_content)
+    redirect_url = cache.get(_payment_action_key(payment.pk))
+    return PaymentAction(redirect_url=redirect_url) if redirect_url else None
 
 
 @dataclass(frozen=True)

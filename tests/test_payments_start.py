@@ -77,10 +77,25 @@ def test_an_attempt_the_gateway_never_answered_is_not_reused(client):
     order = checkout(client, product)
     Payment.objects.create(order=order, gateway="sandbox", out_trade_no=order.number + "DEAD", amount=order.total)
 
-    _pay(client, order)
+    response = _pay(client, order)
 
     reused = order.payments.exclude(out_trade_no=order.number + "DEAD").get()
-    assert reused.redirect_url.endswith(f"/payments/sandbox/pay/{reused.out_trade_no}/")
+    assert f"/payments/sandbox/pay/{reused.out_trade_no}/?" in response["Location"]
+
+
+def test_the_redirect_kept_for_reuse_never_reaches_the_database(client):
+    # Page and wap pay URLs carry the return URL, so the order page's token: a dump of the
+    # payments table must not hold it.
+    product = ProductFactory()
+    stock_product(product, 1)
+    order = checkout(client, product)
+
+    first = _pay(client, order)
+
+    assert order.access_token in first["Location"]
+    rows = [str(value) for row in Payment.objects.filter(order=order).values_list() for value in row]
+    assert not any(order.access_token in value for value in rows)
+    assert _pay(client, order)["Location"] == first["Location"]
 
 
 def test_payment_start_for_an_order_paid_meanwhile_is_refused(client):

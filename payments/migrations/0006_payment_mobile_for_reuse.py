@@ -15,9 +15,4 @@ class Migration(migrations.Migration):
             name='mobile',
             field=models.BooleanField(default=False),
         ),
-        migrations.AddField(
-            model_name='payment',
-            name='redirect_url',
-            field=models.TextField(blank=True),
-        ),
     ]
