@@ -20,8 +20,13 @@ def checkout(client: Client, product, *, quantity: int = 1, contact: str = "buye
     return Order.objects.get(access_token=response["Location"].rstrip("/").split("/")[-2])
 
 
-def start_sandbox_payment(client: Client, order: Order) -> Payment:
-    response = client.post(reverse("shop:order-pay", args=[order.access_token]), {"gateway": "sandbox"})
+PHONE_UA = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) Mobile/15E148"
+
+
+def start_sandbox_payment(client: Client, order: Order, *, phone: bool = False) -> Payment:
+    """Press Pay with the sandbox (from a phone: a payment of its own, not the desktop's reused)."""
+    extra = {"HTTP_USER_AGENT": PHONE_UA} if phone else {}
+    response = client.post(reverse("shop:order-pay", args=[order.access_token]), {"gateway": "sandbox"}, **extra)
     assert response.status_code == 302
     assert "/payments/sandbox/pay/" in response["Location"]
     return Payment.objects.filter(order=order).latest("created_at")
