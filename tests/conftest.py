@@ -61,6 +61,17 @@ def _shop_settings(settings, request):
     yield
 
 
+@pytest.fixture(scope="session")
+def _media_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("media")
+
+
+@pytest.fixture(autouse=True)
+def _media_root(settings, _media_dir):
+    """Uploads go to a temporary folder, never to the working tree's var/media."""
+    settings.MEDIA_ROOT = str(_media_dir)
+
+
 @pytest.fixture
 def on_commit(django_capture_on_commit_callbacks):
     """Run on-commit callbacks (task sends) when the block ends, as a real commit would."""
@@ -101,10 +112,11 @@ def wechat(settings):
     platform.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def live_shop(django_db_setup, django_db_blocker, tmp_path_factory):
-    """gunicorn + a Celery worker + beat on the test database, shared by the browser tests (their
-    data is committed: mark them ``django_db(transaction=True)``). Tests that need other settings
+    """gunicorn + a Celery worker + beat on the test database, shared by a module's browser tests
+    (their data is committed: mark them ``django_db(transaction=True)``). Module-scoped: its worker
+    would otherwise go on delivering other modules' orders behind their backs. Tests that need other settings
     start their own with ``tests.processes.shop_start``."""
     from tests.browser import browser_missing
     from tests.processes import shop_start
