@@ -97,6 +97,7 @@ class ProductForm(RenderedImagesForm):
     class Meta:
         model = Product
         fields = "__all__"
+        help_texts = {"description": _("Markdown: **bold**, lists, [links](https://…), tables. HTML and scripts are removed.")}
 
     def _template(self, name: str) -> str:
         source = self.cleaned_data.get(name, "")

@@ -48,3 +48,24 @@ SVG_WITH_SCRIPT = (
     b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg" onload="alert(1)" width="10" height="10">'
     b"<script>alert(document.cookie)</script><rect width='10' height='10'/></svg>"
 )
+
+
+def card_art_upload(label: str, top: tuple[int, int, int], bottom: tuple[int, int, int], *, name: str = "card.png") -> SimpleUploadedFile:
+    """A gift-card-like picture (gradient, rounded card, a label) for browser screenshots."""
+    from PIL import ImageDraw, ImageFont
+
+    width, height = 1200, 800
+    image = Image.new("RGB", (width, height))
+    draw = ImageDraw.Draw(image)
+    for y in range(height):
+        t = y / height
+        draw.line([(0, y), (width, y)], fill=tuple(int(a + (b - a) * t) for a, b in zip(top, bottom)))
+    draw.rounded_rectangle((180, 170, 1020, 630), radius=40, outline=(255, 255, 255), width=10)
+    try:
+        font = ImageFont.truetype("/usr/share/fonts/opentype/noto/NotoSansCJK-Bold.ttc", 120)
+    except OSError:
+        font = ImageFont.load_default()
+    draw.text((width / 2, height / 2), label, fill=(255, 255, 255), font=font, anchor="mm")
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return SimpleUploadedFile(name, out.getvalue(), content_type="image/png")
