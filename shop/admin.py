@@ -157,6 +157,10 @@ class ShopSettingsForm(RenderedImagesForm):
     class Meta:
         model = ShopSettings
         fields = "__all__"
+        help_texts = {
+            "logo": _("PNG, JPEG or WebP; shown 32 pixels high beside the name (stored at most 480 × 160)."),
+            "favicon": _("The browser tab's icon; a square picture works best (stored as a 180 × 180 PNG)."),
+        }
 
 
 @admin.register(ShopSettings)

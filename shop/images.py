@@ -100,7 +100,8 @@ def image_render(image: Image.Image, shape: ImageShape, *, name: str) -> Content
     try:
         image.seek(0)  # an animation's first frame
         image.load()
-        pixels = ImageOps.exif_transpose(_to_srgb(image))
+        profile = image.info.get("icc_profile")  # read first: neither step below keeps it reliably
+        pixels = _to_srgb(ImageOps.exif_transpose(image), profile)
         pixels = pixels.convert("RGBA" if _has_alpha(pixels) else "RGB")
         if shape.crop:
             pixels = ImageOps.fit(pixels, shape.size, method=Image.Resampling.LANCZOS)
@@ -123,10 +124,9 @@ def image_render(image: Image.Image, shape: ImageShape, *, name: str) -> Content
     return ContentFile(out.getvalue(), name=f"{name}-{get_random_string(8).lower()}.{EXTENSIONS[shape.format]}")
 
 
-def _to_srgb(image: Image.Image) -> Image.Image:
-    """Pixels in sRGB when the file carries another colour profile (a phone's Display P3 photo
+def _to_srgb(image: Image.Image, profile: bytes | None) -> Image.Image:
+    """Pixels in sRGB when the file carried another colour profile (a phone's Display P3 photo
     would look washed out once its profile is dropped); otherwise as they are."""
-    profile = image.info.get("icc_profile")
     if not profile or image.mode not in ("RGB", "RGBA"):
         return image
     try:

@@ -137,3 +137,22 @@ def test_logo_and_favicon_are_redrawn_as_small_images(admin_client):
     assert logo.format == "WEBP" and logo.size == (480, 160)
     assert favicon.format == "PNG" and favicon.size == (180, 180)
     assert favicon.getpixel((90, 5))[3] == 0  # the wide picture is centred on a transparent square
+
+
+def test_phone_photo_with_a_colour_profile_is_turned_upright_and_converted_to_srgb(admin_client):
+    from PIL import ImageCms
+
+    image = Image.new("RGB", (800, 400), (200, 30, 30))
+    image.paste((30, 30, 200), (0, 0, 400, 400))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    out = io.BytesIO()
+    profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    image.save(out, format="JPEG", exif=exif, icc_profile=profile)
+    upload = SimpleUploadedFile("iphone.jpg", out.getvalue(), content_type="image/jpeg")
+
+    response = admin_client.post(reverse("admin:shop_product_add"), product_form(image=upload))
+
+    assert response.status_code == 302
+    large = stored(Product.objects.get(slug="steam").image)
+    assert large.size == (400, 800) and "icc_profile" not in large.info

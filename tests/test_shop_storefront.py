@@ -148,3 +148,14 @@ def test_pay_page_shows_an_icon_for_each_payment_method(client):
     page = client.get(reverse("shop:order-pay", args=[order.access_token])).content.decode()
 
     assert 'name="gateway" value="sandbox"' in page and "shop/pay-sandbox" in page and 'class="gateway-icon"' in page
+
+
+def test_pay_page_draws_alipay_and_wechat_pay_with_their_own_icons(client, alipay, wechat):
+    product = ProductFactory()
+    stock_product(product, 1)
+    order = checkout(client, product)
+
+    page = client.get(reverse("shop:order-pay", args=[order.access_token])).content.decode()
+
+    for identifier in ("alipay", "wechatpay", "sandbox"):
+        assert f'value="{identifier}" class="gateway gateway-{identifier}"' in page and f"shop/pay-{identifier}" in page
