@@ -122,7 +122,8 @@ class ProductForm(RenderedImagesForm):
 class ProductAdmin(admin.ModelAdmin):
     form = ProductForm
     formfield_overrides = IMAGE_UPLOAD_OVERRIDES
-    list_display = ["name", "category", "price", "stock", "low_stock_threshold", "is_active"]
+    list_display = ["picture", "name", "category", "price", "stock", "low_stock_threshold", "is_active"]
+    list_display_links = ["picture", "name"]
     list_filter = ["category", "is_active"]
     list_select_related = ["category"]
     search_fields = ["name", "slug"]
@@ -144,6 +145,12 @@ class ProductAdmin(admin.ModelAdmin):
         changelist = super().get_changelist_instance(request)
         self._stock = available_counts(product_ids=[p.pk for p in changelist.result_list])
         return changelist
+
+    @admin.display(description=_("image"))
+    def picture(self, obj: Product) -> str:
+        if not obj.image_thumbnail:
+            return "—"
+        return format_html('<img src="{}" alt="" width="48" height="36">', obj.image_thumbnail.url)
 
     @admin.display(description=_("available"))
     def stock(self, obj: Product) -> int | str:

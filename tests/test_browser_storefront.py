@@ -157,3 +157,14 @@ def test_sold_out_product_and_the_lookup_page(live_shop, browser, shop_front):
     screenshot(browser, "storefront-lookup")
     assert no_sideways_scroll(browser)
     assert console_errors(browser) == []
+
+
+def test_catalog_in_english_fits_the_screen(live_shop, browser_in, shop_front):
+    english = browser_in("en")
+    english.get(live_shop.url + "/")
+
+    assert english.find_element(By.CSS_SELECTOR, "#shop-notice .notice-tag").text == "Notice"
+    assert english.find_element(By.CSS_SELECTOR, ".nav-lookup").text == "Find my order"
+    assert no_sideways_scroll(english)
+    screenshot(english, "storefront-catalog-en")
+    assert console_errors(english) == []

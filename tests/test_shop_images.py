@@ -156,3 +156,13 @@ def test_phone_photo_with_a_colour_profile_is_turned_upright_and_converted_to_sr
     assert response.status_code == 302
     large = stored(Product.objects.get(slug="steam").image)
     assert large.size == (400, 800) and "icc_profile" not in large.info
+
+
+def test_admin_product_list_shows_the_card_thumbnail(admin_client):
+    product = ProductFactory()
+    admin_client.post(reverse("admin:shop_product_change", args=[product.pk]), product_form(product, image=jpeg_upload()))
+    product.refresh_from_db()
+
+    page = admin_client.get(reverse("admin:shop_product_changelist")).content.decode()
+
+    assert f'<img src="{product.image_thumbnail.url}" alt="" width="48" height="36">' in page
