@@ -165,6 +165,9 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 # (docker-compose), by Django itself under DEBUG.
 MEDIA_URL = "media/"
 MEDIA_ROOT = env.path("MEDIA_ROOT", default=str(BASE_DIR / "var" / "media"))
+# Django serves MEDIA_URL itself: on with DEBUG (make run); in production leave it off and let the
+# proxy serve MEDIA_ROOT from the shared volume.
+MEDIA_SERVE = env.bool("MEDIA_SERVE", default=DEBUG)
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {

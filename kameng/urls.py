@@ -1,5 +1,7 @@
+from django.conf import settings
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
+from django.views.static import serve
 
 from shop.views import healthz
 
@@ -13,3 +15,7 @@ urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("", include("shop.urls")),
 ]
+
+if settings.MEDIA_SERVE:
+    # Uploads served by Django itself (make run, tests); in production the proxy serves MEDIA_ROOT.
+    urlpatterns.insert(0, re_path(rf"^{settings.MEDIA_URL.strip('/')}/(?P<path>.*)$", serve, {"document_root": settings.MEDIA_ROOT}))

@@ -4,6 +4,9 @@ from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
+from django.core.files.storage import default_storage
+from django.core.files.uploadedfile import UploadedFile
+from django.db import models, transaction
 from django.db.models import F
 from django.shortcuts import redirect
 from django.template import Engine, TemplateSyntaxError
@@ -17,7 +20,8 @@ from cardpool.forms import SecretTextarea
 from cardpool.selectors import UNLIMITED_STOCK, available_counts
 from cardpool.services import ManualKeysRefused
 from delivery.services import DeliveryRefused, order_deliver_manually, order_retry_delivery
-from shop.models import Category, ExceptionOrder, Order, OrderEvent, OrderStatus, Product
+from shop.images import PRODUCT_IMAGE, PRODUCT_THUMBNAIL, SHOP_FAVICON, SHOP_LOGO, ImageShape, UploadedImageField, image_render
+from shop.models import Category, ExceptionOrder, Order, OrderEvent, OrderStatus, Product, ShopSettings
 from shop.services import InvalidTransition, order_exception_assign, order_exception_resolve
 
 
@@ -28,10 +32,72 @@ class CategoryAdmin(admin.ModelAdmin):
     prepopulated_fields = {"slug": ["name"]}
 
 
-class ProductForm(forms.ModelForm):
+# Every image upload in admin goes through shop.images: checked, then re-encoded.
+IMAGE_UPLOAD_OVERRIDES = {models.ImageField: {"form_class": UploadedImageField}}
+
+
+class RenderedImagesForm(forms.ModelForm):
+    """A model form whose image uploads are stored as ``shop.images`` draws them, never as sent.
+
+    ``image_shapes`` maps an upload field to its own shape and to the other (non-editable) image
+    fields drawn from the same upload, e.g. a thumbnail. Files a save replaces or clears are
+    deleted from storage once the transaction commits."""
+
+    image_shapes: dict[str, tuple[ImageShape, dict[str, ImageShape]]] = {}
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._drawn: dict[str, object] = {}
+        self._stored_before = {
+            name: getattr(self.instance, name).name
+            for field, (_shape, extra) in self.image_shapes.items()
+            for name in (field, *extra)
+        }
+
+    def _image_stem(self, field: str) -> str:
+        return field
+
+    def clean(self):
+        cleaned = super().clean()
+        for field, (shape, extra) in self.image_shapes.items():
+            upload = cleaned.get(field)
+            if isinstance(upload, UploadedFile) and hasattr(upload, "image"):
+                stem = self._image_stem(field)
+                try:
+                    cleaned[field] = image_render(upload.image, shape, name=stem)
+                    for other, other_shape in extra.items():
+                        self._drawn[other] = image_render(upload.image, other_shape, name=f"{stem}-{other}")
+                except forms.ValidationError as exc:
+                    self.add_error(field, exc)
+            elif upload is False:  # "Clear" ticked
+                self._drawn.update(dict.fromkeys(extra, ""))
+        return cleaned
+
+    def save(self, commit=True):
+        instance = self.instance
+        for name, drawn in self._drawn.items():
+            setattr(instance, name, drawn)
+        before = self._stored_before
+
+        def delete_replaced() -> None:
+            for name, old in before.items():
+                if old and getattr(instance, name).name != old:
+                    default_storage.delete(old)
+
+        transaction.on_commit(delete_replaced)
+        return super().save(commit)
+
+
+class ProductForm(RenderedImagesForm):
+    image_shapes = {"image": (PRODUCT_IMAGE, {"image_thumbnail": PRODUCT_THUMBNAIL})}
+
+    def _image_stem(self, field: str) -> str:
+        return self.cleaned_data.get("slug") or "product"
+
     class Meta:
         model = Product
         fields = "__all__"
+        help_texts = {"description": _("Markdown: **bold**, lists, [links](https://…), tables. HTML and scripts are removed.")}
 
     def _template(self, name: str) -> str:
         source = self.cleaned_data.get(name, "")
@@ -55,13 +121,15 @@ class ProductForm(forms.ModelForm):
 @admin.register(Product)
 class ProductAdmin(admin.ModelAdmin):
     form = ProductForm
-    list_display = ["name", "category", "price", "stock", "low_stock_threshold", "is_active"]
+    formfield_overrides = IMAGE_UPLOAD_OVERRIDES
+    list_display = ["picture", "name", "category", "price", "stock", "low_stock_threshold", "is_active"]
+    list_display_links = ["picture", "name"]
     list_filter = ["category", "is_active"]
     list_select_related = ["category"]
     search_fields = ["name", "slug"]
     prepopulated_fields = {"slug": ["name"]}
     fieldsets = [
-        (None, {"fields": ["category", "name", "slug", "price", "is_active", "sort_order", "description", "usage_instructions"]}),
+        (None, {"fields": ["category", "name", "slug", "price", "is_active", "sort_order", "image", "description", "usage_instructions"]}),
         (_("Limits and stock"), {"fields": ["min_quantity", "max_quantity", "low_stock_threshold"]}),
         (_("Delivery"), {"fields": ["delivery_delay_minutes", "delivery_max_tries", "delivery_retry_base_seconds"]}),
         (_("Delivery email"), {
@@ -78,10 +146,68 @@ class ProductAdmin(admin.ModelAdmin):
         self._stock = available_counts(product_ids=[p.pk for p in changelist.result_list])
         return changelist
 
+    @admin.display(description=_("image"))
+    def picture(self, obj: Product) -> str:
+        if not obj.image_thumbnail:
+            return "—"
+        return format_html('<img src="{}" alt="" width="48" height="36">', obj.image_thumbnail.url)
+
     @admin.display(description=_("available"))
     def stock(self, obj: Product) -> int | str:
         stock = getattr(self, "_stock", {}).get(obj.pk, 0)
         return "∞" if stock >= UNLIMITED_STOCK else stock
+
+
+class ShopSettingsForm(RenderedImagesForm):
+    image_shapes = {"logo": (SHOP_LOGO, {}), "favicon": (SHOP_FAVICON, {})}
+
+    class Meta:
+        model = ShopSettings
+        fields = "__all__"
+        help_texts = {
+            "logo": _("PNG, JPEG or WebP; shown 32 pixels high beside the name (stored at most 480 × 160)."),
+            "favicon": _("The browser tab's icon; a square picture works best (stored as a 180 × 180 PNG)."),
+        }
+
+
+@admin.register(ShopSettings)
+class ShopSettingsAdmin(admin.ModelAdmin):
+    """One row: the list goes straight to its form, which works before the row was ever saved."""
+
+    form = ShopSettingsForm
+    formfield_overrides = IMAGE_UPLOAD_OVERRIDES
+    fieldsets = [
+        (None, {"fields": ["name", "logo", "favicon", "footer_text"]}),
+        (_("Support contacts"), {
+            "description": _("Shown at the foot of every storefront page. Leave empty what you do not offer."),
+            "fields": ["support_qq", "support_wechat", "support_telegram", "support_email"],
+        }),
+        (_("Notice banner"), {
+            "description": _("Markdown. Shown at the top of every storefront page between the two times (empty: no limit)."),
+            "fields": ["notice", "notice_starts_at", "notice_ends_at"],
+        }),
+        (_("After purchase"), {"fields": ["order_note"]}),
+    ]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    def changelist_view(self, request, extra_context=None):
+        return redirect("admin:shop_shopsettings_change", ShopSettings.SINGLETON_PK)
+
+    def get_object(self, request, object_id, from_field=None):
+        if str(object_id) != str(ShopSettings.SINGLETON_PK):
+            return None
+        return ShopSettings.objects.filter(pk=ShopSettings.SINGLETON_PK).first() or ShopSettings(pk=ShopSettings.SINGLETON_PK)
+
+    def response_change(self, request, obj):
+        if "_continue" not in request.POST:
+            self.message_user(request, _("The shop settings were saved."), messages.SUCCESS)
+            return redirect("admin:shop_shopsettings_change", ShopSettings.SINGLETON_PK)
+        return super().response_change(request, obj)
 
 
 class OrderEventInline(admin.TabularInline):

@@ -20,7 +20,8 @@ class CheckoutForm(forms.Form):
         min_length=4,
         max_length=64,
         help_text=_("Needed to look the order up later."),
-        widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}),
+        # Kept after a form error (a mistyped contact), so the buyer does not type it twice.
+        widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}, render_value=True),
     )
 
     def __init__(self, *args, product=None, **kwargs):

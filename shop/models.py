@@ -53,6 +53,10 @@ class Product(models.Model):
         _("first retry after (seconds)"), null=True, blank=True, help_text=_("Doubles each try; empty: the shop's default.")
     )
     sort_order = models.PositiveIntegerField(_("sort order"), default=0)
+    # Both drawn by shop.images from the operator's upload when the product is saved in admin
+    # (re-encoded, metadata dropped): the product page's picture and the catalog card's 4:3 cut.
+    image = models.ImageField(_("image"), upload_to="products/", blank=True, help_text=_("PNG, JPEG or WebP; shown on the catalog card and the product page."))
+    image_thumbnail = models.ImageField(upload_to="products/", blank=True, editable=False)
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)
 
     class Meta:
@@ -218,6 +222,13 @@ class ShopSettings(models.Model):
 
     def __str__(self) -> str:
         return str(self.name or _("Shop settings"))
+
+    def notice_showing(self, *, now) -> bool:
+        """Whether the notice banner is up at ``now``: it has text and ``now`` is inside its
+        schedule (an empty end means until further notice)."""
+        return bool(self.notice.strip()) and (self.notice_starts_at is None or self.notice_starts_at <= now) and (
+            self.notice_ends_at is None or now < self.notice_ends_at
+        )
 
     def save(self, *args, **kwargs):
         self.pk = self.SINGLETON_PK

@@ -5,6 +5,8 @@ from shop import views
 app_name = "shop"
 urlpatterns = [
     path("", views.catalog, name="catalog"),
+    path("c/<slug:category>/", views.catalog, name="category"),
+    path("favicon.ico", views.favicon, name="favicon"),
     path("p/<slug:slug>/", views.product_detail, name="product"),
     path("lookup/", views.order_lookup_view, name="lookup"),
     path("s/<str:token>/", views.order_short_link, name="order-short"),

@@ -11,9 +11,10 @@ from django.conf import settings
 from django.contrib import messages
 from django.core.paginator import Paginator
 from django.db import connection
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.templatetags.static import static
 from django.utils.crypto import constant_time_compare
 from django.utils.safestring import mark_safe
 from django.utils.translation import gettext as _
@@ -59,8 +60,33 @@ def _rate_limited(request: HttpRequest, *, group: str, rate: str, key: str | Non
 
 
 @require_GET
-def catalog(request: HttpRequest) -> HttpResponse:
-    return render(request, "shop/catalog.html", {"categories": selectors.catalog_categories()})
+def catalog(request: HttpRequest, category: str | None = None) -> HttpResponse:
+    """The catalog, all categories or (``/c/<slug>/``) one; the category chips list them all."""
+    categories = selectors.catalog_categories()
+    shown = categories
+    if category is not None:
+        shown = [c for c in categories if c.slug == category]
+        if not shown:
+            raise Http404("no such category")
+    return render(request, "shop/catalog.html", {"categories": categories, "shown_categories": shown, "current_category": category})
+
+
+FAVICON_DEFAULT = "shop/favicon.ico"
+
+
+@require_GET
+def favicon(request: HttpRequest) -> HttpResponse:
+    """``/favicon.ico``: the operator's favicon (a PNG drawn by shop.images), else the default."""
+    configured = selectors.shop_settings().favicon
+    if configured:
+        try:
+            response = FileResponse(configured.storage.open(configured.name, "rb"), content_type="image/png")
+        except FileNotFoundError:
+            logger.warning("the configured favicon %s is missing from the media folder", configured.name)
+        else:
+            response["Cache-Control"] = "public, max-age=3600"
+            return response
+    return redirect(static(FAVICON_DEFAULT))
 
 
 @require_http_methods(["GET", "POST"])

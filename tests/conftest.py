@@ -11,6 +11,8 @@ from tests.platforms import SANDBOX_SECRET
 
 REQUIRE_SERVICES = os.environ.get("KAMENG_REQUIRE_SERVICES") == "1"
 REDIS_URL = os.environ.get("KAMENG_TEST_REDIS_URL", "")
+# The live shop's cache (shop settings among it), shared with a test through ``live_cache``.
+LIVE_SHOP_CACHE_URL = REDIS_URL.replace("redis://", "rediscache://", 1)
 
 
 def _missing_service(node) -> str | None:
@@ -59,6 +61,17 @@ def _shop_settings(settings, request):
     if not eager and celery_app.conf.broker_url != REDIS_URL:
         pytest.fail(f"set CELERY_BROKER_URL={REDIS_URL} for the worker tests (make test does)")
     yield
+
+
+@pytest.fixture(scope="session")
+def _media_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("media")
+
+
+@pytest.fixture(autouse=True)
+def _media_root(settings, _media_dir):
+    """Uploads go to a temporary folder, never to the working tree's var/media."""
+    settings.MEDIA_ROOT = str(_media_dir)
 
 
 @pytest.fixture
@@ -113,9 +126,25 @@ def live_shop(django_db_setup, django_db_blocker, tmp_path_factory):
     if browser_missing() or connection.vendor != "postgresql" or not REDIS_URL:
         pytest.skip("the live shop needs PostgreSQL, Redis and Chromium")  # the test's own check fails first
     with django_db_blocker.unblock():
-        shop = shop_start(tmp_path_factory.mktemp("live-shop"))
+        shop = shop_start(tmp_path_factory.mktemp("live-shop"), CACHE_URL=LIVE_SHOP_CACHE_URL)
     yield shop
     shop.stop()
+
+
+@pytest.fixture
+def live_cache(settings, live_shop):
+    """This test shares the live shop's cache, so what it saves (shop settings) reaches the shop's
+    web workers at once, and forgotten afterwards. (Not ``cache.clear()``: that would empty
+    the Redis database the broker uses too.)"""
+    import environ
+    from django.core.cache import cache
+
+    from shop.selectors import SHOP_SETTINGS_CACHE_KEY
+
+    settings.CACHES = {"default": environ.Env.cache_url_config(LIVE_SHOP_CACHE_URL)}
+    cache.delete(SHOP_SETTINGS_CACHE_KEY)
+    yield
+    cache.delete(SHOP_SETTINGS_CACHE_KEY)
 
 
 @pytest.fixture(params=["phone", "desktop"])

@@ -33,3 +33,28 @@ def admin_import(admin_client, on_commit, data: dict):
     _page, batch = import_upload(admin_client, on_commit, data)
     import_confirm(admin_client, on_commit, batch)
     return batch
+
+
+def product_admin_fields(product, **changes) -> dict:
+    """The product's change form as admin posts it, with ``changes``."""
+    fields = {
+        "category": product.category_id, "name": product.name, "slug": product.slug, "price": str(product.price),
+        "sort_order": product.sort_order, "min_quantity": product.min_quantity, "max_quantity": product.max_quantity,
+        "low_stock_threshold": product.low_stock_threshold, "delivery_delay_minutes": 0, "description": product.description,
+        "usage_instructions": product.usage_instructions, "is_active": "on",
+    }
+    fields.update(changes)
+    return fields
+
+
+def product_image_upload(admin_client, product, upload) -> None:
+    """Upload ``upload`` as the product's image in admin."""
+    response = admin_client.post(reverse("admin:shop_product_change", args=[product.pk]), product_admin_fields(product, image=upload))
+    assert response.status_code == 302, response.content.decode()[:3000]
+    product.refresh_from_db()
+
+
+def shop_settings_save(admin_client, **fields) -> None:
+    """Save the shop settings form in admin."""
+    response = admin_client.post(reverse("admin:shop_shopsettings_change", args=[1]), fields)
+    assert response.status_code == 302, response.content.decode()[:3000]

@@ -61,6 +61,9 @@ def service_env(tmp_path: Path, **overrides: str) -> dict[str, str]:
         "CONN_MAX_AGE": "0",
         "CELERY_BEAT_SCHEDULE_FILENAME": str(tmp_path / "celerybeat-schedule"),
         "KAMENG_BROKER_DIR": str(tmp_path / "broker"),
+        # Uploads: tests write them into this folder (settings.MEDIA_ROOT) and gunicorn serves it.
+        "MEDIA_ROOT": str(tmp_path / "media"),
+        "MEDIA_SERVE": "true",
         "PYTHONUNBUFFERED": "1",
     }
     env.update(overrides)
