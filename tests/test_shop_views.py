@@ -221,7 +221,11 @@ def test_lookup_is_rate_limited_per_ip(client, settings):
 
 
 def test_healthz_answers(client):
-    assert client.get("/healthz").content == b"ok"
+    response = client.get("/healthz")
+
+    assert response.content == b"ok"
+    # The bare-view baseline of the benchmarks: no policy built for a plain-text liveness answer.
+    assert "Content-Security-Policy" not in response
 
 
 @pytest.mark.parametrize(
