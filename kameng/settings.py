@@ -167,6 +167,9 @@ CARDPOOL_IMPORT_MAX_BYTES = env.int("CARDPOOL_IMPORT_MAX_BYTES", default=100 * 1
 # --- Orders and payments -----------------------------------------------------------------------
 ORDER_EXPIRE_MINUTES = env.int("ORDER_EXPIRE_MINUTES", default=15)
 ORDER_LOOKUP_RATE = env.str("ORDER_LOOKUP_RATE", default="10/10m")
+# HMAC key of order page links (shop/order_tokens.py); empty: derived from SECRET_KEY. Changing
+# it (or SECRET_KEY while it is empty) needs ``manage.py order_tokens_rekey``.
+ORDER_TOKEN_KEY = env.str("ORDER_TOKEN_KEY", default="")
 PAYMENTS_SANDBOX_ENABLED = env.bool("PAYMENTS_SANDBOX_ENABLED", default=False)
 PAYMENTS_SANDBOX_SECRET = env.str("PAYMENTS_SANDBOX_SECRET", default="")
 if PAYMENTS_SANDBOX_ENABLED and not PAYMENTS_SANDBOX_SECRET:

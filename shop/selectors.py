@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from django.core.cache import cache
-from django.db.models import Prefetch, QuerySet
+from django.db.models import Prefetch, Q, QuerySet
 
 from cardpool.selectors import UNLIMITED_STOCK, available_counts
 from shop.models import Category, Order, OrderStatus, Product, ShopSettings
+from shop.order_tokens import access_token_hash
 
 SHOP_SETTINGS_CACHE_KEY = "shop:settings:v1"
 
@@ -39,6 +40,17 @@ def product_for_sale(*, slug: str) -> Product | None:
     if product is not None:
         _stock_set(product, available_counts(product_ids=[product.pk]).get(product.pk, 0))
     return product
+
+
+def order_by_access_token(*, token: str) -> Order | None:
+    """The order whose page link carries ``token`` (its current one, or the earlier one kept in
+    ``previous_token_hash``), with its product; None for any other string."""
+    digest = access_token_hash(token)
+    return (
+        Order.objects.select_related("product")
+        .filter(Q(access_token_hash=digest) | Q(previous_token_hash=digest))
+        .first()
+    )
 
 
 def orders_expired_ids(*, now: datetime, limit: int = 500) -> list[int]:
