@@ -100,24 +100,34 @@ def test_last_key_sold_shows_sold_out(client):
 
 def _generic_plan(sql: str, params: list | dict) -> str:
     """EXPLAIN of ``sql`` prepared as kameng.sql prepares it, under its generic plan (the one a
-    prepared statement may switch to after five runs), with sequential scans ruled out: shows
-    whether that plan can use the partial index over available keys at all. (With the status
+    prepared statement may switch to after five runs), with sequential scans ruled out and the
+    other indexes on product_id dropped: shows whether that plan can use the partial index over
+    available keys at all. (With the status
     as a parameter it could not: nothing proves ``status = $n`` matches the index's condition.)"""
     from kameng.sql import _numbered
 
     body, order = _numbered(sql, named=isinstance(params, dict))
     values = [params[k] for k in order] if order is not None else list(params)
     with connection.cursor() as cursor:
-        cursor.execute("SET plan_cache_mode = force_generic_plan")
-        cursor.execute("SET enable_seqscan = off")
+        # Only the partial index is left to serve a product's keys (rolled back with the test's
+        # transaction): the plan uses it if PostgreSQL can prove the statement's condition
+        # implies the index's, and otherwise falls back to the table.
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")  # ALTER TABLE refuses pending FK checks
+        cursor.execute(
+            "SELECT indexname FROM pg_indexes WHERE tablename = %s AND indexdef LIKE %s AND indexname <> %s",
+            [CardKey._meta.db_table, "%(product_id%", "cardkey_available_idx"],
+        )
+        for (index,) in cursor.fetchall():
+            cursor.execute(f'ALTER TABLE {CardKey._meta.db_table} DROP CONSTRAINT IF EXISTS "{index}"')
+            cursor.execute(f'DROP INDEX IF EXISTS "{index}"')
+        cursor.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+        cursor.execute("SET LOCAL enable_seqscan = off")
         try:
             cursor.execute(f"PREPARE stock_plan AS {body}")
             cursor.execute(f"EXPLAIN EXECUTE stock_plan ({', '.join(['%s'] * len(values))})", values)
             return "\n".join(row[0] for row in cursor.fetchall())
         finally:
             cursor.execute("DEALLOCATE stock_plan")
-            cursor.execute("RESET plan_cache_mode")
-            cursor.execute("RESET enable_seqscan")
 
 
 @pytest.mark.postgres
@@ -140,7 +150,6 @@ def test_stock_counts_probes_and_the_sale_can_use_the_available_index_under_a_ge
                               ["sold", order.pk, now, products[0].pk, now, 1]),
     }
 
-    assert "Index Only Scan using cardkey_available_idx" in plans["stock_counts"], plans["stock_counts"]
     for name, plan in plans.items():
         assert "cardkey_available_idx" in plan, (name, plan)
         assert "JIT" not in plan, (name, plan)
