@@ -44,6 +44,8 @@ PRODUCTS = 50
 SAMPLE_ORDERS = 2000
 PACED_RATE = 100
 PACED_CONNECTIONS = 4
+# Each connection waits this long after an answer: 4 connections x (36 ms + a few ms) is about 100/s.
+PACED_PAUSE_MS = 36
 
 # Each request is formatted once, in init (as bench/notify.py); paced runs wait between a
 # response and the next request on the same connection so that the connections together send
@@ -216,7 +218,7 @@ def main() -> int:
         scripts[name].write_text(text)
     catalog = work / "catalog.txt"
     catalog.write_text("/\n")
-    pause = str(int(PACED_CONNECTIONS * 1000 / PACED_RATE))
+    pause = str(PACED_PAUSE_MS)
     servers = []
     try:
         bases = {}
@@ -287,22 +289,24 @@ def _summary_print(rounds: list[dict], options) -> int:
     print(f"gunicorn {options.workers} sync workers per shop, wrk {options.threads} threads x {options.connections} connections "
           f"(paced: {PACED_CONNECTIONS} connections at about {PACED_RATE}/s), {options.rounds} rounds of {options.seconds} s, "
           f"medians; ms")
-    print(f"{'':22} {'small req/s':>11} {'p99':>7} {'large req/s':>11} {'p99':>7} {'large/small':>11} "
-          f"{'/bare (large)':>13} {'paced p99 small':>15} {'large':>7}")
+    print(f"{'':9} {'small req/s':>11} {'p99':>7} {'large req/s':>11} {'p99':>7} {'large/small':>11} "
+          f"{'/bare (large)':>13}   paced: small req/s, p99 | large req/s, p99")
     failed = 0
     for page in ("bare", "catalog", "product", "order"):
         small, large = med("small", page, "rps"), med("large", page, "rps")
         to_bare = median(r[("large", page)]["rps"] / r[("large", "bare")]["rps"] for r in rounds)
         to_small = median(r[("large", page)]["rps"] / r[("small", page)]["rps"] for r in rounds)
-        line = (f"{page:22} {small:11.1f} {med('small', page, 'p99'):7.2f} {large:11.1f} {med('large', page, 'p99'):7.2f} "
+        line = (f"{page:9} {small:11.1f} {med('small', page, 'p99'):7.2f} {large:11.1f} {med('large', page, 'p99'):7.2f} "
                 f"{to_small:11.2f} {to_bare:13.2f}")
         if page != "bare":
-            paced_small, paced_large = med("small", page, "p99", True), med("large", page, "p99", True)
-            line += f" {paced_small:15.2f} {paced_large:7.2f}"
-            failed += to_small < 0.5 or paced_large > 100 or (page == "catalog" and to_bare < 0.3)
+            paced = {size: (med(size, page, "rps", True), med(size, page, "p99", True)) for size in ("small", "large")}
+            line += "   " + " | ".join(f"{rate:6.1f} {p99:7.2f}" for rate, p99 in paced.values())
+            # A page that cannot keep up with the pace has no p99 "at 100/s" worth the name.
+            kept_up = all(rate >= 0.8 * PACED_RATE for rate, _p99 in paced.values())
+            failed += to_small < 0.5 or not kept_up or paced["large"][1] > 100 or (page == "catalog" and to_bare < 0.3)
         print(line)
     errors = sum(value["errors"] for r in rounds for value in r.values())
-    print(f"targets: large >= 0.5 of small, catalog >= 0.3 of the bare view, paced p99 <= 100 ms; "
+    print(f"targets: large >= 0.5 of small, catalog >= 0.3 of the bare view, paced >= 80/s with p99 <= 100 ms; "
           f"{'all met' if not failed else f'{failed} page(s) missed'}; {errors} non-2xx answers")
     return 0 if errors == 0 else 1
 
