@@ -9,20 +9,18 @@ from django.utils import timezone
 
 from cardpool.crypto import secret_decrypt
 from cardpool.models import CardKey, CardKeyStatus
-from shop.models import Product
 from kameng.sql import sql_execute, sql_literal
+from shop.models import Product
 
 # Stock shown for a product whose pool holds a reusable key without a cap on uses.
 UNLIMITED_STOCK = 10**9
+_AVAILABLE = sql_literal(CardKeyStatus.AVAILABLE)
 
 
 # What a sellable key is, defined once (STYLE rule 23: the catalog once counted expired keys as
 # stock): available and not expired; a key holds ``max_uses - uses`` units (``unlimited`` when
 # it has no cap). Every count of stock and the stock probes below are built from these two.
 # The sale (cardpool/services.py) takes keys under the same condition.
-_AVAILABLE = sql_literal(CardKeyStatus.AVAILABLE)
-
-
 def sellable_keys_where(*, product: str, now: str) -> str:
     """``product``: the condition on product_id (``= %s``, ``= p.id``, ``= ANY(…)``). The status
     is a literal, not a parameter: a prepared statement's generic plan can then still use the
