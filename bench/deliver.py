@@ -164,7 +164,7 @@ def _prepare(count: int) -> list[tuple[str, str]]:
     cardkeys_import_text(product=product, text=lines)
     now = timezone.now()
     orders = Order.objects.bulk_create(
-        [Order(number=f"D{i:019d}", access_token=secrets.token_urlsafe(24), product=product, quantity=1,
+        [Order(number=f"D{i:019d}", access_token_hash=secrets.token_hex(32), product=product, quantity=1,
                unit_price=Decimal("9.90"), total=Decimal("9.90"), contact="buyer@example.com", contact_kind="email",
                query_password_hash="-", expires_at=now + timedelta(hours=2)) for i in range(count)],
         batch_size=2000,

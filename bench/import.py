@@ -128,7 +128,7 @@ from shop.models import Order, Product
 
 def orders(product, n):
     now = timezone.now()
-    return [Order.objects.create(number="R" + secrets.token_hex(9), access_token=secrets.token_urlsafe(16), product=product,
+    return [Order.objects.create(number="R" + secrets.token_hex(9), access_token_hash=secrets.token_hex(32), product=product,
             quantity=1, unit_price=Decimal("1"), total=Decimal("1"), contact="13800138000", contact_kind="mobile",
             query_password_hash="-", status="paid", paid_at=now, expires_at=now + timedelta(hours=1)).pk for _ in range(n)]
 

@@ -236,7 +236,7 @@ def notifications_prepare(count: int, platform) -> list[str]:
     now = timezone.now()
     orders = Order.objects.bulk_create(
         [
-            Order(number=f"B{i:019d}", access_token=secrets.token_urlsafe(24), product=product, quantity=1,
+            Order(number=f"B{i:019d}", access_token_hash=secrets.token_hex(32), product=product, quantity=1,
                   unit_price=Decimal("9.90"), total=Decimal("9.90"), contact="13800138000", contact_kind="mobile",
                   query_password_hash="-", expires_at=now + timedelta(hours=1))
             for i in range(count)

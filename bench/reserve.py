@@ -85,7 +85,7 @@ def _prepare(orders: int, label: str) -> tuple[int, list[int]]:
         [
             Order(
                 number=f"{label[:1]}{label[-1]}{i:018d}",
-                access_token=secrets.token_urlsafe(24),
+                access_token_hash=secrets.token_hex(32),
                 product=product,
                 quantity=1,
                 unit_price=Decimal("1.00"),

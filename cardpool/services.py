@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from cardpool.crypto import keyring, secret_blind_index, secret_encrypt, secret_mask, secret_normalize
 from cardpool.models import CardKey, CardKeyStatus, ImportBatch
-from cardpool.selectors import SELLABLE_UNITS_SQL, product_has_stock
+from cardpool.selectors import SELLABLE_UNITS_SQL, product_has_stock, sellable_keys_where
 from kameng.sql import sql_execute
 
 logger = logging.getLogger(__name__)
@@ -30,25 +30,26 @@ class StockShortfall(Exception):
     back: some keys may already be marked for the order inside it."""
 
 
-_SELL_SQL = """
-    UPDATE {table} SET status = %s, order_id = %s, sold_at = %s, uses = 1
-     WHERE id IN (SELECT id FROM {table}
-                   WHERE product_id = %s AND status = %s AND (expires_at IS NULL OR expires_at > %s)
+_SELLABLE = sellable_keys_where(product="= %s", now="%s")
+_SELL_SQL = f"""
+    UPDATE {{table}} SET status = %s, order_id = %s, sold_at = %s, uses = 1
+     WHERE id IN (SELECT id FROM {{table}}
+                   WHERE {_SELLABLE}
                      AND max_uses = 1
                    ORDER BY expires_at ASC NULLS LAST, id ASC
-                   LIMIT %s {lock})
+                   LIMIT %s {{lock}})
 """
 
 # One use of a reusable key: the soonest-expiring one with uses left, locked (and waited for,
 # not skipped: a shop may sell one generic code to everyone). It turns used_up with its last use.
-_REUSE_SQL = """
-    UPDATE {table} SET uses = uses + 1,
+_REUSE_SQL = f"""
+    UPDATE {{table}} SET uses = uses + 1,
            status = CASE WHEN max_uses IS NOT NULL AND uses + 1 >= max_uses THEN %s ELSE status END
-     WHERE id = (SELECT id FROM {table}
-                  WHERE product_id = %s AND status = %s AND (expires_at IS NULL OR expires_at > %s)
+     WHERE id = (SELECT id FROM {{table}}
+                  WHERE {_SELLABLE}
                     AND (max_uses IS NULL OR max_uses > 1)
                   ORDER BY expires_at ASC NULLS LAST, id ASC
-                  LIMIT 1 {lock})
+                  LIMIT 1 {{lock}})
     RETURNING id
 """
 
@@ -83,7 +84,7 @@ def cardkeys_sell_to_order(*, order, quantity: int | None = None, stock_probe: i
     now = connection.ops.adapt_datetimefield_value(timezone.now())
     table = CardKey._meta.db_table
     sell = _SELL_SQL.format(table=table, lock=lock)
-    params = [CardKeyStatus.SOLD, order.pk, now, order.product_id, CardKeyStatus.AVAILABLE, now, wanted]
+    params = [CardKeyStatus.SOLD, order.pk, now, order.product_id, now, wanted]
     stock_left = None
     with connection.cursor() as cursor:
         if stock_probe is not None and connection.vendor == "postgresql":
@@ -91,7 +92,7 @@ def cardkeys_sell_to_order(*, order, quantity: int | None = None, stock_probe: i
             sql_execute(
                 cursor,
                 _SELL_PROBED_SQL.format(sell=sell, units=SELLABLE_UNITS_SQL.format(table=table)),
-                [*params, asked, order.product_id, CardKeyStatus.AVAILABLE, now, asked],
+                [*params, asked, order.product_id, now, asked],
             )
             sold, units = cursor.fetchone()
             stock_left = units >= asked
@@ -114,7 +115,7 @@ def _reusable_key_use(*, order, now) -> bool:
     with connection.cursor() as cursor:
         cursor.execute(
             _REUSE_SQL.format(table=CardKey._meta.db_table, lock=lock),
-            [CardKeyStatus.USED_UP, order.product_id, CardKeyStatus.AVAILABLE, now],
+            [CardKeyStatus.USED_UP, order.product_id, now],
         )
         row = cursor.fetchone()
     if row is None:

@@ -195,6 +195,9 @@ CARDPOOL_IMPORT_MAX_BYTES = env.int("CARDPOOL_IMPORT_MAX_BYTES", default=100 * 1
 # --- Orders and payments -----------------------------------------------------------------------
 ORDER_EXPIRE_MINUTES = env.int("ORDER_EXPIRE_MINUTES", default=15)
 ORDER_LOOKUP_RATE = env.str("ORDER_LOOKUP_RATE", default="10/10m")  # per client IP
+# HMAC key of order page links (shop/order_tokens.py); empty: derived from SECRET_KEY. Changing
+# it (or SECRET_KEY while it is empty) needs ``manage.py order_tokens_rekey``.
+ORDER_TOKEN_KEY = env.str("ORDER_TOKEN_KEY", default="")
 PAYMENTS_SANDBOX_ENABLED = env.bool("PAYMENTS_SANDBOX_ENABLED", default=False)
 PAYMENTS_SANDBOX_SECRET = env.str("PAYMENTS_SANDBOX_SECRET", default="")
 if PAYMENTS_SANDBOX_ENABLED and not PAYMENTS_SANDBOX_SECRET:
@@ -324,13 +327,30 @@ CELERY_BEAT_SCHEDULE_FILENAME = env.str(
 )
 
 # --- Logging --------------------------------------------------------------------------------
+# Every handler redacts order tokens from paths (kameng/log_redaction.py); gunicorn's own logs
+# do the same through its --logger-class.
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"secret_paths": {"()": "kameng.log_redaction.SecretPathFilter"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "django.server": {"()": "django.utils.log.ServerFormatter", "format": "[{server_time}] {message}", "style": "{"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["secret_paths"]},
+        # runserver's request log, as Django's default but redacted.
+        "django.server": {"class": "logging.StreamHandler", "formatter": "django.server", "filters": ["secret_paths"]},
+    },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        # Replaces Django's default handlers on "django": its DEBUG-only console copy of every
+        # line, unredacted, and mail_admins, whose report carries the request's path and
+        # Referer (and is idle here: ADMINS is empty). Its records go to the root handler.
+        "django": {"handlers": [], "level": "INFO", "propagate": True},
+        "django.server": {"handlers": ["django.server"], "level": "INFO", "propagate": False},
+    },
 }
 
 # --- Client IP and rate limits -----------------------------------------------------------------

@@ -8,6 +8,8 @@ from django.core.validators import MinValueValidator
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
+from shop.order_tokens import order_access_token
+
 
 class Category(models.Model):
     name = models.CharField(_("name"), max_length=100)
@@ -104,8 +106,12 @@ class Order(models.Model):
     # varchar_pattern_ops index for LIKE 'prefix%' lookups, which nothing here makes, and every
     # index costs each order update (bench/notify.py, bench/deliver.py).
     number = models.CharField(_("order number"), max_length=32, editable=False)
-    # The secret in the order page's link; the order number alone never opens the page.
-    access_token = models.CharField(max_length=64, editable=False)
+    # The order page's link carries a secret token derived from the number (shop/order_tokens.py,
+    # ``access_token`` below); only its sha256 is stored, so a dump of this table opens no page.
+    access_token_hash = models.CharField(max_length=64, editable=False)
+    # sha256 of an earlier link that still opens the page: the random token of an order made
+    # before tokens were derived, or the token under the key before ``order_tokens_rekey``.
+    previous_token_hash = models.CharField(max_length=64, null=True, blank=True, editable=False)
     product = models.ForeignKey(Product, on_delete=models.PROTECT, related_name="orders", verbose_name=_("product"))
     quantity = models.PositiveIntegerField(_("quantity"), validators=[MinValueValidator(1)])
     unit_price = models.DecimalField(_("unit price"), max_digits=10, decimal_places=2)
@@ -159,12 +165,21 @@ class Order(models.Model):
         ]
         constraints = [
             models.UniqueConstraint(fields=["number"], name="order_number_unique"),
-            models.UniqueConstraint(fields=["access_token"], name="order_access_token_unique"),
+            models.UniqueConstraint(fields=["access_token_hash"], name="order_access_token_hash_unique"),
+            models.UniqueConstraint(
+                fields=["previous_token_hash"], condition=models.Q(previous_token_hash__isnull=False),
+                name="order_previous_token_hash_unique",
+            ),
             models.CheckConstraint(condition=models.Q(quantity__gte=1), name="order_quantity_positive"),
         ]
 
     def __str__(self) -> str:
         return self.number
+
+    @property
+    def access_token(self) -> str:
+        """The secret of this order's page link (``/order/<token>/``), computed, never stored."""
+        return order_access_token(number=self.number)
 
 
 class OrderEvent(models.Model):

@@ -5,16 +5,23 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from django.core.cache import cache
-from django.db.models import Prefetch, QuerySet
+from django.db.models import Prefetch, Q, QuerySet
 
-from cardpool.selectors import UNLIMITED_STOCK, available_counts
+from cardpool.selectors import UNLIMITED_STOCK, stock_counts
 from shop.models import Category, Order, OrderStatus, Product, ShopSettings
+from shop.order_tokens import access_token_hash
 
 SHOP_SETTINGS_CACHE_KEY = "shop:settings:v1"
 
+# Storefront pages count a product's stock only this far; more shows as "In stock". Counting
+# reads one index entry per key, and a large pool holds millions (docs/performance.md). What a
+# buyer can order is decided exactly: checkout asks product_has_stock for the quantity.
+STOCK_SHOWN_UP_TO = 100
+
 
 def catalog_categories() -> list[Category]:
-    """Active categories holding active products; each product carries ``stock`` and ``stock_unlimited``."""
+    """Active categories holding active products; each product carries ``stock`` (0 when sold out,
+    exact up to STOCK_SHOWN_UP_TO) and ``stock_unlimited`` (at least that many: "In stock")."""
     products = Product.objects.filter(is_active=True)
     categories = list(
         Category.objects.filter(is_active=True, products__is_active=True)
@@ -22,23 +29,38 @@ def catalog_categories() -> list[Category]:
         .prefetch_related(Prefetch("products", queryset=products, to_attr="active_products"))
     )
     all_products = [p for c in categories for p in c.active_products]
-    counts = available_counts(product_ids=[p.pk for p in all_products])
+    counts = stock_counts(product_ids=[p.pk for p in all_products], up_to=STOCK_SHOWN_UP_TO)
     for product in all_products:
-        _stock_set(product, counts.get(product.pk, 0))
+        _stock_set(product, counts.get(product.pk, 0), up_to=STOCK_SHOWN_UP_TO)
     return categories
 
 
-def _stock_set(product: Product, stock: int) -> None:
+def _stock_set(product: Product, stock: int, *, up_to: int) -> None:
     product.stock = stock
-    product.stock_unlimited = stock >= UNLIMITED_STOCK  # a reusable key without a cap on uses
+    # At least ``up_to`` (or a reusable key without a cap on uses): the page says "In stock".
+    product.stock_unlimited = stock >= min(up_to, UNLIMITED_STOCK)
 
 
 def product_for_sale(*, slug: str) -> Product | None:
-    """An active product with ``stock`` set, or None."""
+    """An active product with ``stock`` set as in ``catalog_categories``, or None. Counted at
+    least up to its largest order quantity, so the figure shown never hides that an order of
+    any allowed size would exceed the stock."""
     product = Product.objects.filter(slug=slug, is_active=True).select_related("category").first()
     if product is not None:
-        _stock_set(product, available_counts(product_ids=[product.pk]).get(product.pk, 0))
+        up_to = max(STOCK_SHOWN_UP_TO, product.max_quantity)
+        _stock_set(product, stock_counts(product_ids=[product.pk], up_to=up_to).get(product.pk, 0), up_to=up_to)
     return product
+
+
+def order_by_access_token(*, token: str) -> Order | None:
+    """The order whose page link carries ``token`` (its current one, or the earlier one kept in
+    ``previous_token_hash``), with its product; None for any other string."""
+    digest = access_token_hash(token)
+    return (
+        Order.objects.select_related("product")
+        .filter(Q(access_token_hash=digest) | Q(previous_token_hash=digest))
+        .first()
+    )
 
 
 def orders_expired_ids(*, now: datetime, limit: int = 500) -> list[int]:

@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from cardpool.importing import cardkeys_import_text
 from shop.models import Category, Order, Product
+from shop.order_tokens import order_access_token_hash
 from shop.services import QUERY_PASSWORD_HASHER
 
 
@@ -42,7 +43,7 @@ class OrderFactory(factory.django.DjangoModelFactory):
         model = Order
 
     number = factory.LazyFunction(lambda: "2026" + "".join(secrets.choice("0123456789") for _ in range(16)))
-    access_token = factory.LazyFunction(lambda: secrets.token_urlsafe(32))
+    access_token_hash = factory.LazyAttribute(lambda o: order_access_token_hash(number=o.number))
     product = factory.SubFactory(ProductFactory)
     quantity = 1
     unit_price = factory.LazyAttribute(lambda o: o.product.price)

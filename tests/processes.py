@@ -194,7 +194,7 @@ def shop_start(tmp_path: Path, *, beat: bool = True, web_workers: int = 2, **ove
     web = ServiceProcess(
         "web",
         [str(BIN / "gunicorn"), "kameng.wsgi:application", "--bind", f"127.0.0.1:{port}", "--workers", str(web_workers),
-         "--access-logfile", "-"],
+         "--access-logfile", "-", "--logger-class", "kameng.log_redaction.GunicornLogger"],
         env,
         tmp_path,
     )

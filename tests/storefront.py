@@ -9,6 +9,7 @@ from django.urls import reverse
 
 from payments.models import Payment
 from shop.models import Order
+from shop.selectors import order_by_access_token
 
 
 def checkout(client: Client, product, *, quantity: int = 1, contact: str = "buyer@example.com", password: str = "secret-pw") -> Order:
@@ -17,7 +18,7 @@ def checkout(client: Client, product, *, quantity: int = 1, contact: str = "buye
         {"quantity": quantity, "contact": contact, "query_password": password},
     )
     assert response.status_code == 302, response.content.decode()[:2000]
-    return Order.objects.get(access_token=response["Location"].rstrip("/").split("/")[-2])
+    return order_by_access_token(token=response["Location"].rstrip("/").split("/")[-2])
 
 
 PHONE_UA = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) Mobile/15E148"

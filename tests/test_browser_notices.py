@@ -10,6 +10,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from cardpool.models import CardKey, CardKeyStatus
 from payments.models import Payment
+from shop.selectors import order_by_access_token
 from shop.models import ExceptionReason, Order, OrderStatus
 from tests.browser import console_errors, screenshot
 from tests.conftest import wait_until
@@ -24,7 +25,7 @@ def browser_checkout(driver, shop_url: str, product) -> Order:
     driver.find_element(By.ID, "id_query_password").send_keys("secret-pw")
     driver.find_element(By.CSS_SELECTOR, "form.checkout button[type=submit]").click()
     WebDriverWait(driver, 15).until(expected_conditions.url_contains("/pay/"))
-    return Order.objects.get(access_token=driver.current_url.rstrip("/").split("/")[-2])
+    return order_by_access_token(token=driver.current_url.rstrip("/").split("/")[-2])
 
 
 def no_console_errors(driver) -> list[str]:

@@ -19,6 +19,7 @@ from cardpool.models import CardKey, CardKeyStatus
 from delivery.models import DeliveryMessage, MessageState
 from delivery.services import delivery_sweep
 from payments.models import Payment
+from shop.selectors import order_by_access_token
 from shop.models import ExceptionReason, Order, OrderStatus, ShopSettings
 from tests.email_backends import TEMPORARY, fail_next
 from tests.factories import ProductFactory, stock_product
@@ -46,7 +47,7 @@ def checkout_in(client, product, *, language: str, contact: str = "buyer@example
         headers={"accept-language": language},
     )
     assert response.status_code == 302, response.content.decode()[:2000]
-    return Order.objects.get(access_token=response["Location"].rstrip("/").split("/")[-2])
+    return order_by_access_token(token=response["Location"].rstrip("/").split("/")[-2])
 
 
 def paid_after_selling_out(client, on_commit, *, language: str = "zh-hans", contact: str = "buyer@example.com"):
