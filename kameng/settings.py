@@ -194,6 +194,9 @@ CARDPOOL_IMPORT_MAX_BYTES = env.int("CARDPOOL_IMPORT_MAX_BYTES", default=100 * 1
 
 # --- Orders and payments -----------------------------------------------------------------------
 ORDER_EXPIRE_MINUTES = env.int("ORDER_EXPIRE_MINUTES", default=15)
+# The catalog's body is rendered at most once per this many seconds per language and category
+# (0: every view); its stock may lag by that long, the product page's and checkout's never.
+CATALOG_CACHE_SECONDS = env.int("CATALOG_CACHE_SECONDS", default=5)
 ORDER_LOOKUP_RATE = env.str("ORDER_LOOKUP_RATE", default="10/10m")  # per client IP
 # HMAC key of order page links (shop/order_tokens.py); empty: derived from SECRET_KEY. Changing
 # it (or SECRET_KEY while it is empty) needs ``manage.py order_tokens_rekey``.

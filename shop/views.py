@@ -10,14 +10,17 @@ import qrcode
 from csp.decorators import csp_exempt
 from django.conf import settings
 from django.contrib import messages
+from django.core.cache import cache
 from django.core.paginator import Paginator
 from django.db import connection
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.template.loader import render_to_string
 from django.urls import reverse
 from django.templatetags.static import static
 from django.utils.crypto import constant_time_compare
 from django.utils.safestring import mark_safe
+from django.utils.translation import get_language
 from django.utils.translation import gettext as _
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -62,14 +65,28 @@ def _rate_limited(request: HttpRequest, *, group: str, rate: str, key: str | Non
 
 @require_GET
 def catalog(request: HttpRequest, category: str | None = None) -> HttpResponse:
-    """The catalog, all categories or (``/c/<slug>/``) one; the category chips list them all."""
-    categories = selectors.catalog_categories()
-    shown = categories
-    if category is not None:
-        shown = [c for c in categories if c.slug == category]
-        if not shown:
-            raise Http404("no such category")
-    return render(request, "shop/catalog.html", {"categories": categories, "shown_categories": shown, "current_category": category})
+    """The catalog, all categories or (``/c/<slug>/``) one; the category chips list them all.
+
+    Its body is the same for every visitor of a language, so it is rendered at most once per
+    CATALOG_CACHE_SECONDS: rendering fifty product cards costs more than the stock counts behind
+    them. The stock a catalog shows may thus lag by that long; the product page and checkout,
+    which decide what can be bought, count it afresh."""
+    key = f"shop:catalog:v1:{get_language()}:{category or ''}"
+    body = cache.get(key) if settings.CATALOG_CACHE_SECONDS else None
+    if body is None:
+        categories = selectors.catalog_categories()
+        shown = categories
+        if category is not None:
+            shown = [c for c in categories if c.slug == category]
+            if not shown:
+                raise Http404("no such category")
+        body = render_to_string(
+            "shop/catalog_products.html", {"categories": categories, "shown_categories": shown, "current_category": category}
+        )
+        if settings.CATALOG_CACHE_SECONDS:
+            cache.set(key, body, timeout=settings.CATALOG_CACHE_SECONDS)
+    # The body holds only our own rendering of the catalog (autoescaped when it was rendered).
+    return render(request, "shop/catalog.html", {"catalog_body": mark_safe(body)})
 
 
 FAVICON_DEFAULT = "shop/favicon.ico"

@@ -47,6 +47,7 @@ def _shop_settings(settings, request):
     settings.DELIVERY_RETRY_BASE_SECONDS = 30
     settings.DELIVERY_MAX_TRIES = 3
     settings.SECURE_SSL_REDIRECT = False
+    settings.CATALOG_CACHE_SECONDS = 0  # tests of the cached catalog turn it on
     settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": request.node.nodeid}}
     from delivery.services import delivery_rules_forget
 

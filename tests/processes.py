@@ -182,6 +182,7 @@ def shop_start(tmp_path: Path, *, beat: bool = True, web_workers: int = 2, **ove
         CSRF_COOKIE_SECURE="false",
         STATIC_ROOT=str(tmp_path / "static"),
         DELIVERY_SWEEP_INTERVAL_SECONDS="1",
+        CATALOG_CACHE_SECONDS="0",  # tests that change stock between two catalog views see it at once
         CONN_MAX_AGE="60",  # persistent connections, as compose runs (the settings' default)
     )
     env.update(overrides)

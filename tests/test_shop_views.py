@@ -10,7 +10,8 @@ from django.test import Client
 from django.urls import reverse
 
 from shop.browser_orders import COOKIE_NAME
-from shop.models import Order, OrderStatus
+from cardpool.models import CardKey, CardKeyStatus
+from shop.models import Order, OrderStatus, Product
 from shop.services import order_create
 from tests.factories import OrderFactory, ProductFactory, stock_product
 from tests.platforms import sandbox_notification
@@ -38,6 +39,27 @@ def test_catalog_speaks_chinese_by_default_and_english_on_request(client):
 
     assert "库存 1" in chinese and "订单查询" in chinese
     assert "1 in stock" in english and "Find my order" in english
+
+
+def test_cached_catalog_is_rendered_once_per_language_while_the_product_page_stays_exact(
+    client, settings, django_assert_num_queries
+):
+    settings.CATALOG_CACHE_SECONDS = 60
+    product = ProductFactory(name="Steam ¥50")
+    stock_product(product, 1)
+    client.get("/")  # renders and caches the body in Chinese
+
+    with django_assert_num_queries(0):  # no product, no stock count: the body comes from the cache
+        cached = client.get("/").content.decode()
+    english = client.get("/", HTTP_ACCEPT_LANGUAGE="en").content.decode()
+    stock_product(ProductFactory(name="Netflix 月卡", category=product.category), 1)
+    Product.objects.filter(pk=product.pk).update(price="1.00")
+    CardKey.objects.filter(product=product).update(status=CardKeyStatus.VOID)  # its last key is gone
+
+    assert "库存 1" in cached and "1 in stock" in english  # each language has its own body
+    assert "Netflix 月卡" not in client.get("/").content.decode()  # the catalog lags a while
+    product_page = client.get(reverse("shop:product", args=[product.slug])).content.decode()
+    assert "<small>¥</small>1.00" in product_page and "售罄" in product_page  # the page that sells is exact
 
 
 def test_product_page_escapes_operator_html(client):
