@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import secrets
 import shutil
 import subprocess
@@ -39,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from bench_database import database_recreate  # noqa: E402
+from bench_server import production_environment, wrk_run  # noqa: E402
 
 # Each request is formatted once, in init: formatting it per request in Lua cost wrk a tenth of
 # a core, taken from the server on this 2-core machine (the bare view's wrk runs no script).
@@ -66,29 +66,6 @@ function request()
   return requests[((index - 1) % #requests) + 1]
 end
 """
-
-
-def _wrk(url: str, seconds: int, connections: int, threads: int, script: list[str] | None = None) -> dict:
-    command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency"]
-    if script:
-        command += ["-s", script[0], url, "--", *script[1:]]
-    else:
-        command.append(url)
-    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-    latency = dict(re.findall(r"^\s+(50|99)%\s+([\d.]+\w+)", out, re.M))
-
-    def ms(text: str) -> float:
-        value, unit = re.match(r"([\d.]+)(\w+)", text).groups()
-        return float(value) * {"us": 0.001, "ms": 1, "s": 1000}[unit]
-
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {
-        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
-        "requests": int(re.search(r"(\d+) requests in", out).group(1)),
-        "p50": ms(latency["50"]),
-        "p99": ms(latency["99"]),
-        "errors": int(errors.group(1)) if errors else 0,
-    }
 
 
 def main() -> int:
@@ -145,11 +122,11 @@ def main() -> int:
                     raise
                 time.sleep(0.1)
         base = f"http://127.0.0.1:{port}"
-        _wrk(f"{base}/healthz", 2, options.connections, options.threads)  # warm every worker up
+        wrk_run(f"{base}/healthz", 2, options.connections, options.threads)  # warm every worker up
         rounds = []
         for path in lines:
-            bare = _wrk(f"{base}/healthz", options.seconds, options.connections, options.threads)
-            notify = _wrk(base, options.seconds, options.connections, options.threads,
+            bare = wrk_run(f"{base}/healthz", options.seconds, options.connections, options.threads)
+            notify = wrk_run(base, options.seconds, options.connections, options.threads,
                           script=[str(script), str(path), str(options.threads)])
             rounds.append((bare, notify))
     finally:
@@ -186,18 +163,7 @@ def bench_environment(platform, *, database_url: str, work: Path) -> dict[str, s
     from cryptography.hazmat.primitives import serialization
 
     return {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "kameng.settings",
-        "KAMENG_ENV_FILE": str(ROOT / ".env"),
-        "DATABASE_URL": database_url,
-        "CELERY_BROKER_URL": "redis://127.0.0.1:6379/14",
-        "DEBUG": "false",
-        "EMAIL_URL": "dummymail://",
-        "ALLOWED_HOSTS": "127.0.0.1",
-        "SECURE_SSL_REDIRECT": "false",
-        "STATIC_ROOT": str(work / "static"),
-        "LOG_LEVEL": "WARNING",
-        "CONN_MAX_AGE": "600",
+        **production_environment(database_url=database_url, work=work),
         "ALIPAY_APP_ID": platform.APP_ID,
         "ALIPAY_SELLER_ID": platform.SELLER_ID,
         "ALIPAY_APP_PRIVATE_KEY": platform.app_key.private_bytes(

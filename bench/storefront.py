@@ -22,8 +22,6 @@ databases kameng_bench_storefront_small and _large. The large fill takes a few m
 from __future__ import annotations
 
 import argparse
-import os
-import re
 import secrets
 import shutil
 import subprocess
@@ -39,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from bench_database import database_recreate  # noqa: E402
+from bench_server import production_environment, wrk_run  # noqa: E402
 
 PRODUCTS = 50
 SAMPLE_ORDERS = 2000
@@ -73,53 +72,19 @@ end
 
 
 def _wrk(url: str, seconds: int, connections: int, threads: int, script: list[str] | None = None) -> dict:
-    command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency"]
-    if script:
-        command += ["-s", script[0], url, "--", *script[1:]]
-    else:
-        command.append(url)
-    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-    # Requests still queued in gunicorn when wrk stops would be served during the next run.
-    time.sleep(1)
-    latency = dict(re.findall(r"^\s+(50|99)%\s+([\d.]+\w+)", out, re.M))
-
-    def ms(text: str) -> float:
-        value, unit = re.match(r"([\d.]+)(\w+)", text).groups()
-        return float(value) * {"us": 0.001, "ms": 1, "s": 1000}[unit]
-
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {
-        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
-        "p50": ms(latency["50"]),
-        "p99": ms(latency["99"]),
-        "errors": int(errors.group(1)) if errors else 0,
-    }
+    return wrk_run(url, seconds, connections, threads, script, settle_seconds=1)
 
 
 def bench_environment(*, database_url: str, work: Path) -> dict[str, str]:
-    """Production settings (DEBUG off, no SSL redirect on loopback), PostgreSQL, a shared key."""
-    return {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "kameng.settings",
-        "KAMENG_ENV_FILE": str(ROOT / ".env"),
-        "DATABASE_URL": database_url,
-        "CELERY_BROKER_URL": "redis://127.0.0.1:6379/14",
-        "DEBUG": "false",
-        "EMAIL_URL": "dummymail://",
-        "ALLOWED_HOSTS": "127.0.0.1",
-        "SECURE_SSL_REDIRECT": "false",
-        "STATIC_ROOT": str(work / "static"),
-        "LOG_LEVEL": "WARNING",
-        "CONN_MAX_AGE": "600",
-    }
+    return production_environment(database_url=database_url, work=work)
 
 
 FILL_SQL = """
 INSERT INTO shop_order (number, access_token_hash, product_id, quantity, unit_price, total, contact, contact_kind,
-                        query_password_hash, language, status, exception_reason, exception_note, created_at, expires_at,
+                        query_password_hash, lookup_digest, language, status, exception_reason, exception_note, created_at, expires_at,
                         paid_at, delivered_at, staff_note, is_test, updated_at)
 SELECT 'B' || lpad(i::text, 19, '0'), md5('order' || i) || md5('hash' || i), %(first_product)s + (i - 1) %% %(products)s,
-       1, 9.90, 9.90, 'buyer' || i || '@example.com', 'email', '-', '', 'delivered', '', '',
+       1, 9.90, 9.90, 'buyer' || i || '@example.com', 'email', '-', md5('lookup' || i) || md5('digest' || i), '', 'delivered', '', '',
        now() - interval '30 days' + i * interval '1 second', now(), now(), now(), '', false, now()
   FROM generate_series(1, %(orders)s) AS i;
 

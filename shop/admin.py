@@ -20,7 +20,15 @@ from cardpool.forms import SecretTextarea
 from cardpool.selectors import UNLIMITED_STOCK, available_counts
 from cardpool.services import ManualKeysRefused
 from delivery.services import DeliveryRefused, order_deliver_manually, order_retry_delivery
-from shop.images import PRODUCT_IMAGE, PRODUCT_THUMBNAIL, SHOP_FAVICON, SHOP_LOGO, ImageShape, UploadedImageField, image_render
+from shop.images import (
+    PRODUCT_IMAGE,
+    PRODUCT_THUMBNAIL,
+    SHOP_FAVICON,
+    SHOP_LOGO,
+    ImageShape,
+    UploadedImageField,
+    image_render,
+)
 from shop.models import Category, ExceptionOrder, Order, OrderEvent, OrderStatus, Product, ShopSettings
 from shop.services import InvalidTransition, order_exception_assign, order_exception_resolve
 

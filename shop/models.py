@@ -119,7 +119,7 @@ class Order(models.Model):
     contact = models.CharField(_("contact"), max_length=254)
     contact_kind = models.CharField(_("contact kind"), max_length=10, choices=ContactKind.choices)
     query_password_hash = models.CharField(max_length=200, editable=False)
-    # HMAC of the normalised contact and the query password (shop.services.order_lookup_digest):
+    # HMAC of the normalised contact and the query password (shop.services.order_lookup_digests):
     # a lookup by contact is one probe of this index, the same work for every miss. Empty on
     # orders created before it existed until they are once found by number.
     lookup_digest = models.CharField(max_length=64, blank=True, editable=False)

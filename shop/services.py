@@ -27,8 +27,8 @@ from cardpool.selectors import product_has_stock
 from kameng.sql import sql_literal, statements_run
 from shop.lock_objects import order_lock
 from shop.models import ContactKind, ExceptionReason, Order, OrderEvent, OrderStatus, Product
-from shop.signals import order_moved
 from shop.order_tokens import order_access_token_hash
+from shop.signals import order_moved
 
 logger = logging.getLogger(__name__)
 

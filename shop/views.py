@@ -16,8 +16,8 @@ from django.db import connection
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.loader import render_to_string
-from django.urls import reverse
 from django.templatetags.static import static
+from django.urls import reverse
 from django.utils.crypto import constant_time_compare
 from django.utils.safestring import mark_safe
 from django.utils.translation import get_language
@@ -33,7 +33,13 @@ from delivery.services import ResendRefused, delivery_resend, order_short_token
 from kameng.client_ip import request_client_ip
 from payments.gateways.base import GatewayError
 from payments.registry import GatewayNotFound, gateway_get, gateways_enabled
-from payments.services import PaymentInProgress, PaymentRefused, PaymentRefusedSoldOut, order_cancel_by_buyer, payment_start
+from payments.services import (
+    PaymentInProgress,
+    PaymentRefused,
+    PaymentRefusedSoldOut,
+    order_cancel_by_buyer,
+    payment_start,
+)
 from shop import selectors
 from shop.browser_orders import browser_order_ids, browser_orders_remember
 from shop.forms import CheckoutForm, OrderLookupForm

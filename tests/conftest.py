@@ -181,3 +181,27 @@ def browser_in(viewport):
     yield start
     for driver in drivers:
         chromium_quit(driver)
+
+
+@pytest.fixture
+def scripted_smtp(settings):
+    """An email backend whose sends fail as ``tests.email_backends.FAILURES`` scripts them."""
+    from tests import email_backends
+
+    settings.EMAIL_BACKEND = "tests.email_backends.ScriptedSMTPBackend"
+    yield email_backends
+    email_backends.FAILURES.clear()
+
+
+@pytest.fixture
+def smtp(settings):
+    """A real SMTP server on loopback (aiosmtpd); yields its handler with the received messages."""
+    from tests.smtp_server import smtp_server_start
+
+    controller, handler = smtp_server_start()
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", controller.port
+    settings.EMAIL_USE_TLS = settings.EMAIL_USE_SSL = False
+    settings.EMAIL_HOST_USER = settings.EMAIL_HOST_PASSWORD = ""
+    yield handler
+    controller.stop()

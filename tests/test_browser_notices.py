@@ -10,8 +10,8 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from cardpool.models import CardKey, CardKeyStatus
 from payments.models import Payment
-from shop.selectors import order_by_access_token
 from shop.models import ExceptionReason, Order, OrderStatus
+from shop.selectors import order_by_access_token
 from tests.browser import console_errors, screenshot
 from tests.conftest import wait_until
 from tests.factories import ProductFactory, stock_product

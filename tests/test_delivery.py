@@ -16,7 +16,6 @@ from cardpool.models import CardKey, CardKeyStatus
 from delivery.models import DeliveryMessage, MessageState, StockAlert
 from delivery.services import delivery_sweep, order_deliver
 from shop.models import ExceptionReason, Order, OrderStatus
-from tests import email_backends
 from tests.email_backends import PERMANENT, TEMPORARY, fail_next
 from tests.factories import ProductFactory, stock_product
 from tests.operators import admin_import
@@ -24,13 +23,6 @@ from tests.platforms import sandbox_notification
 from tests.storefront import checkout, post_notification, start_sandbox_payment
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def scripted_smtp(settings):
-    settings.EMAIL_BACKEND = "tests.email_backends.ScriptedSMTPBackend"
-    yield email_backends
-    email_backends.FAILURES.clear()
 
 
 def pay(client, on_commit, product, quantity=1, contact="buyer@example.com"):
@@ -298,19 +290,6 @@ def test_delivery_task_for_an_unknown_order_is_dropped():
     from delivery.tasks import order_deliver as order_deliver_task
 
     assert order_deliver_task.delay(987654).get() == "missing"
-
-
-@pytest.fixture
-def smtp(settings):
-    from tests.smtp_server import smtp_server_start
-
-    controller, handler = smtp_server_start()
-    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
-    settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", controller.port
-    settings.EMAIL_USE_TLS = settings.EMAIL_USE_SSL = False
-    settings.EMAIL_HOST_USER = settings.EMAIL_HOST_PASSWORD = ""
-    yield handler
-    controller.stop()
 
 
 def _decoded(content: str) -> str:

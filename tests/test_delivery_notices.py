@@ -19,15 +19,14 @@ from cardpool.models import CardKey, CardKeyStatus
 from delivery.models import DeliveryMessage, MessageState
 from delivery.services import delivery_sweep
 from payments.models import Payment
-from shop.selectors import order_by_access_token
 from shop.models import ExceptionReason, Order, OrderStatus, ShopSettings
+from shop.selectors import order_by_access_token
 from tests.email_backends import TEMPORARY, fail_next
 from tests.factories import ProductFactory, stock_product
 from tests.operators import admin_import
 from tests.platforms import sandbox_notification
 from tests.sms_platforms import SmsProviderServer
 from tests.storefront import post_notification, start_sandbox_payment
-from tests.test_delivery import scripted_smtp, smtp  # noqa: F401 - fixtures
 from tests.test_delivery_sms import use_provider
 
 pytestmark = pytest.mark.django_db

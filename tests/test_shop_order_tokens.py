@@ -16,7 +16,7 @@ from django.urls import reverse
 
 from shop.models import Order, OrderStatus
 from shop.order_tokens import access_token_hash, order_access_token
-from tests.factories import OrderFactory, ProductFactory, stock_product
+from tests.factories import ProductFactory, stock_product
 from tests.platforms import sandbox_notification
 from tests.storefront import checkout, post_notification, start_sandbox_payment
 

@@ -9,8 +9,8 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
-from shop.browser_orders import COOKIE_NAME
 from cardpool.models import CardKey, CardKeyStatus
+from shop.browser_orders import COOKIE_NAME
 from shop.models import Order, OrderStatus, Product
 from shop.services import order_create
 from tests.factories import OrderFactory, ProductFactory, stock_product
