@@ -12,4 +12,4 @@ RUN SECRET_KEY=build ALLOWED_HOSTS=build EMAIL_URL=dummymail:// CARDPOOL_KEYS=1:
     CARDPOOL_INDEX_KEY=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA= python manage.py collectstatic --noinput
 USER kameng
 EXPOSE 8000
-CMD ["gunicorn", "kameng.wsgi:application", "--bind", "0.0.0.0:8000", "--workers", "3", "--access-logfile", "-"]
+CMD ["gunicorn", "kameng.wsgi:application", "--bind", "0.0.0.0:8000", "--workers", "3"]

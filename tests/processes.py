@@ -193,8 +193,7 @@ def shop_start(tmp_path: Path, *, beat: bool = True, web_workers: int = 2, **ove
         raise RuntimeError(collect.stderr)
     web = ServiceProcess(
         "web",
-        [str(BIN / "gunicorn"), "kameng.wsgi:application", "--bind", f"127.0.0.1:{port}", "--workers", str(web_workers),
-         "--access-logfile", "-"],
+        [str(BIN / "gunicorn"), "kameng.wsgi:application", "--bind", f"127.0.0.1:{port}", "--workers", str(web_workers)],
         env,
         tmp_path,
     )
