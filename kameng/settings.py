@@ -328,9 +328,14 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "filters": {"order_token_redact": {"()": "kameng.log_redact.OrderTokenRedact"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    # These write the path of refused requests; an order's path holds its access token.
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        **{name: {"filters": ["order_token_redact"]} for name in ("django.request", "django.security.csrf")},
+    },
 }
 
 # --- Client IP and rate limits -----------------------------------------------------------------

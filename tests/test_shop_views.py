@@ -605,3 +605,18 @@ def test_checkout_errors_read_as_shop_chinese(client, language, too_short, has_n
 
     assert too_short in page and has_nul in page
     assert "变量" not in page and "是用" not in page
+
+
+def test_refused_requests_on_an_order_page_do_not_log_its_token(client, caplog):
+    product = ProductFactory()
+    stock_product(product, 1)
+    order = checkout(client, product)
+    strict = Client(enforce_csrf_checks=True)
+
+    with caplog.at_level("INFO"):
+        refused_csrf = strict.post(reverse("shop:order-resend", args=[order.access_token]))
+        unknown_payment = client.get(reverse("shop:order-pay-qr", args=[order.access_token, "NO-SUCH-TRADE"]))
+
+    assert (refused_csrf.status_code, unknown_payment.status_code) == (403, 404)
+    assert "CSRF" in caplog.text and "Not Found" in caplog.text
+    assert order.access_token not in caplog.text
