@@ -13,7 +13,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
-from django.shortcuts import redirect
+from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
@@ -116,7 +116,7 @@ class CardKeyAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         """Shows one key after the staff member states why; every reveal is logged."""
         if not request.user.has_perm("cardpool.reveal_cardkey"):
             raise PermissionDenied
-        key = CardKey.objects.select_related("product", "order").get(pk=key_id)
+        key = get_object_or_404(CardKey.objects.select_related("product", "order"), pk=key_id)
         form = ReasonForm(request.POST or None)
         secret = None
         if request.method == "POST" and form.is_valid():
@@ -188,7 +188,7 @@ class CardKeyAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         in the batch row, so the page may be reloaded or left and come back to."""
         if not request.user.has_perm("cardpool.add_cardkey"):
             raise PermissionDenied
-        batch = ImportBatch.objects.select_related("product", "created_by").get(pk=batch_id)
+        batch = get_object_or_404(ImportBatch.objects.select_related("product", "created_by"), pk=batch_id)
         if request.method == "POST":
             action = request.POST.get("action")
             if action == "confirm":
@@ -207,7 +207,7 @@ class CardKeyAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     def import_batch_status(self, request, batch_id: int):
         if not request.user.has_perm("cardpool.add_cardkey"):
             raise PermissionDenied
-        return JsonResponse(import_batch_progress(ImportBatch.objects.get(pk=batch_id)))
+        return JsonResponse(import_batch_progress(get_object_or_404(ImportBatch, pk=batch_id)))
 
 
 class Echo:

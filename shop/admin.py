@@ -8,7 +8,7 @@ from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import UploadedFile
 from django.db import models, transaction
 from django.db.models import F
-from django.shortcuts import redirect
+from django.shortcuts import get_object_or_404, redirect
 from django.template import Engine, TemplateSyntaxError
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -303,7 +303,7 @@ class ExceptionQueueAdmin(OrderAdmin):
     def deliver_manually_view(self, request, order_id: int):
         if not self.has_change_permission(request):
             raise PermissionDenied
-        order = Order.objects.select_related("product").get(pk=order_id)
+        order = get_object_or_404(Order.objects.select_related("product"), pk=order_id)
         form = ManualDeliveryForm(request.POST or None)
         if request.method == "POST" and form.is_valid():
             try:

@@ -544,3 +544,14 @@ def test_admin_import_of_card_numbers_and_passwords_from_a_supplier(admin_client
     assert batch.added == 2 and batch.supplier == "盛大" and str(batch.unit_cost) == "9.50"
     key = CardKey.objects.order_by("id").first()
     assert secret_decrypt(ciphertext=key.ciphertext, key_version=key.key_version, product_id=product.pk) == "8888 0001----pw1"
+
+
+def test_reveal_and_import_pages_of_a_key_or_batch_that_does_not_exist_are_404(admin_client):
+    for url in (
+        reverse("admin:cardpool_cardkey_reveal", args=[999999]),
+        reverse("admin:cardpool_cardkey_import_batch", args=[999999]),
+        reverse("admin:cardpool_cardkey_import_status", args=[999999]),
+    ):
+        assert admin_client.get(url).status_code == 404, url
+    assert admin_client.post(reverse("admin:cardpool_cardkey_reveal", args=[999999]), {"reason": "x"}).status_code == 404
+    assert admin_client.post(reverse("admin:cardpool_cardkey_import_batch", args=[999999]), {"action": "confirm"}).status_code == 404

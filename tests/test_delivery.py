@@ -487,6 +487,25 @@ def test_manual_delivery_refuses_bad_keys_and_changes_nothing(admin_client, clie
     assert order.status == OrderStatus.EXCEPTION and not CardKey.objects.filter(order=order, status="sold").exists()
 
 
+def test_staff_deliver_manually_page_of_an_order_that_does_not_exist_is_404(admin_client):
+    url = reverse("admin:shop_exceptionorder_deliver_manually", args=[999999])
+
+    assert admin_client.get(url).status_code == 404
+    assert admin_client.post(url, {"keys": "MANUAL-KEY-0001"}).status_code == 404
+
+
+def test_staff_deliver_manually_refuses_an_order_that_is_not_in_the_queue(admin_client, client, on_commit):
+    product = ProductFactory()
+    stock_product(product, 1)
+    order = pay(client, on_commit, product)
+    url = reverse("admin:shop_exceptionorder_deliver_manually", args=[order.pk])
+
+    response = admin_client.post(url, {"keys": "MANUAL-KEY-0001"}, follow=True)
+
+    assert response.status_code == 200
+    assert not CardKey.objects.filter(order=order, mask__startswith="MA").exists()
+
+
 def test_defective_key_is_replaced_from_the_pool_and_emailed(admin_client, client, on_commit):
     product = ProductFactory()
     keys = stock_product(product, 2)

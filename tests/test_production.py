@@ -4,6 +4,7 @@ local PostgreSQL and Redis, and a buyer buying a key over real HTTP."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 import requests
@@ -67,6 +68,8 @@ def test_buyer_buys_a_key_through_gunicorn_worker_and_beat(production):
     assert product.usage_instructions in browser.get(order_url).text
     assert requests.get(f"{base}/static/shop/site.css").status_code == 200
     assert shown not in worker.log()
+    token = order_url.rstrip("/").rsplit("/", 1)[-1]
+    assert token not in _web.log(), "the order page's token must not land in gunicorn's log"
     wait_until(lambda: "delivery.tasks.delivery_sweep" in beat.log(), timeout=30, message="beat to send the sweeper")
 
 
@@ -97,3 +100,15 @@ def test_notifications_after_the_database_cut_every_connection_are_still_confirm
         timeout=60,
         message="all six orders delivered",
     )
+
+
+def test_the_compose_and_image_gunicorn_commands_redact_their_access_log():
+    """Order pages carry their access token in the path: an access log written as it comes would
+    keep every buyer's link to their keys (Caddy writes none)."""
+    root = Path(__file__).parent.parent
+    compose_web = re.search(r"\n  web:\n(?:    .*\n)*?    command: (\[.*\])", (root / "docker-compose.yml").read_text()).group(1)
+    image_cmd = next(line for line in (root / "Dockerfile").read_text().splitlines() if line.startswith("CMD"))
+
+    assert "gunicorn" in compose_web and "gunicorn" in image_cmd
+    for command in (compose_web, image_cmd):
+        assert "--access-logfile" not in command or "kameng.log_redaction.GunicornLogger" in command

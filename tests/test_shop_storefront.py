@@ -159,3 +159,15 @@ def test_pay_page_draws_alipay_and_wechat_pay_with_their_own_icons(client, alipa
 
     for identifier in ("alipay", "wechatpay", "sandbox"):
         assert f'value="{identifier}" class="gateway gateway-{identifier}"' in page and f"shop/pay-{identifier}" in page
+
+
+@pytest.mark.parametrize(
+    "language, words, english",
+    [("zh-hans", ["店铺设置", "店铺名称", "客服微信", "公告开始时间", "购买后提示"], ["Shop name", "Support WeChat", "Notice from"]),
+     ("zh-hant", ["商店設定", "商店名稱", "客服微信", "公告開始時間", "購買後提示"], ["Shop name", "Support WeChat", "Notice from"])],
+)
+def test_shop_settings_form_reads_in_the_operators_chinese(admin_client, language, words, english):
+    page = admin_client.get(reverse("admin:shop_shopsettings_changelist"), follow=True, HTTP_ACCEPT_LANGUAGE=language).content.decode()
+
+    assert all(word in page for word in words), [word for word in words if word not in page]
+    assert not any(word in page for word in english)

@@ -10,6 +10,7 @@ from django.test import Client
 from django.urls import reverse
 
 from cardpool.models import CardKey, CardKeyStatus
+from kameng.log_redaction import SecretPathFilter
 from shop.browser_orders import COOKIE_NAME
 from shop.models import Order, OrderStatus, Product
 from shop.services import order_create
@@ -594,3 +595,54 @@ def test_behind_a_trusted_proxy_orders_record_and_limits_key_on_the_forwarded_cl
     assert _checkout_post(client, product, "d@example.com", HTTP_X_FORWARDED_FOR="198.51.100.9", REMOTE_ADDR="203.0.113.5").status_code == 302
 
     assert sorted(Order.objects.values_list("client_ip", flat=True)) == ["198.51.100.1", "198.51.100.1", "198.51.100.2", "203.0.113.5"]
+
+
+@pytest.mark.parametrize(
+    "language, sandbox_name",
+    [("zh-hans", "沙箱（测试支付）"), ("zh-hant", "沙箱（測試付款）"), ("en", "Sandbox (test payments)")],
+)
+def test_pay_page_names_the_sandbox_in_the_buyers_language(client, language, sandbox_name):
+    product = ProductFactory()
+    stock_product(product, 1)
+    order = checkout(client, product)
+
+    page = client.get(reverse("shop:order-pay", args=[order.access_token]), HTTP_ACCEPT_LANGUAGE=language).content.decode()
+
+    assert sandbox_name in page
+
+
+@pytest.mark.parametrize(
+    "language, too_short, has_nul",
+    [("zh-hans", "至少需要 4 个字符（当前 2 个）。", "不能包含空字符（NUL）。"), ("zh-hant", "至少需要 4 個字元（目前 2 個）。", "不能包含空字元（NUL）。")],
+)
+def test_checkout_errors_read_as_shop_chinese(client, language, too_short, has_nul):
+    product = ProductFactory()
+    stock_product(product, 1)
+
+    response = client.post(
+        reverse("shop:product", args=[product.slug]),
+        {"quantity": "1", "contact": "buyer@example.com\x00", "query_password": "pw"},
+        HTTP_ACCEPT_LANGUAGE=language,
+    )
+    page = response.content.decode()
+
+    assert too_short in page and has_nul in page
+    assert "变量" not in page and "是用" not in page
+
+
+def test_refused_requests_on_an_order_page_do_not_log_its_token(client, caplog):
+    product = ProductFactory()
+    stock_product(product, 1)
+    order = checkout(client, product)
+    strict = Client(enforce_csrf_checks=True)
+    # The shop's log handlers carry this filter (settings.LOGGING); pytest's capture handler
+    # gets it too, so it shows what the shop's own handlers write.
+    caplog.handler.addFilter(SecretPathFilter())
+
+    with caplog.at_level("INFO"):
+        refused_csrf = strict.post(reverse("shop:order-resend", args=[order.access_token]))
+        unknown_payment = client.get(reverse("shop:order-pay-qr", args=[order.access_token, "NO-SUCH-TRADE"]))
+
+    assert (refused_csrf.status_code, unknown_payment.status_code) == (403, 404)
+    assert "CSRF" in caplog.text and "Not Found" in caplog.text
+    assert order.access_token not in caplog.text

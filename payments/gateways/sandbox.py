@@ -17,6 +17,7 @@ from urllib.parse import urlencode
 from django.conf import settings
 from django.urls import reverse
 from django.utils.crypto import salted_hmac
+from django.utils.translation import gettext_lazy as _
 
 from payments.gateways.base import (
     GatewayAck,
@@ -54,7 +55,7 @@ def sandbox_secret() -> str:
 
 class SandboxGateway(PaymentGateway):
     identifier = "sandbox"
-    verbose_name = "Sandbox (test payments)"
+    verbose_name = _("Sandbox (test payments)")
     # Staff may pay with it in production to test a product; those orders are marked as tests.
     staff_test_mode = True
 
