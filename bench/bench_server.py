@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import sys
 import time
+import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,6 +29,26 @@ def production_environment(*, database_url: str, work: Path) -> dict[str, str]:
         "LOG_LEVEL": "WARNING",
         "CONN_MAX_AGE": "600",
     }
+
+
+def gunicorn_start(*, env: dict[str, str], port: int, workers: int, ready_seconds: float = 60) -> subprocess.Popen:
+    """gunicorn on 127.0.0.1:``port`` with ``workers`` sync workers, returned once /healthz
+    answers (the caller terminates it)."""
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "gunicorn"), "kameng.wsgi:application", "--bind", f"127.0.0.1:{port}",
+         "--workers", str(workers), "--log-level", "warning"],
+        cwd=ROOT, env=env, start_new_session=True,
+    )
+    deadline = time.monotonic() + ready_seconds
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).read()
+            return server
+        except OSError:
+            if time.monotonic() > deadline:
+                server.terminate()
+                raise
+            time.sleep(0.1)
 
 
 def wrk_run(

@@ -24,11 +24,8 @@ import argparse
 import os
 import secrets
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 from statistics import median
 from urllib.parse import urlencode
@@ -38,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from bench_database import database_recreate  # noqa: E402
-from bench_server import production_environment, wrk_run  # noqa: E402
+from bench_server import gunicorn_start, production_environment, wrk_run  # noqa: E402
 
 # Each request is formatted once, in init: formatting it per request in Lua cost wrk a tenth of
 # a core, taken from the server on this 2-core machine (the bare view's wrk runs no script).
@@ -106,21 +103,8 @@ def main() -> int:
 
     connections.close_all()
 
-    gunicorn = subprocess.Popen(
-        [str(Path(sys.executable).parent / "gunicorn"), "kameng.wsgi:application", "--bind", f"127.0.0.1:{port}",
-         "--workers", str(options.workers), "--log-level", "warning"],
-        cwd=ROOT, env=env, start_new_session=True,
-    )
+    gunicorn = gunicorn_start(env=env, port=port, workers=options.workers, ready_seconds=30)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).read()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
         base = f"http://127.0.0.1:{port}"
         wrk_run(f"{base}/healthz", 2, options.connections, options.threads)  # warm every worker up
         rounds = []

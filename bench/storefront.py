@@ -28,7 +28,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from statistics import median
 
@@ -37,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from bench_database import database_recreate  # noqa: E402
-from bench_server import production_environment, wrk_run  # noqa: E402
+from bench_server import gunicorn_start, production_environment, wrk_run  # noqa: E402
 
 PRODUCTS = 50
 SAMPLE_ORDERS = 2000
@@ -189,22 +188,8 @@ def main() -> int:
         bases = {}
         for size, env in shops.items():
             port = 18000 + secrets.randbelow(1000)
-            servers.append(subprocess.Popen(
-                [str(Path(sys.executable).parent / "gunicorn"), "kameng.wsgi:application", "--bind", f"127.0.0.1:{port}",
-                 "--workers", str(options.workers), "--log-level", "warning"],
-                cwd=ROOT, env=env, start_new_session=True,
-            ))
+            servers.append(gunicorn_start(env=env, port=port, workers=options.workers))
             bases[size] = f"http://127.0.0.1:{port}"
-        for base in bases.values():
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    urllib.request.urlopen(f"{base}/healthz", timeout=1).read()
-                    break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.2)
         pages = {"catalog": catalog, "product": work / "small-products.txt", "order": None}
         rounds = []
         for size, base in bases.items():  # warm every worker up
