@@ -45,3 +45,13 @@ def post_notification(client: Client, fields: dict, gateway: str = "sandbox"):
     return client.post(
         reverse("payments:notify", args=[gateway]), urlencode(fields), content_type="application/x-www-form-urlencoded; charset=utf-8"
     )
+
+
+def sandbox_pay(client: Client, on_commit, order: Order):
+    """Press Pay with the sandbox and post the platform's paid notification; on-commit work
+    (delivery, messages) runs as a real commit would run it. Returns the notification's answer."""
+    from tests.platforms import sandbox_notification
+
+    payment = start_sandbox_payment(client, order)
+    with on_commit():
+        return post_notification(client, sandbox_notification(out_trade_no=payment.out_trade_no, amount=order.total))

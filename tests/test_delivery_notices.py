@@ -26,7 +26,7 @@ from tests.factories import ProductFactory, stock_product
 from tests.operators import admin_import
 from tests.platforms import sandbox_notification
 from tests.sms_platforms import SmsProviderServer
-from tests.storefront import post_notification, start_sandbox_payment
+from tests.storefront import post_notification, sandbox_pay, start_sandbox_payment
 from tests.test_delivery_sms import use_provider
 
 pytestmark = pytest.mark.django_db
@@ -200,9 +200,7 @@ def test_held_order_released_by_staff_gets_its_keys_with_an_apology(admin_client
     product = ProductFactory()
     keys = stock_product(product, 1)
     order = checkout_in(client, product, language="en")
-    payment = start_sandbox_payment(client, order)
-    with on_commit():
-        post_notification(client, sandbox_notification(out_trade_no=payment.out_trade_no, amount=order.total))
+    sandbox_pay(client, on_commit, order)
     assert "checked by a person before delivery" in mail.outbox[0].body and keys[0] not in mail.outbox[0].body
 
     with on_commit():
@@ -293,10 +291,7 @@ def test_delivery_emails_are_branded_with_the_shop(client, on_commit, settings, 
     product = ProductFactory()
     keys = stock_product(product, 1)
     order = checkout_in(client, product, language="en")
-    payment = start_sandbox_payment(client, order)
-
-    with on_commit():
-        post_notification(client, sandbox_notification(out_trade_no=payment.out_trade_no, amount=order.total))
+    sandbox_pay(client, on_commit, order)
 
     email = mail.outbox[0]
     html = email.alternatives[0][0]

@@ -12,8 +12,7 @@ from django.utils import timezone
 from shop.models import ShopSettings
 from tests.factories import CategoryFactory, ProductFactory, stock_product
 from tests.images import jpeg_upload
-from tests.platforms import sandbox_notification
-from tests.storefront import checkout, post_notification, start_sandbox_payment
+from tests.storefront import checkout, sandbox_pay
 
 pytestmark = pytest.mark.django_db
 
@@ -81,9 +80,7 @@ def test_order_note_shows_with_the_keys(client, on_commit):
     product = ProductFactory()
     keys = stock_product(product, 1)
     order = checkout(client, product)
-    payment = start_sandbox_payment(client, order)
-    with on_commit():
-        post_notification(client, sandbox_notification(out_trade_no=payment.out_trade_no, amount=order.total))
+    sandbox_pay(client, on_commit, order)
 
     page = client.get(reverse("shop:order", args=[order.access_token])).content.decode()
 
