@@ -336,7 +336,10 @@ def order_notice_record(*, order: Order, notice: str, statements: list | None = 
         [order.pk, channel, order.contact, notice, MessageState.PENDING, 0, now, now],
     )
     if statements is None:
-        statements_run([insert])
+        # A savepoint: should the INSERT fail, PostgreSQL would otherwise abort the whole
+        # transaction, and with it the move the notice is about (delivery.receivers).
+        with transaction.atomic():
+            statements_run([insert])
     else:
         statements.append(insert)
     from delivery import tasks
