@@ -151,8 +151,9 @@ def _payment_start_turn(*, order: Order, gateway: PaymentGateway, mobile: bool, 
             client_ip=client_ip,
         )
     )
-    payment.qr_content = action.qr_content[:512]
-    Payment.objects.filter(pk=payment.pk).update(qr_content=payment.qr_content)
+    if action.qr_content:
+        payment.qr_content = action.qr_content[:512]
+        Payment.objects.filter(pk=payment.pk).update(qr_content=payment.qr_content)
     if action.redirect_url:
         cache.set(_payment_action_key(payment.pk), action.redirect_url, timeout=settings.PAYMENT_REUSE_SECONDS)
     return payment, action

@@ -105,8 +105,8 @@ def favicon(request: HttpRequest) -> HttpResponse:
     if configured:
         try:
             response = FileResponse(configured.storage.open(configured.name, "rb"), content_type="image/png")
-        except FileNotFoundError:
-            logger.warning("the configured favicon %s is missing from the media folder", configured.name)
+        except OSError:  # missing from the media folder, or unreadable
+            logger.warning("the configured favicon %s cannot be read from the media folder", configured.name)
         else:
             response["Cache-Control"] = "public, max-age=3600"
             return response
@@ -160,7 +160,7 @@ def order_pay(request: HttpRequest, token: str) -> HttpResponse:
     order = _order_by_token(token)
     if order.status != OrderStatus.PENDING:
         return redirect("shop:order", token=token)
-    limited = False
+    limited, sold_out = False, None
     if request.method == "POST":
         limited = _rate_limited(request, group="payment-start-ip", rate=settings.PAYMENT_START_RATE_IP) or _rate_limited(
             request, group="payment-start-order", rate=settings.PAYMENT_START_RATE_ORDER, key=str(order.pk)
@@ -176,7 +176,7 @@ def order_pay(request: HttpRequest, token: str) -> HttpResponse:
         except GatewayNotFound:
             messages.error(request, _("Choose a payment method."))
         except PaymentRefusedSoldOut:
-            pass  # the page below says so
+            sold_out = True  # the page below says so
         except PaymentRefused:
             return redirect("shop:order", token=token)
         except PaymentInProgress:
@@ -188,8 +188,9 @@ def order_pay(request: HttpRequest, token: str) -> HttpResponse:
             if action.redirect_url:
                 return redirect(action.redirect_url)
             return redirect("shop:order-pay-qr", token=token, out_trade_no=payment.out_trade_no)
-    # The same check payment_start makes, so a buyer sees it before choosing how to pay.
-    sold_out = not product_has_stock(product_id=order.product_id, quantity=order.quantity)
+    if sold_out is None:
+        # The same check payment_start makes, so a buyer sees it before choosing how to pay.
+        sold_out = not product_has_stock(product_id=order.product_id, quantity=order.quantity)
     response = render(
         request,
         "shop/order_pay.html",
