@@ -23,14 +23,15 @@ NOTICE_EVENTS: dict[str, str] = {
 }
 
 
-def order_moved_notice(sender, *, order, event_type: str, statements=None, **kwargs) -> None:
+def order_moved_notice(sender, *, order, event_type: str, **kwargs) -> None:
     """Record the buyer's notice for a move that deserves one, in the move's transaction (it is
     sent after the commit, with retries). Never raises into the move: a notice is not worth a
-    lost transition."""
+    lost transition, so it is written at once in a savepoint of its own, not added to the
+    move's batch of writes (``statements``), where a failure would take the move with it."""
     notice = NOTICE_EVENTS.get(event_type)
     if notice is None:
         return
     try:
-        order_notice_record(order=order, notice=notice, statements=statements)
+        order_notice_record(order=order, notice=notice)
     except Exception:  # noqa: BLE001 - a bug here must not undo a payment or a refund
         logger.exception("could not record the %s notice of order %s", notice, order.number)

@@ -322,11 +322,11 @@ def message_channel(*, order: Order) -> str | None:
     return None if channel == "sms" and not sms_enabled() else channel
 
 
-def order_notice_record(*, order: Order, notice: str, statements: list | None = None) -> None:
+def order_notice_record(*, order: Order, notice: str) -> None:
     """Record a notice to the buyer (``exception.<reason>``, ``refunded``) in the caller's
     transaction; it is sent after the commit, retried like any message, and re-driven by the
     sweeper. Recorded once per order, channel and notice, so replays add nothing. Carries no
-    key. ``statements``: the caller's writes still to run; the notice's INSERT joins them."""
+    key."""
     channel = message_channel(order=order)
     if channel is None:
         return
@@ -335,13 +335,10 @@ def order_notice_record(*, order: Order, notice: str, statements: list | None = 
         _MESSAGE_INSERT_SQL.format(table=DeliveryMessage._meta.db_table),
         [order.pk, channel, order.contact, notice, MessageState.PENDING, 0, now, now],
     )
-    if statements is None:
-        # A savepoint: should the INSERT fail, PostgreSQL would otherwise abort the whole
-        # transaction, and with it the move the notice is about (delivery.receivers).
-        with transaction.atomic():
-            statements_run([insert])
-    else:
-        statements.append(insert)
+    # A savepoint: should the INSERT fail, PostgreSQL would otherwise abort the whole
+    # transaction, and with it the move the notice is about (delivery.receivers).
+    with transaction.atomic():
+        statements_run([insert])
     from delivery import tasks
 
     tasks.order_notices_send.delay_on_commit(order.pk)
