@@ -138,7 +138,7 @@ def timed(product):
     times = []
     for pk in ids:
         started = time.perf_counter()
-        assert order_deliver(order_id=pk) == "delivered"
+        assert order_deliver(order_id=pk).status == "delivered"
         times.append((time.perf_counter() - started) * 1000)
     return statistics.median(times)
 

@@ -115,7 +115,7 @@ def _project_worker(args) -> int:
 
     done = 0
     for order_id in order_ids:
-        if order_deliver(order_id=order_id) == "delivered":
+        if order_deliver(order_id=order_id).status == "delivered":
             done += 1
     return done
 

@@ -8,3 +8,7 @@ class CardpoolConfig(AppConfig):
 
     def ready(self) -> None:
         from cardpool import checks  # noqa: F401 - registers the key configuration check
+        from cardpool.fulfilment import KeyPoolFulfilment
+        from shop.fulfilment import fulfilment_provide
+
+        fulfilment_provide(KeyPoolFulfilment())

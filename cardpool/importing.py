@@ -34,6 +34,7 @@ from django.utils import timezone
 
 from cardpool.crypto import NONCE_BYTES, keyring, secret_blind_index, secret_encrypt, secret_mask, secret_normalize
 from cardpool.models import CardKey, CardKeyStatus, ImportBatch, ImportStatus, ImportUpload
+from cardpool.signals import keys_added
 
 logger = logging.getLogger(__name__)
 
@@ -508,11 +509,9 @@ def import_commit(*, batch: ImportBatch, rows: Iterable[ParsedRow], progress=Non
             _batch_add(locked, report, rows_done=done)
             problems.extend(report.problems[: PROBLEMS_KEPT - len(problems)])
             if inserted and not restock_sent:
-                from delivery.services import out_of_stock_orders_schedule
-
                 # Orders waiting in the exception queue for these keys get them, oldest first, as
                 # soon as the first chunk is in (and again when the import finishes).
-                out_of_stock_orders_schedule(product_id=product_id)
+                keys_added.send(sender=ImportBatch, product_id=product_id, added=True, finished=False)
                 restock_sent = True
         batch = locked
         if progress is not None:
@@ -722,17 +721,13 @@ def import_batch_commit(*, batch_id: int) -> str:
 
 
 def import_batch_finish(*, batch_id: int) -> None:
-    from delivery.services import out_of_stock_orders_schedule, stock_alerts_resolve
-
     with transaction.atomic():
         batch = ImportBatch.objects.select_for_update().select_related("product").get(pk=batch_id)
         batch.status = ImportStatus.DONE
         batch.finished_at = timezone.now()
         batch.save(update_fields=["status", "finished_at", "updated_at"])
         ImportUpload.objects.filter(batch_id=batch_id).delete()
-        stock_alerts_resolve(product=batch.product)
-        if batch.added:
-            out_of_stock_orders_schedule(product_id=batch.product_id)
+        keys_added.send(sender=ImportBatch, product_id=batch.product_id, added=bool(batch.added), finished=True)
     logger.info("import batch %s: added %d keys to product %s", batch.pk, batch.added, batch.product_id)
 
 

@@ -10,10 +10,9 @@ from django.utils import timezone
 from cardpool.crypto import secret_decrypt
 from cardpool.models import CardKey, CardKeyStatus
 from kameng.sql import sql_execute, sql_literal
+from shop.fulfilment import UNLIMITED_STOCK
 from shop.models import Product
 
-# Stock shown for a product whose pool holds a reusable key without a cap on uses.
-UNLIMITED_STOCK = 10**9
 _AVAILABLE = sql_literal(CardKeyStatus.AVAILABLE)
 
 

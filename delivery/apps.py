@@ -7,7 +7,8 @@ class DeliveryConfig(AppConfig):
     verbose_name = _("Delivery")
 
     def ready(self) -> None:
-        from delivery.receivers import order_moved_notice
-        from shop.signals import order_moved
+        from cardpool.signals import keys_added
+        from delivery.handlers import handlers_register, keys_added_restock
 
-        order_moved.connect(order_moved_notice, sender=None, dispatch_uid="delivery.order_moved_notice")
+        handlers_register()
+        keys_added.connect(keys_added_restock, dispatch_uid="delivery.keys_added_restock")

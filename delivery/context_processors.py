@@ -1,5 +1,8 @@
+from django.utils import timezone
+
 from delivery.models import StockAlert
-from delivery.services import stock_cover
+from delivery.selectors import sales_figures
+from delivery.stock_alerts import stock_cover
 
 
 def stock_alerts(request):
@@ -11,9 +14,5 @@ def stock_alerts(request):
         alert.cover = stock_cover(product_id=alert.product_id, available=alert.available)
     context = {"open_stock_alerts": alerts}
     if request.path == "/admin/":
-        from django.utils import timezone
-
-        from shop.selectors import sales_figures
-
         context["sales_figures"] = sales_figures(now=timezone.now())
     return context

@@ -39,8 +39,8 @@ class KamengTask(DjangoTask):
 app = Celery("kameng", task_cls=KamengTask)
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
-# PostgreSQL: paid orders announced with NOTIFY become delivery tasks here (delivery/dispatch.py).
-app.steps["worker"].add("delivery.dispatch:PaidOrderListenerStep")
+# PostgreSQL: order events announced with NOTIFY become dispatch tasks here (shop/outbox.py).
+app.steps["worker"].add("shop.outbox_listener:OutboxListenerStep")
 
 
 @task_prerun.connect

@@ -266,15 +266,15 @@ DELIVERY_RETRY_BASE_SECONDS = env.int("DELIVERY_RETRY_BASE_SECONDS", default=300
 # Waits up to this long ride on the broker (countdown); longer ones wait in the database for the
 # sweeper, so no message sits in Redis past its visibility timeout and gets delivered twice.
 DELIVERY_MAX_COUNTDOWN_SECONDS = env.int("DELIVERY_MAX_COUNTDOWN_SECONDS", default=600)
-# How a paid order reaches a worker (delivery/dispatch.py): "listen" (PostgreSQL NOTIFY, one
-# listener thread in the workers; the default on PostgreSQL) or "broker" (the payment's request
-# sends the task; the only choice on SQLite).
+# How a committed order event (a paid order, say) reaches its handlers in a worker
+# (shop/outbox.py): "listen" (PostgreSQL NOTIFY, one listener thread in the workers; the default
+# on PostgreSQL) or "broker" (the request sends the task after commit; the only choice on SQLite).
 DELIVERY_DISPATCH = env.str(
     "DELIVERY_DISPATCH", default="broker" if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3" else "listen"
 )
 if DELIVERY_DISPATCH not in ("listen", "broker"):
     raise ImproperlyConfigured("DELIVERY_DISPATCH: use listen or broker")
-# listen: payments announced within this many milliseconds go to the workers as one batch.
+# listen: events announced within this many milliseconds go to the workers as one batch.
 DELIVERY_DISPATCH_BATCH_MS = env.int("DELIVERY_DISPATCH_BATCH_MS", default=20)
 DELIVERY_SWEEP_AFTER_SECONDS = env.int("DELIVERY_SWEEP_AFTER_SECONDS", default=60)
 DELIVERY_SWEEP_INTERVAL_SECONDS = env.float("DELIVERY_SWEEP_INTERVAL_SECONDS", default=30.0)
@@ -323,6 +323,7 @@ CELERY_BEAT_SCHEDULE = {
     "orders-expire": {"task": "payments.tasks.orders_expire", "schedule": 60.0},
     "payments-reconcile": {"task": "payments.tasks.payments_reconcile", "schedule": 60.0},
     "delivery-sweep": {"task": "delivery.tasks.delivery_sweep", "schedule": DELIVERY_SWEEP_INTERVAL_SECONDS},
+    "outbox-sweep": {"task": "shop.tasks.outbox_sweep", "schedule": DELIVERY_SWEEP_INTERVAL_SECONDS},
     "imports-resume": {"task": "cardpool.tasks.imports_resume", "schedule": 60.0},
 }
 CELERY_BEAT_SCHEDULE_FILENAME = env.str(

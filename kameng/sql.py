@@ -5,7 +5,9 @@ from __future__ import annotations
 import functools
 import re
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TypeVar
 
 from django.db import DEFAULT_DB_ALIAS, InterfaceError, OperationalError, connection, connections, transaction
@@ -13,21 +15,89 @@ from django.db import DEFAULT_DB_ALIAS, InterfaceError, OperationalError, connec
 T = TypeVar("T")
 
 
-def statements_run(statements: list[tuple[str, list]]) -> None:
-    """Run independent data-modifying statements (INSERT/UPDATE, no RETURNING) together; the
-    last may also be a SELECT run for its side effect (pg_notify).
+@dataclass(frozen=True)
+class Statement:
+    """One SQL statement of a batch, built by a pure builder (``shop/transitions.py``,
+    ``payments/confirmation.py``, ``delivery/messages.py``) and run by ``statements_run``.
 
-    On PostgreSQL they go as one statement, each but the last in a data-modifying CTE: one round
-    trip instead of several, all or nothing. They share one snapshot and must not touch the same
-    row twice. Elsewhere (SQLite) they run one by one inside a transaction.
+    ``params`` are named (``%(name)s``): builders share one name for one value (``at``, the
+    time of the whole batch), so it is sent once. ``name``: later statements of the batch may
+    read the rows this one returns (``RETURNING …``, or a SELECT) as the table ``name``.
+    ``materialized``: evaluate it once, before the rest (the row locks of a guarded batch).
     """
+
+    sql: str
+    params: Mapping[str, object] = field(default_factory=dict)
+    name: str = ""
+    materialized: bool = False
+
+
+def statements_run(statements: Sequence[Statement]) -> list[tuple]:
+    """Run a batch of statements, all or nothing, and return the rows of the last one.
+
+    PostgreSQL: one statement, each but the last as a CTE (a data-modifying one always runs,
+    read or not), prepared: one round trip. The statements share one snapshot, so they must not
+    write the same row twice, and a later one sees what an earlier one wrote only through its
+    name. SQLite: one by one in a transaction; a named statement's rows are kept in a temporary
+    table of that name, so later statements read them the same way.
+    """
+    if not statements:
+        return []
+    params = _params_merged(statements)
     if connection.vendor == "postgresql":
+        *writes, last = statements
+        heads = [
+            f"{st.name or f's{n}'} AS {'MATERIALIZED ' if st.materialized else ''}({st.sql})"
+            for n, st in enumerate(writes)
+        ]
+        sql = f"WITH {', '.join(heads)} {last.sql}" if heads else last.sql
         with connection.cursor() as cursor:
-            sql_execute(cursor, *statements_chained(statements[:-1], statements[-1]))
-        return
+            sql_execute(cursor, sql, params)
+            return cursor.fetchall() if cursor.description else []
+    rows: list[tuple] = []
     with transaction.atomic(), connection.cursor() as cursor:
-        for sql, params in statements:
-            cursor.execute(sql, params)
+        for st in statements:
+            cursor.execute(st.sql, {key: params[key] for key in _NAMED_PLACEHOLDER.findall(st.sql)})
+            rows = cursor.fetchall() if cursor.description else []
+            if st.name:
+                _rows_keep(cursor, st.name, [column[0] for column in cursor.description or ()], rows)
+    return rows
+
+
+def _params_merged(statements: Sequence[Statement]) -> dict[str, object]:
+    merged: dict[str, object] = {}
+    for st in statements:
+        for key, value in st.params.items():
+            if key in merged and merged[key] != value:
+                raise ValueError(f"two values for the batch parameter {key!r}")
+            merged[key] = value
+    if connection.vendor != "postgresql":
+        # psycopg2 sends an aware datetime as it is; SQLite stores the backend's own text form.
+        adapt = connection.ops.adapt_datetimefield_value
+        merged = {key: adapt(value) if isinstance(value, datetime) else value for key, value in merged.items()}
+    return merged
+
+
+def _rows_keep(cursor, name: str, columns: list[str], rows: list[tuple]) -> None:
+    # SQLite has no data-modifying CTEs: a named statement's rows go to a temporary table that
+    # the rest of the batch reads under the same name (it shadows nothing: tables are prefixed).
+    quote = connection.ops.quote_name
+    cursor.execute(f"DROP TABLE IF EXISTS temp.{quote(name)}")
+    cursor.execute(f"CREATE TEMP TABLE {quote(name)} ({', '.join(quote(column) for column in columns)})")
+    if rows:
+        marks = ", ".join(["%s"] * len(columns))
+        cursor.executemany(f"INSERT INTO temp.{quote(name)} VALUES ({marks})", rows)
+
+
+def row_source(name: str, **columns: int) -> Statement:
+    """A one-row statement named ``name`` holding the given integer ids (``target`` with
+    ``order_id``…), for builders whose statements read their ids from a named row: the same
+    statements then run on ids the caller locked or on the rows a guarded lock returns."""
+    return Statement(
+        "SELECT " + ", ".join(f"CAST(%({name}_{column})s AS bigint) AS {column}" for column in columns),
+        {f"{name}_{column}": value for column, value in columns.items()},
+        name=name,
+    )
 
 
 def first_statement(run: Callable[[], T]) -> T:
@@ -47,19 +117,6 @@ def first_statement(run: Callable[[], T]) -> T:
             raise  # the connection is fine: the statement itself failed
         db.close()
         return run()
-
-
-def statements_chained(
-    writes: list[tuple[str, list]], last: tuple[str, list], named: list[tuple[str, str, list]] = ()
-) -> tuple[str, list]:
-    """PostgreSQL: one statement running ``writes`` (independent data-modifying statements) as
-    CTEs, then ``named`` (name, sql, params) CTEs that later ones may read (``INSERT … RETURNING
-    id`` feeding the next), then ``last``. Returns (sql, params) for ``sql_execute``."""
-    heads = [f"s{n} AS ({sql})" for n, (sql, _params) in enumerate(writes)] + [f"{name} AS ({sql})" for name, sql, _params in named]
-    params = [param for _sql, statement_params in writes for param in statement_params]
-    params += [param for _name, _sql, statement_params in named for param in statement_params]
-    sql = f"WITH {', '.join(heads)} {last[0]}" if heads else last[0]
-    return sql, params + list(last[1])
 
 
 # Hot statements are prepared once per PostgreSQL session and then run with EXECUTE: parsing and

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import secrets
@@ -17,9 +16,8 @@ from django.db import connection, transaction
 from django.urls import reverse
 from django.utils import timezone
 
-from cardpool.selectors import product_has_stock
-from delivery.dispatch import paid_order_announce, paid_order_notify_sql
-from kameng.sql import first_statement, sql_execute, sql_literal, statements_run
+from kameng.sql import first_statement, row_source, statements_run
+from payments.confirmation import guarded_confirmation, ledger_upsert, payment_confirmation
 from payments.gateways.base import (
     GatewayError,
     NotificationRejected,
@@ -41,18 +39,18 @@ from payments.models import (
 )
 from payments.registry import GatewayNotFound, gateway_get
 from payments.selectors import payments_awaiting_notification
+from shop.events import ORDER_PAID
+from shop.fulfilment import fulfilment
 from shop.lock_objects import order_lock
 from shop.models import ExceptionReason, Order, OrderEvent, OrderStatus
+from shop.outbox import order_events_announce
 from shop.selectors import orders_expired_ids
 from shop.services import (
-    ORDER_PAID_EVENT,
     order_cancel,
     order_duplicate_payment_queue,
     order_expire,
     order_mark_test,
-    order_paid_assignments,
-    order_paid_note,
-    order_payment_received,
+    order_moves_applied,
     order_refunded,
     order_resolve,
 )
@@ -99,7 +97,7 @@ def payment_start(
     """
     if order.status != OrderStatus.PENDING or order.expires_at <= timezone.now():
         raise PaymentRefused(order.status)
-    if not product_has_stock(product_id=order.product_id, quantity=order.quantity):
+    if not fulfilment().units_available(product_id=order.product_id, quantity=order.quantity):
         raise PaymentRefusedSoldOut(order.number)
     lock_key, holder = f"kameng:payment-start:{order.pk}", secrets.token_hex(8)
     deadline = time.monotonic() + PAYMENT_START_WAIT_SECONDS
@@ -218,143 +216,34 @@ def notification_receive(
     return _notice_apply(gateway=gateway, notice=notice, raw=raw)
 
 
-_LEDGER_COLUMNS = (
-    "gateway, transaction_id, paid, out_trade_no, payment_id, raw_payload, verdict, reason, times_received,"
-    " received_at, last_received_at"
-)
-# A notice that confirms a payment: under the payment's lock, with the payment still unconfirmed,
-# no notice of this transaction and kind can be in the ledger (the unique constraint says so if
-# that is ever wrong, and the whole confirmation rolls back).
-_LEDGER_INSERT_SQL = f"INSERT INTO {{table}} ({_LEDGER_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, '', 1, %s, %s)"
-# Any other notice: recorded, or counted once more when it was seen before.
-_LEDGER_UPSERT_SQL = (
-    _LEDGER_INSERT_SQL
-    + " ON CONFLICT (gateway, transaction_id, paid) DO UPDATE"
-    " SET times_received = {table}.times_received + 1, last_received_at = EXCLUDED.last_received_at"
-    " RETURNING times_received"
-)
-
-
-def _ledger_row(*, gateway: str, notice: VerifiedNotification, payment_id: int, raw: str) -> list:
-    now = connection.ops.adapt_datetimefield_value(timezone.now())
-    return [gateway, notice.transaction_id, notice.paid, notice.out_trade_no, payment_id, raw, NotificationVerdict.ACCEPTED, now, now]
-
-
-def _ledger_record(*, gateway: str, notice: VerifiedNotification, payment_id: int, raw: str) -> bool:
-    """Record a verified notice that changes nothing; False when a notice of its transaction and
-    kind was seen before (then only ``times_received`` goes up). One statement either way."""
-    table = PaymentNotification._meta.db_table
-    with connection.cursor() as cursor:
-        sql_execute(
-            cursor,
-            _LEDGER_UPSERT_SQL.format(table=table),
-            _ledger_row(gateway=gateway, notice=notice, payment_id=payment_id, raw=raw),
-        )
-        return cursor.fetchone()[0] == 1
-
-
 def _notice_apply(*, gateway: PaymentGateway, notice: VerifiedNotification, raw: str, actor: str = "system") -> NotificationOutcome:
     """Apply a verified notice (from a notification or a platform query) exactly once.
 
-    On PostgreSQL the common case is tried first, in one statement (``_payment_confirm_pending``):
-    a paid notice, for the amount asked, of a payment awaiting money whose order is pending.
-    Every other case (a duplicate or replay, a notice that pays nothing, a wrong amount, an order
-    no longer pending, a disabled gateway's test order) and every notice on SQLite is decided
-    with the payment row and its order locked (``payment_lock``): concurrent copies queue there
-    and see the payment as the one before them left it.
+    With row locks (PostgreSQL), a paid notice of an enabled gateway is tried first as one
+    guarded statement (``payments.confirmation.guarded_confirmation``): the common case, a
+    payment awaiting exactly this amount whose order is payable for it. Every other case (a
+    duplicate or replay, a notice that pays nothing, a wrong amount, an order no longer
+    pending, a disabled gateway's test order), and every notice on SQLite, is decided with the
+    payment and its order locked (``payment_lock``): concurrent copies queue there and see the
+    payment as the one before them left it. Both run the same writes (``payment_confirmation``).
     """
-    if notice.paid and connection.vendor == "postgresql" and gateway.is_enabled():
-        if _payment_confirm_pending(gateway=gateway, notice=notice, raw=raw, actor=actor):
+    if notice.paid and connection.features.has_select_for_update and gateway.is_enabled():
+        if _payment_confirm_guarded(gateway=gateway, notice=notice, raw=raw, actor=actor):
             return NotificationOutcome(accepted=True, verdict=NotificationVerdict.ACCEPTED)
     with transaction.atomic(durable=True):
         found = payment_lock(out_trade_no=notice.out_trade_no, gateway=gateway.identifier)
         return _notice_decide(gateway=gateway, notice=notice, raw=raw, actor=actor, found=found)
 
 
-# The common case of a notification, hand-written as one statement (bench/notify.py). It locks
-# the payment and its order only if they are in the state that the rules (``payment_confirm``,
-# ``order_payment_received``) turn into "payment succeeded, order paid": a payment awaiting
-# money, a notice for exactly its amount, a pending order of that total. Then it writes what
-# those rules write: the ledger row, the payment, the order's paid transition and its event,
-# and, in listen mode, the paid order's announcement. It returns the order's id, or no row, and
-# then nothing was written and the locked path decides. Under concurrency, FOR UPDATE re-checks
-# the WHERE on the newest row versions, so only one copy of a notice can match.
-# Statuses, the verdict and the event type are literals of the prepared text and each value is
-# a named parameter sent once: adapting the 25 positional parameters this statement had cost the
-# client 74 us per notification on the 2-core VM (bench/notify_cost.py counts the difference).
-_CONFIRM_PENDING_SQL = """
-WITH target AS MATERIALIZED (
-    SELECT p.id AS payment_id, o.id AS order_id
-      FROM {payment} p JOIN {order} o ON o.id = p.order_id
-     WHERE p.out_trade_no = %(out_trade_no)s AND p.gateway = %(gateway)s AND p.state IN ({awaiting_money})
-       AND p.amount = %(amount)s AND o.status = {pending} AND o.total = %(amount)s
-       FOR UPDATE OF p, o
-), ledger AS (
-    INSERT INTO {notification} ({ledger_columns})
-    SELECT %(gateway)s, %(transaction_id)s, TRUE, %(out_trade_no)s, payment_id, %(raw)s, {accepted}, '', 1, %(at)s, %(at)s
-      FROM target
-), payment AS (
-    UPDATE {payment} SET paid_amount = %(amount)s, transaction_id = %(transaction_id)s, confirmed_at = %(at)s,
-           state = {succeeded}
-      FROM target WHERE {payment}.id = target.payment_id
-), paid AS (
-    UPDATE {order} SET {paid_columns} FROM target WHERE {order}.id = target.order_id
-), event AS (
-    INSERT INTO {event} (order_id, type, message, actor, created_at)
-    SELECT order_id, {paid_event}, %(note)s, %(actor)s, %(at)s FROM target
-)
-SELECT order_id{announce} FROM target
-"""
-
-
-@functools.lru_cache(maxsize=4)
-def _confirm_pending_sql(*, announce: str) -> str:
-    """The statement's text, formatted once per shape (it runs for every notification)."""
-    return _CONFIRM_PENDING_SQL.format(
-        payment=Payment._meta.db_table,
-        order=Order._meta.db_table,
-        notification=PaymentNotification._meta.db_table,
-        event=OrderEvent._meta.db_table,
-        ledger_columns=_LEDGER_COLUMNS,
-        awaiting_money=", ".join(sql_literal(state) for state in sorted(AWAITING_MONEY)),
-        pending=sql_literal(OrderStatus.PENDING),
-        accepted=sql_literal(NotificationVerdict.ACCEPTED),
-        succeeded=sql_literal(PaymentState.SUCCEEDED),
-        paid_columns=order_paid_assignments(at="at"),
-        paid_event=sql_literal(ORDER_PAID_EVENT),
-        announce=f", {announce}" if announce else "",
-    )
-
-
-def _payment_confirm_pending(*, gateway: PaymentGateway, notice: VerifiedNotification, raw: str, actor: str) -> bool:
-    """PostgreSQL: confirm a paid notice in one statement when it is the common case (see
-    ``_CONFIRM_PENDING_SQL``); False when it is not, and then nothing was written. As the
-    request's first statement it also stands in for the connection's health check
-    (``first_statement``): run twice, the second run finds the payment confirmed and matches
-    nothing. Only paid notices come here (the ledger row's ``paid`` is written as TRUE)."""
-    announce = paid_order_notify_sql("order_id")
-    sql = _confirm_pending_sql(announce=announce)
-    params = {
-        "out_trade_no": notice.out_trade_no,
-        "gateway": gateway.identifier,
-        "amount": notice.amount,
-        "transaction_id": notice.transaction_id,
-        "raw": raw,
-        "at": timezone.now(),
-        "note": order_paid_note(gateway=gateway.identifier, amount=notice.amount),
-        "actor": actor,
-    }
-
-    def confirm():
-        with connection.cursor() as cursor:
-            sql_execute(cursor, sql, params)
-            return cursor.fetchone()
-
-    row = first_statement(confirm)
-    if row is None:
+def _payment_confirm_guarded(*, gateway: PaymentGateway, notice: VerifiedNotification, raw: str, actor: str) -> bool:
+    """The guarded one-statement confirmation; False when it matched nothing (then nothing was
+    written). As the request's first statement it also stands in for the connection's health
+    check (``first_statement``): run twice, the second run finds the payment confirmed."""
+    statements = guarded_confirmation(gateway=gateway.identifier, notice=notice, raw=raw, actor=actor, at=timezone.now())
+    rows = first_statement(lambda: statements_run(statements))
+    if not rows:
         return False
-    if not announce:
-        paid_order_announce(order_id=row[0])
+    order_events_announce(order_id=rows[0][0], event_types=[ORDER_PAID])
     return True
 
 
@@ -369,64 +258,31 @@ def _notice_decide(
         # Staff test mode only: a public order can never be paid by a disabled gateway.
         return _rejected(gateway=gateway, raw=raw, reason="gateway disabled", out_trade_no=notice.out_trade_no)
     if notice.paid and payment.state in AWAITING_MONEY:
-        ledger = (
-            _LEDGER_INSERT_SQL.format(table=PaymentNotification._meta.db_table),
-            _ledger_row(gateway=gateway.identifier, notice=notice, payment_id=payment.pk, raw=raw),
-        )
-        payment_confirm(payment=payment, order=order, notice=notice, actor=actor, statements=[ledger])
+        payment_confirm(payment=payment, order=order, notice=notice, raw=raw, actor=actor)
+        return NotificationOutcome(accepted=True, verdict=NotificationVerdict.ACCEPTED)
     # A notice that confirms nothing only goes in the ledger (one upsert).
-    elif not _ledger_record(gateway=gateway.identifier, notice=notice, payment_id=payment.pk, raw=raw):
+    upsert = ledger_upsert(gateway=gateway.identifier, notice=notice, payment_id=payment.pk, raw=raw, at=timezone.now())
+    if statements_run([upsert])[0][0] != 1:
         return NotificationOutcome(accepted=True, verdict=NotificationVerdict.DUPLICATE)
     return NotificationOutcome(accepted=True, verdict=NotificationVerdict.ACCEPTED)
 
 
 def payment_confirm(
-    *,
-    payment: Payment,
-    order: Order,
-    notice: VerifiedNotification,
-    actor: str = "system",
-    statements: list | None = None,
+    *, payment: Payment, order: Order, notice: VerifiedNotification, raw: str, actor: str = "system"
 ) -> str:
-    """Confirm a payment awaiting money (``AWAITING_MONEY``) from a verified paid notice. The
-    caller locked the payment and its order (``payment_lock``) and checked its state under that
-    lock, so duplicate and concurrent notices confirm it once. Returns the payment's new state.
-    ``_payment_confirm_pending`` writes the common case of this in one statement.
-
-    Equal amount → succeeded and the order is paid (delivery is sent after commit).
-    A different amount → mismatched and the order goes to the exception queue.
-    Money for an order another payment already paid → duplicate, queued for a refund.
-    ``statements``: the caller's writes, run in the same round trip as the confirmation's.
-    """
-    if payment.state not in AWAITING_MONEY:
-        raise ValueError(f"payment {payment.out_trade_no} is {payment.state}, not awaiting money")
-    statements = list(statements or [])
-    payment.paid_amount = notice.amount
-    payment.transaction_id = notice.transaction_id
-    payment.confirmed_at = timezone.now()
-    payment.state = PaymentState.SUCCEEDED if notice.amount == payment.amount else PaymentState.MISMATCHED
-    received = order_payment_received(
-        order=order, amount=notice.amount, gateway=payment.gateway, actor=actor, statements=statements
-    )
-    if received.duplicate:
-        payment.state = PaymentState.DUPLICATE
-    # Hand-written: once per notification (bench/notify.py); with the order's writes and, on
-    # PostgreSQL, the announcement of a paid order in the same round trip.
-    statements.append((
-        f"UPDATE {Payment._meta.db_table} SET paid_amount = %s, transaction_id = %s, confirmed_at = %s, state = %s"
-        " WHERE id = %s",
-        [
-            connection.ops.adapt_decimalfield_value(payment.paid_amount, 12, 2),
-            payment.transaction_id,
-            connection.ops.adapt_datetimefield_value(payment.confirmed_at),
-            payment.state,
-            payment.pk,
-        ],
-    ))
-    if received.needs_delivery:
-        paid_order_announce(order_id=payment.order_id, statements=statements)
-    else:
-        statements_run(statements)
+    """Confirm a payment awaiting money (``AWAITING_MONEY``) from a verified paid notice, and
+    record the notice. The caller locked the payment and its order (``payment_lock``) and
+    checked its state under that lock, so duplicate and concurrent notices confirm it once.
+    Returns the payment's new state (``payments.confirmation.payment_confirmation`` decides).
+    A paid order is delivered by the outbox's handler after commit. Raises ValueError."""
+    at = timezone.now()
+    confirmation = payment_confirmation(payment=payment, order=order, notice=notice, raw=raw, actor=actor, at=at)
+    statements_run([row_source("target", payment_id=payment.pk, order_id=order.pk), *confirmation.writes])
+    payment.paid_amount, payment.transaction_id, payment.confirmed_at = notice.amount, notice.transaction_id, at
+    payment.state = confirmation.state
+    order_moves_applied(order=order, moves=confirmation.outcome.moves)
+    if confirmation.outcome.duplicate:
+        logger.warning("order %s received a second payment of %s", order.number, notice.amount)
     return payment.state
 
 

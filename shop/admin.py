@@ -17,7 +17,6 @@ from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 
 from cardpool.forms import SecretTextarea
-from cardpool.selectors import UNLIMITED_STOCK, available_counts
 from cardpool.services import ManualKeysRefused
 from delivery.services import DeliveryRefused, order_deliver_manually, order_retry_delivery
 from shop.images import (
@@ -29,6 +28,7 @@ from shop.images import (
     UploadedImageField,
     image_render,
 )
+from shop.fulfilment import UNLIMITED_STOCK, fulfilment
 from shop.models import Category, ExceptionOrder, Order, OrderEvent, OrderStatus, Product, ShopSettings
 from shop.services import InvalidTransition, order_exception_assign, order_exception_resolve
 
@@ -151,7 +151,7 @@ class ProductAdmin(admin.ModelAdmin):
 
     def get_changelist_instance(self, request):
         changelist = super().get_changelist_instance(request)
-        self._stock = available_counts(product_ids=[p.pk for p in changelist.result_list])
+        self._stock = fulfilment().units_counted(product_ids=[p.pk for p in changelist.result_list])
         return changelist
 
     @admin.display(description=_("image"))

@@ -6,7 +6,10 @@ from decimal import Decimal
 
 from django.core.validators import MinValueValidator
 from django.db import models
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
+
+from shop.events import event_has_handlers
 
 from shop.order_tokens import order_access_token
 
@@ -183,21 +186,53 @@ class Order(models.Model):
 
 
 class OrderEvent(models.Model):
-    """One row per thing that happened to an order, written in the same transaction."""
+    """One row per thing that happened to an order, written in the same transaction.
+
+    The outbox, too: an event of a type with handlers (``shop.events``) is written with
+    ``dispatched_at`` empty and handed to them after it commits (``shop.outbox``); every other
+    event is written as dispatched."""
 
     order = models.ForeignKey(Order, on_delete=models.CASCADE, related_name="events")
     type = models.CharField(_("type"), max_length=64)
     message = models.TextField(_("message"), blank=True)
     actor = models.CharField(_("actor"), max_length=150, blank=True)
     created_at = models.DateTimeField(_("time"), auto_now_add=True)
+    dispatched_at = models.DateTimeField(_("handled"), null=True, blank=True, default=timezone.now)
 
     class Meta:
         ordering = ["created_at", "id"]
         verbose_name = _("order event")
         verbose_name_plural = _("order events")
+        indexes = [
+            # The outbox: the few events still waiting for their handlers, by order and by age.
+            models.Index(fields=["order"], name="orderevent_undispatched", condition=models.Q(dispatched_at__isnull=True)),
+            models.Index(fields=["created_at"], name="orderevent_undispatched_age", condition=models.Q(dispatched_at__isnull=True)),
+        ]
 
     def __str__(self) -> str:
         return self.type
+
+    def save(self, *args, **kwargs) -> None:
+        if self._state.adding and event_has_handlers(self.type):
+            self.dispatched_at = None  # the outbox sweeper hands it to its handlers
+        super().save(*args, **kwargs)
+
+
+class EventReceipt(models.Model):
+    """That a handler ran for an outbox event (``shop.outbox``): one row per event and handler,
+    so a handler that already ran is not run again when its event is dispatched once more."""
+
+    event = models.ForeignKey(OrderEvent, on_delete=models.CASCADE, related_name="receipts")
+    handler = models.CharField(_("handler"), max_length=100)
+    ran_at = models.DateTimeField(_("ran at"), default=timezone.now)
+
+    class Meta:
+        verbose_name = _("event receipt")
+        verbose_name_plural = _("event receipts")
+        constraints = [models.UniqueConstraint(fields=["event", "handler"], name="eventreceipt_once")]
+
+    def __str__(self) -> str:
+        return f"{self.handler} #{self.event_id}"
 
 
 class ExceptionOrder(Order):

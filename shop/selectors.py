@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from django.core.cache import cache
 from django.db.models import Prefetch, Q, QuerySet
 
-from cardpool.selectors import UNLIMITED_STOCK, stock_counts
+from shop.fulfilment import UNLIMITED_STOCK, fulfilment
 from shop.models import Category, Order, OrderStatus, Product, ShopSettings
 from shop.order_tokens import access_token_hash
 
@@ -15,7 +15,7 @@ SHOP_SETTINGS_CACHE_KEY = "shop:settings:v1"
 
 # Storefront pages count a product's stock only this far; more shows as "In stock". Counting
 # reads one index entry per key, and a large pool holds millions (docs/performance.md). What a
-# buyer can order is decided exactly: checkout asks product_has_stock for the quantity.
+# buyer can order is decided exactly: checkout asks units_available for the quantity.
 STOCK_SHOWN_UP_TO = 100
 
 
@@ -29,7 +29,7 @@ def catalog_categories() -> list[Category]:
         .prefetch_related(Prefetch("products", queryset=products, to_attr="active_products"))
     )
     all_products = [p for c in categories for p in c.active_products]
-    counts = stock_counts(product_ids=[p.pk for p in all_products], up_to=STOCK_SHOWN_UP_TO)
+    counts = fulfilment().units_shown(product_ids=[p.pk for p in all_products], up_to=STOCK_SHOWN_UP_TO)
     for product in all_products:
         _stock_set(product, counts.get(product.pk, 0), up_to=STOCK_SHOWN_UP_TO)
     return categories
@@ -48,7 +48,7 @@ def product_for_sale(*, slug: str) -> Product | None:
     product = Product.objects.filter(slug=slug, is_active=True).select_related("category").first()
     if product is not None:
         up_to = max(STOCK_SHOWN_UP_TO, product.max_quantity)
-        _stock_set(product, stock_counts(product_ids=[product.pk], up_to=up_to).get(product.pk, 0), up_to=up_to)
+        _stock_set(product, fulfilment().units_shown(product_ids=[product.pk], up_to=up_to).get(product.pk, 0), up_to=up_to)
     return product
 
 
@@ -73,32 +73,6 @@ def orders_expired_ids(*, now: datetime, limit: int = 500) -> list[int]:
 
 def order_events(*, order: Order) -> QuerySet:
     return order.events.all()
-
-
-def sales_figures(*, now: datetime) -> dict:
-    """Paid orders and revenue today and over 7 days (test orders left out), the exception
-    queue's size by reason, and delivery failures over 7 days: the operator's dashboard."""
-    from django.db.models import Count, Sum
-    from django.utils import timezone
-
-    from delivery.models import AttemptState, DeliveryAttempt
-
-    start_of_day = timezone.localtime(now).replace(hour=0, minute=0, second=0, microsecond=0)
-    real = Order.objects.filter(is_test=False, paid_at__isnull=False)
-
-    def totals(since: datetime) -> dict:
-        return real.filter(paid_at__gte=since).aggregate(orders=Count("id"), revenue=Sum("total"))
-
-    return {
-        "today": totals(start_of_day),
-        "week": totals(now - timedelta(days=7)),
-        "queue": list(
-            Order.objects.filter(status=OrderStatus.EXCEPTION).values("exception_reason").annotate(n=Count("id")).order_by("-n")
-        ),
-        "failed_sends_week": DeliveryAttempt.objects.filter(
-            state=AttemptState.FAILED, started_at__gte=now - timedelta(days=7)
-        ).count(),
-    }
 
 
 def shop_settings() -> ShopSettings:

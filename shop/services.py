@@ -1,57 +1,47 @@
-"""Order lifecycle: creation, payment received, expiry, the exception queue.
+"""Order lifecycle: creation, expiry, cancellation, the exception queue.
 
-Every status change goes through ``order_transition`` (the table below) on a locked row and
-writes an ``OrderEvent`` in the same transaction.
+Every status change is a move built by ``shop.transitions`` (the table of allowed moves is
+there), run on a locked row with its ``OrderEvent`` in the same transaction. What a payment
+does to an order is ``shop.transitions.order_payment``, run by ``payments.services``.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import re
 import secrets
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from decimal import Decimal
 
 from django.conf import settings
 from django.contrib.auth.hashers import check_password, make_password
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone, translation
 from django.utils.crypto import salted_hmac
 from django.utils.translation import gettext as _
 
-from cardpool.selectors import product_has_stock
-from kameng.sql import sql_literal, statements_run
+from kameng.sql import row_source, statements_run
+from shop.events import order_exception_event
+from shop.fulfilment import fulfilment
 from shop.lock_objects import order_lock
-from shop.models import ContactKind, ExceptionReason, Order, OrderEvent, OrderStatus, Product
+from shop.models import ContactKind, Order, OrderEvent, OrderStatus, Product
 from shop.order_tokens import order_access_token_hash
-from shop.signals import order_moved
+from shop.outbox import order_events_announce
+from shop.transitions import (  # noqa: F401 - ORDER_TRANSITIONS, InvalidTransition: part of this module's API
+    ORDER_TRANSITIONS,
+    InvalidTransition,
+    OrderMove,
+    order_duplicate_payment_move,
+    order_move,
+)
 
 logger = logging.getLogger(__name__)
 
 S = OrderStatus
-# The only moves an order's status may make. Anything else raises InvalidTransition.
-ORDER_TRANSITIONS: dict[str, frozenset[str]] = {
-    S.PENDING: frozenset({S.PAID, S.EXPIRED, S.CANCELLED, S.EXCEPTION}),
-    S.PAID: frozenset({S.DELIVERED, S.EXCEPTION}),
-    # Keys are on the order page, but the email could not be sent after every retry.
-    S.DELIVERED: frozenset({S.EXCEPTION}),
-    # Money arrived for an order that had already expired or been cancelled.
-    S.EXPIRED: frozenset({S.EXCEPTION}),
-    S.CANCELLED: frozenset({S.EXCEPTION}),
-    S.EXCEPTION: frozenset({S.DELIVERED, S.REFUNDED}),
-    S.REFUNDED: frozenset(),
-}
-
 MOBILE_RE = re.compile(r"^1[3-9]\d{9}$")
 QUERY_PASSWORD_HASHER = "pbkdf2_sha256_query"
-
-
-class InvalidTransition(Exception):
-    """An order was asked to make a status move the table does not allow."""
 
 
 class OrderRejected(ValidationError):
@@ -59,96 +49,33 @@ class OrderRejected(ValidationError):
 
 
 def order_transition(
-    *, order: Order, to: str, event_type: str, message: str = "", actor: str = "system", statements: list | None = None
+    *, order: Order, to: str, event_type: str, message: str = "", actor: str = "system", reason: str = ""
 ) -> Order:
-    """Move a locked order to ``to`` and write its event. Raises InvalidTransition.
+    """Move a locked order to ``to`` and write its event, in one round trip (every delivery
+    passes here). ``reason``: for a move to the exception queue (``message`` is its note).
+    Callers lock the row (``order_lock``) and re-check state first; the move itself
+    (``shop.transitions.order_move``) enforces the table. Raises InvalidTransition."""
+    move = order_move(
+        order=order, to=to, event_type=event_type, message=message, actor=actor, reason=reason, at=timezone.now()
+    )
+    statements_run([row_source("target", order_id=order.pk), *move.writes])
+    return order_moves_applied(order=order, moves=[move])
 
-    Callers lock the row (``order_lock``) and re-check state first; this only enforces the table.
-    Hand-written, one round trip on PostgreSQL, because every delivery passes here (see
-    bench/reserve.py). With ``statements`` the writes are appended there instead, for the caller
-    to run in its own round trip (``statements_run``) within the same transaction.
-    """
-    if to not in ORDER_TRANSITIONS[order.status]:
-        raise InvalidTransition(f"order {order.number}: {order.status} → {to} is not allowed")
-    now = timezone.now()
-    changed = _transition_changes(to=to, now=now, order=order)
-    for name, value in changed.items():
-        setattr(order, name, value)
-    assignments, values = _assignments(changed)
-    writes = [
-        (f"UPDATE {Order._meta.db_table} SET {assignments} WHERE id = %s", [*values, order.pk]),
-        order_event_statement(order_id=order.pk, event_type=event_type, message=message, actor=actor, at=now),
-    ]
-    if statements is None:
-        statements_run(writes)
-    else:
-        statements.extend(writes)
-    order_moved.send(sender=Order, order=order, event_type=event_type, statements=statements)
+
+def order_moves_applied(*, order: Order, moves: list[OrderMove] | tuple[OrderMove, ...]) -> Order:
+    """After a batch holding ``moves`` of ``order`` ran: show them on the instance, and have
+    their events dispatched after commit (``shop.outbox``)."""
+    for move in moves:
+        for name, value in move.changes.items():
+            setattr(order, name, value)
+    order_events_announce(order_id=order.pk, event_types=[move.event_type for move in moves])
     return order
 
 
-def _transition_changes(*, to: str, now: datetime, order: Order | None = None) -> dict:
-    """The columns a move to ``to`` writes (``order``: the order's own values some moves keep)."""
-    changed = {"status": to, "updated_at": now}
-    if to == S.PAID:
-        changed["paid_at"] = now
-    elif to == S.DELIVERED:
-        changed["delivered_at"] = order.delivered_at or now
-        changed["exception_reason"] = ""
-    elif to == S.EXCEPTION:
-        changed["exception_at"] = now
-        changed["exception_reason"] = order.exception_reason
-        changed["exception_note"] = order.exception_note
-    return changed
-
-
-def _assignments(changed: dict) -> tuple[str, list]:
-    ops = connection.ops
-    values = [ops.adapt_datetimefield_value(value) if isinstance(value, datetime) else value for value in changed.values()]
-    return ", ".join(f"{ops.quote_name(Order._meta.get_field(name).column)} = %s" for name in changed), values
-
-
-ORDER_PAID_EVENT = "shop.order.paid"
-
-
-@functools.lru_cache(maxsize=4)
-def order_paid_assignments(*, at: str) -> str:
-    """The SET list of a pending order's move to paid, for a hand-written statement that pays it
-    (``payments.services._payment_confirm_pending``): the columns ``order_transition`` writes,
-    the status as a literal and every time as the statement's named parameter ``at``. Built
-    once per process."""
-    quote = connection.ops.quote_name
-    return ", ".join(
-        f"{quote(Order._meta.get_field(name).column)} = "
-        + (f"%({at})s" if isinstance(value, datetime) else sql_literal(value))
-        for name, value in _transition_changes(to=S.PAID, now=timezone.now()).items()
-    )
-
-
-def order_paid_note(*, gateway: str, amount: Decimal) -> str:
-    """The message of a payment's events: which gateway, how much."""
-    return f"{gateway}: {amount}"
-
-
-def order_event_statement(*, order_id: int, event_type: str, message: str, actor: str, at: datetime) -> tuple[str, list]:
-    """The INSERT of one order event, for a caller's ``statements_run`` round trip (hot paths;
-    elsewhere ``OrderEvent.objects.create``)."""
-    return (
-        f"INSERT INTO {OrderEvent._meta.db_table} (order_id, type, message, actor, created_at) VALUES (%s, %s, %s, %s, %s)",
-        [order_id, event_type, message, actor, connection.ops.adapt_datetimefield_value(at)],
-    )
-
-
-def order_exception_enter(
-    *, order: Order, reason: str, note: str = "", actor: str = "system", statements: list | None = None
-) -> Order:
-    """Put a locked order in the exception queue with a reason. Keys and money do not move.
-    ``statements``: as for ``order_transition``."""
-    order.exception_reason = reason
-    order.exception_note = note
+def order_exception_enter(*, order: Order, reason: str, note: str = "", actor: str = "system") -> Order:
+    """Put a locked order in the exception queue with a reason. Keys and money do not move."""
     return order_transition(
-        order=order, to=S.EXCEPTION, event_type=f"shop.order.exception.{reason}", message=note, actor=actor,
-        statements=statements,
+        order=order, to=S.EXCEPTION, event_type=order_exception_event(reason), message=note, actor=actor, reason=reason
     )
 
 
@@ -201,7 +128,7 @@ def order_create(
             _("Choose between %(min)d and %(max)d per order.") % {"min": product.min_quantity, "max": product.max_quantity},
             code="quantity",
         )
-    if not product_has_stock(product_id=product.pk, quantity=quantity):
+    if not fulfilment().units_available(product_id=product.pk, quantity=quantity):
         raise OrderRejected(_("Not enough stock for this quantity."), code="stock")
     contact, kind = contact_normalise(contact)
     unit_price: Decimal = product.price
@@ -226,61 +153,6 @@ def order_create(
     return order
 
 
-@dataclass(frozen=True)
-class PaymentReceived:
-    """What happened to an order when a confirmed payment arrived."""
-
-    order_id: int
-    status: str
-    needs_delivery: bool
-    duplicate: bool = False
-
-
-def order_payment_received(
-    *, order: Order, amount: Decimal, gateway: str, actor: str = "system", statements: list | None = None
-) -> PaymentReceived:
-    """Record that ``amount`` was paid for an order the caller locked (``payment_lock`` locks a
-    payment and its order). Call inside the payment's transaction.
-
-    pending and the amount equals the total → paid (the caller schedules delivery);
-    amount differs → exception ``amount_mismatch``; expired or cancelled → exception
-    ``paid_after_expiry``. An order another payment already paid gets ``duplicate=True``: a
-    delivered one goes to the exception queue (``duplicate_payment``) for a refund; one still
-    being delivered is queued by ``order_duplicate_payment_queue`` once it is delivered.
-    ``statements``: as for ``order_transition`` (the rare duplicate case writes at once).
-    """
-    note = order_paid_note(gateway=gateway, amount=amount)
-    if order.status == S.PENDING:
-        if amount != order.total:
-            order_exception_enter(
-                order=order,
-                reason=ExceptionReason.AMOUNT_MISMATCH,
-                note=f"paid {amount}, expected {order.total} ({gateway})",
-                actor=actor,
-                statements=statements,
-            )
-        else:
-            order_transition(
-                order=order, to=S.PAID, event_type=ORDER_PAID_EVENT, message=note, actor=actor, statements=statements
-            )
-    elif order.status in (S.EXPIRED, S.CANCELLED):
-        order_exception_enter(
-            order=order,
-            reason=ExceptionReason.PAID_AFTER_EXPIRY,
-            note=f"paid {amount} after the order was {order.status} ({gateway})",
-            actor=actor,
-            statements=statements,
-        )
-    else:
-        OrderEvent.objects.create(
-            order=order, type="shop.order.payment_duplicate", message=f"another payment of {note}; refund it", actor=actor
-        )
-        logger.warning("order %s received a second payment of %s", order.number, note)
-        order_duplicate_payment_queue(order=order, note=f"second payment of {note}")
-        return PaymentReceived(order_id=order.pk, status=order.status, needs_delivery=False, duplicate=True)
-    return PaymentReceived(order_id=order.pk, status=order.status, needs_delivery=order.status == S.PAID)
-
-
 def order_duplicate_payment_queue(*, order: Order, note: str) -> bool:
     """Queue a locked, delivered order that was paid twice, so staff refund the extra payment.
 
@@ -288,7 +160,9 @@ def order_duplicate_payment_queue(*, order: Order, note: str) -> bool:
     """
     if order.status != S.DELIVERED:
         return False
-    order_exception_enter(order=order, reason=ExceptionReason.DUPLICATE_PAYMENT, note=note)
+    move = order_duplicate_payment_move(order=order, note=note, at=timezone.now())
+    statements_run([row_source("target", order_id=order.pk), *move.writes])
+    order_moves_applied(order=order, moves=[move])
     return True
 
 
@@ -425,13 +299,11 @@ def order_exception_resolve(*, order_id: int, actor: str, note: str = "") -> Ord
     """Staff mark an exception-queue order as handled. Only an order that holds its keys can
     leave as delivered (keys are never taken back here); others need a delivery or a refund.
     Raises InvalidTransition."""
-    from cardpool.models import CardKey
-
     with transaction.atomic(durable=True):
         order = order_lock(order_id)
         if order.status != S.EXCEPTION:
             raise InvalidTransition(f"order {order.number} is not in the exception queue")
-        if not CardKey.objects.filter(order=order, status="sold").exists():
+        if not fulfilment().order_holds_goods(order_id=order.pk):
             raise InvalidTransition(f"order {order.number} has no keys: deliver or refund it instead")
         return order_transition(
             order=order, to=S.DELIVERED, event_type="shop.order.resolved", message=note or "resolved by staff", actor=actor

@@ -28,8 +28,8 @@ from django_ratelimit import ALL
 from django_ratelimit.core import is_ratelimited
 from qrcode.image.svg import SvgPathImage
 
-from cardpool.selectors import order_keys, product_has_stock
-from delivery.services import ResendRefused, delivery_resend, order_short_token
+from cardpool.selectors import order_keys
+from delivery.messages import ResendRefused, delivery_resend, order_short_token
 from kameng.client_ip import request_client_ip
 from payments.gateways.base import GatewayError
 from payments.registry import GatewayNotFound, gateway_get, gateways_enabled
@@ -41,6 +41,7 @@ from payments.services import (
     payment_start,
 )
 from shop import selectors
+from shop.fulfilment import fulfilment
 from shop.browser_orders import browser_order_ids, browser_orders_remember
 from shop.forms import CheckoutForm, OrderLookupForm
 from shop.models import Order, OrderStatus
@@ -190,7 +191,7 @@ def order_pay(request: HttpRequest, token: str) -> HttpResponse:
             return redirect("shop:order-pay-qr", token=token, out_trade_no=payment.out_trade_no)
     if sold_out is None:
         # The same check payment_start makes, so a buyer sees it before choosing how to pay.
-        sold_out = not product_has_stock(product_id=order.product_id, quantity=order.quantity)
+        sold_out = not fulfilment().units_available(product_id=order.product_id, quantity=order.quantity)
     response = render(
         request,
         "shop/order_pay.html",

@@ -445,7 +445,7 @@ def test_rotation_while_sales_go_on_sells_no_key_twice_and_loses_none(settings):
     settings.CARDPOOL_KEYS = f"1:{old},2:{new}"
 
     def sell():
-        return sum(order_deliver(order_id=o.pk) == "delivered" for o in orders)
+        return sum(order_deliver(order_id=o.pk).status == "delivered" for o in orders)
 
     rotated, sold = run_together(cardkeys_rotate, sell)
 

@@ -12,7 +12,8 @@ from django.utils import timezone
 
 from cardpool.importing import cardkeys_import_text
 from cardpool.models import CardKey, CardKeyStatus
-from cardpool.selectors import UNLIMITED_STOCK, available_counts, product_has_stock, stock_counts, stock_counts_sql
+from cardpool.selectors import available_counts, product_has_stock, stock_counts, stock_counts_sql
+from shop.fulfilment import UNLIMITED_STOCK
 from shop import selectors
 from tests.factories import OrderFactory, ProductFactory, stock_product
 from tests.storefront import checkout

@@ -14,7 +14,8 @@ from django.utils import timezone
 from cardpool.importing import cardkeys_import_text
 from cardpool.models import CardKey, CardKeyStatus
 from delivery.models import DeliveryMessage, MessageState, StockAlert
-from delivery.services import delivery_sweep, order_deliver
+from delivery.services import order_deliver
+from delivery.sweeper import delivery_sweep
 from shop.models import ExceptionReason, Order, OrderStatus
 from tests.email_backends import PERMANENT, TEMPORARY, fail_next
 from tests.factories import ProductFactory, stock_product
@@ -220,7 +221,7 @@ def test_running_delivery_twice_delivers_once(client, on_commit):
     stock_product(product, 3)
     order = pay(client, on_commit, product)
 
-    assert order_deliver(order_id=order.pk) == OrderStatus.DELIVERED
+    assert order_deliver(order_id=order.pk).status == OrderStatus.DELIVERED
     assert CardKey.objects.filter(order=order).count() == 1
     assert len(mail.outbox) == 1
 

@@ -17,7 +17,7 @@ from django.utils.html import strip_tags
 
 from cardpool.models import CardKey, CardKeyStatus
 from delivery.models import DeliveryMessage, MessageState
-from delivery.services import delivery_sweep
+from delivery.sweeper import delivery_sweep
 from payments.models import Payment
 from shop.models import ExceptionReason, Order, OrderStatus, ShopSettings
 from shop.selectors import order_by_access_token

@@ -10,7 +10,7 @@ import sys
 import pytest
 import requests
 
-from delivery.services import order_short_token
+from delivery.messages import order_short_token
 from kameng.log_redaction import SecretPathFilter, secret_paths_redact
 from shop.selectors import order_by_access_token
 from tests.conftest import wait_until

@@ -106,7 +106,7 @@ def test_sms_short_link_still_opens_the_order_page(client, on_commit, settings):
     product = ProductFactory()
     keys = stock_product(product, 1)
     order = _paid_and_delivered(client, on_commit, product, contact="13900139000")
-    from delivery.services import order_short_token
+    from delivery.messages import order_short_token
 
     response = client.get(reverse("shop:order-short", args=[order_short_token(order=order)]))
 

@@ -1,0 +1,116 @@
+"""The ``OrderEvent`` outbox: committed events handed to their handlers (``shop.events``).
+
+How an event reaches a worker (``DELIVERY_DISPATCH``):
+
+``listen`` (PostgreSQL, the default there): the statement that writes the event announces its
+order with ``NOTIFY kameng_events`` (delivered only if the transaction commits), and one
+listener thread in one Celery worker (``shop.outbox_listener``) turns announcements into
+dispatch tasks. The web request does not talk to the broker, and a payment does not depend on
+the broker being up at that moment.
+
+``broker`` (SQLite, the embedded default): the transition's service sends the dispatch task to
+the broker when its transaction commits.
+
+Either way the database stays the record: an event is written undispatched, and the outbox
+sweeper (beat) hands every event still undispatched after DELIVERY_SWEEP_AFTER_SECONDS to its
+handlers, as does a listener that takes over.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import connection
+from django.utils import timezone
+from django.utils.module_loading import import_string
+
+from shop.events import DispatchedEvent, event_handlers
+from shop.models import EventReceipt, OrderEvent
+
+logger = logging.getLogger(__name__)
+
+EVENTS_CHANNEL = "kameng_events"
+
+
+def dispatch_listens() -> bool:
+    """Whether committed events are announced by NOTIFY (else by a task sent after commit)."""
+    return settings.DELIVERY_DISPATCH == "listen" and connection.vendor == "postgresql"
+
+
+def announce_returning(handled: bool) -> str:
+    """What an event INSERT adds to its RETURNING list: in listen mode, for an event with
+    handlers, the NOTIFY of its order (run with the row, sent at commit); otherwise nothing."""
+    return f", pg_notify('{EVENTS_CHANNEL}', order_id::text)" if handled and dispatch_listens() else ""
+
+
+def order_events_announce(*, order_id: int, event_types: list[str] | tuple[str, ...]) -> None:
+    """After a transition's statements ran: in broker mode, send the order's dispatch task once
+    the transaction commits, if one of its events has handlers (listen mode announced them in
+    the statements)."""
+    if dispatch_listens() or not any(event_handlers(event_type) for event_type in event_types):
+        return
+    from shop import tasks  # the task module imports this one: resolved at call time
+
+    tasks.order_events_dispatch.delay_on_commit([order_id])
+
+
+def order_events_dispatch(*, order_ids: list[int]) -> int:
+    """Hand the undispatched events of these orders, oldest first, to each of their handlers
+    that has not run for them yet, recording each run; an event is dispatched once all its
+    handlers ran. A handler that raises is logged and tried again by the sweeper. Returns how
+    many events were completed."""
+    events = list(
+        OrderEvent.objects.filter(order_id__in=order_ids, dispatched_at__isnull=True)
+        .order_by("id")
+        .values_list("pk", "order_id", "type")
+    )
+    if not events:
+        return 0
+    ran = set(EventReceipt.objects.filter(event_id__in=[pk for pk, _o, _t in events]).values_list("event_id", "handler"))
+    completed = 0
+    for pk, order_id, event_type in events:
+        event = DispatchedEvent(id=pk, order_id=order_id, type=event_type)
+        if _event_handle(event, done={name for event_id, name in ran if event_id == pk}):
+            completed += 1
+    return completed
+
+
+def _event_handle(event: DispatchedEvent, *, done: set[str]) -> bool:
+    all_ran = True
+    for name, path in event_handlers(event.type).items():
+        if name in done:
+            continue
+        try:
+            import_string(path)(event)
+        except Exception:  # noqa: BLE001 - one handler's failure must not stop the others
+            logger.exception("outbox handler %s failed for event %s (%s)", name, event.id, event.type)
+            all_ran = False
+            continue
+        EventReceipt.objects.bulk_create([EventReceipt(event_id=event.id, handler=name)], ignore_conflicts=True)
+    if all_ran:
+        OrderEvent.objects.filter(pk=event.id, dispatched_at__isnull=True).update(dispatched_at=timezone.now())
+    return all_ran
+
+
+def orders_with_undispatched_events(*, cutoff: datetime, limit: int = 1000) -> list[int]:
+    """Orders whose events have waited for their handlers since before ``cutoff`` (the partial
+    index over undispatched events serves it)."""
+    rows = (
+        OrderEvent.objects.filter(dispatched_at__isnull=True, created_at__lte=cutoff)
+        .order_by("created_at")
+        .values_list("order_id", flat=True)[:limit]
+    )
+    return list(dict.fromkeys(rows))
+
+
+def outbox_sweep(*, cutoff: datetime | None = None) -> int:
+    """Dispatch every event still undispatched since before ``cutoff`` (default:
+    DELIVERY_SWEEP_AFTER_SECONDS ago), in this process. Returns how many were completed."""
+    if cutoff is None:
+        cutoff = timezone.now() - timedelta(seconds=settings.DELIVERY_SWEEP_AFTER_SECONDS)
+    order_ids = orders_with_undispatched_events(cutoff=cutoff)
+    if order_ids:
+        logger.info("outbox sweeper: %d orders with undispatched events", len(order_ids))
+    return order_events_dispatch(order_ids=order_ids) if order_ids else 0
