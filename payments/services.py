@@ -228,16 +228,17 @@ def _notice_apply(*, gateway: PaymentGateway, notice: VerifiedNotification, raw:
     payment as the one before them left it. Both run the same writes (``payment_confirmation``).
     """
     if notice.paid and connection.features.has_select_for_update and gateway.is_enabled():
-        if _payment_confirm_guarded(gateway=gateway, notice=notice, raw=raw, actor=actor):
+        if payment_confirm_guarded(gateway=gateway, notice=notice, raw=raw, actor=actor):
             return NotificationOutcome(accepted=True, verdict=NotificationVerdict.ACCEPTED)
     with transaction.atomic(durable=True):
         found = payment_lock(out_trade_no=notice.out_trade_no, gateway=gateway.identifier)
         return _notice_decide(gateway=gateway, notice=notice, raw=raw, actor=actor, found=found)
 
 
-def _payment_confirm_guarded(*, gateway: PaymentGateway, notice: VerifiedNotification, raw: str, actor: str) -> bool:
-    """The guarded one-statement confirmation; False when it matched nothing (then nothing was
-    written). As the request's first statement it also stands in for the connection's health
+def payment_confirm_guarded(*, gateway: PaymentGateway, notice: VerifiedNotification, raw: str, actor: str) -> bool:
+    """Confirm a paid notice in one guarded statement (PostgreSQL; the common case, see
+    ``payments.confirmation.guarded_confirmation``); False when it matched nothing, and then
+    nothing was written and the caller decides under ``payment_lock``. As the request's first statement it also stands in for the connection's health
     check (``first_statement``): run twice, the second run finds the payment confirmed."""
     statements = guarded_confirmation(gateway=gateway.identifier, notice=notice, raw=raw, actor=actor, at=timezone.now())
     rows = first_statement(lambda: statements_run(statements))
