@@ -22,11 +22,11 @@ from cardpool.models import CardKey, CardKeyStatus, ImportBatch, ImportUpload
 from cardpool.services import _SELL_SQL, cardkeys_rotate
 from delivery.services import order_deliver
 from shop.models import Order
-from tests.factories import OrderFactory, ProductFactory, stock_product
-from tests.operators import admin_import, import_confirm, import_upload
-from tests.platforms import sandbox_notification
-from tests.races import run_together
-from tests.storefront import checkout, post_notification, start_sandbox_payment
+from tests.support.factories import OrderFactory, ProductFactory, stock_product
+from tests.support.operators import admin_import, import_confirm, import_upload
+from tests.support.platforms import sandbox_notification
+from tests.support.races import run_together
+from tests.support.storefront import checkout, post_notification, start_sandbox_payment
 
 pytestmark = pytest.mark.django_db
 
@@ -214,7 +214,7 @@ def test_admin_import_with_nothing_is_refused(admin_client):
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_reservation_query_uses_the_partial_index_on_postgresql():
-    from tests.factories import OrderFactory
+    from tests.support.factories import OrderFactory
 
     product = ProductFactory()
     stock_product(ProductFactory(), 2000)

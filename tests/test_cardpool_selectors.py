@@ -14,8 +14,8 @@ from cardpool.importing import cardkeys_import_text
 from cardpool.models import CardKey, CardKeyStatus
 from cardpool.selectors import UNLIMITED_STOCK, available_counts, product_has_stock, stock_counts, stock_counts_sql
 from shop import selectors
-from tests.factories import OrderFactory, ProductFactory, stock_product
-from tests.storefront import checkout
+from tests.support.factories import OrderFactory, ProductFactory, stock_product
+from tests.support.storefront import checkout
 
 pytestmark = pytest.mark.django_db
 

@@ -16,11 +16,11 @@ from cardpool.models import CardKey, CardKeyStatus
 from delivery.models import DeliveryMessage, MessageState, StockAlert
 from delivery.services import delivery_sweep, order_deliver
 from shop.models import ExceptionReason, Order, OrderStatus
-from tests.email_backends import PERMANENT, TEMPORARY, fail_next
-from tests.factories import ProductFactory, stock_product
-from tests.operators import admin_import
-from tests.platforms import sandbox_notification
-from tests.storefront import checkout, post_notification, start_sandbox_payment
+from tests.support.email_backends import PERMANENT, TEMPORARY, fail_next
+from tests.support.factories import ProductFactory, stock_product
+from tests.support.operators import admin_import
+from tests.support.platforms import sandbox_notification
+from tests.support.storefront import checkout, post_notification, start_sandbox_payment
 
 pytestmark = pytest.mark.django_db
 

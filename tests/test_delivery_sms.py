@@ -7,10 +7,10 @@ import pytest
 from delivery.channels.sms import _provider
 from delivery.models import DeliveryMessage, MessageState
 from shop.models import ExceptionReason, OrderStatus
-from tests.factories import ProductFactory, stock_product
-from tests.platforms import sandbox_notification
-from tests.sms_platforms import SilentServer, SmsProviderServer
-from tests.storefront import checkout, post_notification, start_sandbox_payment
+from tests.support.factories import ProductFactory, stock_product
+from tests.support.platforms import sandbox_notification
+from tests.support.sms_platforms import SilentServer, SmsProviderServer
+from tests.support.storefront import checkout, post_notification, start_sandbox_payment
 
 pytestmark = pytest.mark.django_db
 

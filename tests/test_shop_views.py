@@ -14,9 +14,9 @@ from kameng.log_redaction import SecretPathFilter
 from shop.browser_orders import COOKIE_NAME
 from shop.models import Order, OrderStatus, Product
 from shop.services import order_create
-from tests.factories import OrderFactory, ProductFactory, stock_product
-from tests.platforms import sandbox_notification
-from tests.storefront import checkout, post_notification, sandbox_pay_page, start_sandbox_payment
+from tests.support.factories import OrderFactory, ProductFactory, stock_product
+from tests.support.platforms import sandbox_notification
+from tests.support.storefront import checkout, post_notification, sandbox_pay_page, start_sandbox_payment
 
 pytestmark = pytest.mark.django_db
 

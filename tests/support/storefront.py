@@ -50,7 +50,7 @@ def post_notification(client: Client, fields: dict, gateway: str = "sandbox"):
 def sandbox_pay(client: Client, on_commit, order: Order):
     """Press Pay with the sandbox and post the platform's paid notification; on-commit work
     (delivery, messages) runs as a real commit would run it. Returns the notification's answer."""
-    from tests.platforms import sandbox_notification
+    from tests.support.platforms import sandbox_notification
 
     payment = start_sandbox_payment(client, order)
     with on_commit():
