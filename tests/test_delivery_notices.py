@@ -25,9 +25,8 @@ from tests.support.email_backends import TEMPORARY, fail_next
 from tests.support.factories import ProductFactory, stock_product
 from tests.support.operators import admin_import
 from tests.support.platforms import sandbox_notification
-from tests.support.sms_platforms import SmsProviderServer
+from tests.support.sms_platforms import SmsProviderServer, use_provider
 from tests.support.storefront import post_notification, sandbox_pay, start_sandbox_payment
-from tests.test_delivery_sms import use_provider
 
 pytestmark = pytest.mark.django_db
 
