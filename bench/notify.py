@@ -83,7 +83,7 @@ def main() -> int:
     database_recreate(options.server, options.database)
     orders = options.orders or 1400 * options.seconds * options.rounds
 
-    from tests.payment_platforms import AlipayPlatform
+    from tests.support.payment_platforms import AlipayPlatform
 
     platform = AlipayPlatform()
     work = Path(tempfile.mkdtemp(prefix="kameng-bench-"))

@@ -59,7 +59,7 @@ def main() -> int:
 
     from notify import bench_environment, django_setup, notifications_prepare
 
-    from tests.payment_platforms import AlipayPlatform
+    from tests.support.payment_platforms import AlipayPlatform
 
     database_recreate(options.server, options.database)
     platform = AlipayPlatform()

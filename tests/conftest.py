@@ -1,23 +1,16 @@
 from __future__ import annotations
 
-import os
-import time
-
 import pytest
 from django.db import connection
 
 from kameng.celery import app as celery_app
-from tests.platforms import SANDBOX_SECRET
-
-REQUIRE_SERVICES = os.environ.get("KAMENG_REQUIRE_SERVICES") == "1"
-REDIS_URL = os.environ.get("KAMENG_TEST_REDIS_URL", "")
-# The live shop's cache (shop settings among it), shared with a test through ``live_cache``.
-LIVE_SHOP_CACHE_URL = REDIS_URL.replace("redis://", "rediscache://", 1)
+from tests.support.environment import LIVE_SHOP_CACHE_URL, REDIS_URL, REQUIRE_SERVICES
+from tests.support.platforms import SANDBOX_SECRET
 
 
 def _missing_service(node) -> str | None:
     if node.get_closest_marker("browser"):
-        from tests.browser import browser_missing
+        from tests.support.browser import browser_missing
 
         missing = browser_missing()
         if missing:
@@ -81,22 +74,10 @@ def on_commit(django_capture_on_commit_callbacks):
     return lambda: django_capture_on_commit_callbacks(execute=True)
 
 
-def wait_until(predicate, *, timeout: float = 30.0, interval: float = 0.05, message: str = "condition"):
-    """Poll ``predicate`` until it returns truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {message}")
-        time.sleep(interval)
-
-
 @pytest.fixture
 def alipay(settings, monkeypatch):
     """The Alipay simulator, configured in the shop; the SDK's HTTP POST goes to it."""
-    from tests.payment_platforms import AlipayPlatform
+    from tests.support.payment_platforms import AlipayPlatform
 
     platform = AlipayPlatform()
     platform.apply(settings)
@@ -107,7 +88,7 @@ def alipay(settings, monkeypatch):
 @pytest.fixture
 def wechat(settings):
     """The WeChat Pay simulator (public-key mode) serving its API on loopback."""
-    from tests.payment_platforms import WechatPayPlatform
+    from tests.support.payment_platforms import WechatPayPlatform
 
     platform = WechatPayPlatform()
     platform.apply(settings)
@@ -120,9 +101,9 @@ def live_shop(django_db_setup, django_db_blocker, tmp_path_factory):
     """gunicorn + a Celery worker + beat on the test database, shared by a module's browser tests
     (their data is committed: mark them ``django_db(transaction=True)``). Module-scoped: its worker
     would otherwise go on delivering other modules' orders behind their backs. Tests that need other settings
-    start their own with ``tests.processes.shop_start``."""
-    from tests.browser import browser_missing
-    from tests.processes import shop_start
+    start their own with ``tests.support.processes.shop_start``."""
+    from tests.support.browser import browser_missing
+    from tests.support.processes import shop_start
 
     if browser_missing() or connection.vendor != "postgresql" or not REDIS_URL:
         pytest.skip("the live shop needs PostgreSQL, Redis and Chromium")  # the test's own check fails first
@@ -150,7 +131,7 @@ def live_cache(settings, live_shop):
 
 @pytest.fixture(params=["phone", "desktop"])
 def viewport(request):
-    from tests.browser import VIEWPORTS
+    from tests.support.browser import VIEWPORTS
 
     return VIEWPORTS[request.param]
 
@@ -159,7 +140,7 @@ def viewport(request):
 def browser(viewport):
     """Headless Chromium at phone (390x844) and desktop (1366x900) width, asking for Simplified
     Chinese; ``browser_in`` opens more in other languages."""
-    from tests.browser import chromium_quit, chromium_start
+    from tests.support.browser import chromium_quit, chromium_start
 
     driver = chromium_start(viewport)
     yield driver
@@ -169,7 +150,7 @@ def browser(viewport):
 @pytest.fixture
 def browser_in(viewport):
     """``browser_in("en")``: another headless Chromium at the same width asking for that language."""
-    from tests.browser import chromium_quit, chromium_start
+    from tests.support.browser import chromium_quit, chromium_start
 
     drivers = []
 
@@ -185,10 +166,10 @@ def browser_in(viewport):
 
 @pytest.fixture
 def scripted_smtp(settings):
-    """An email backend whose sends fail as ``tests.email_backends.FAILURES`` scripts them."""
-    from tests import email_backends
+    """An email backend whose sends fail as ``tests.support.email_backends.FAILURES`` scripts them."""
+    from tests.support import email_backends
 
-    settings.EMAIL_BACKEND = "tests.email_backends.ScriptedSMTPBackend"
+    settings.EMAIL_BACKEND = "tests.support.email_backends.ScriptedSMTPBackend"
     yield email_backends
     email_backends.FAILURES.clear()
 
@@ -196,7 +177,7 @@ def scripted_smtp(settings):
 @pytest.fixture
 def smtp(settings):
     """A real SMTP server on loopback (aiosmtpd); yields its handler with the received messages."""
-    from tests.smtp_server import smtp_server_start
+    from tests.support.smtp_server import smtp_server_start
 
     controller, handler = smtp_server_start()
     settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"

@@ -12,8 +12,8 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from shop.models import Order, OrderStatus
-from tests.browser import console_errors, screenshot
-from tests.factories import ProductFactory, stock_product
+from tests.support.browser import console_errors, screenshot
+from tests.support.factories import ProductFactory, stock_product
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

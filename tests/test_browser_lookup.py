@@ -10,9 +10,9 @@ from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
 
 from shop.services import order_create
-from tests.browser import console_errors, screenshot
-from tests.factories import ProductFactory, stock_product
-from tests.processes import shop_start
+from tests.support.browser import console_errors, screenshot
+from tests.support.factories import ProductFactory, stock_product
+from tests.support.processes import shop_start
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

@@ -12,9 +12,9 @@ from cardpool.models import CardKey, CardKeyStatus
 from payments.models import Payment
 from shop.models import ExceptionReason, Order, OrderStatus
 from shop.selectors import order_by_access_token
-from tests.browser import console_errors, screenshot
-from tests.conftest import wait_until
-from tests.factories import ProductFactory, stock_product
+from tests.support.browser import console_errors, screenshot
+from tests.support.factories import ProductFactory, stock_product
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

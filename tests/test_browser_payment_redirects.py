@@ -29,9 +29,9 @@ from selenium.common.exceptions import StaleElementReferenceException, TimeoutEx
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-from tests.browser import DESKTOP, PHONE, chromium_quit, chromium_start, console_errors, screenshot
-from tests.factories import OrderFactory, ProductFactory, stock_product
-from tests.payment_platforms import AlipayPlatform, WechatPayPlatform
+from tests.support.browser import DESKTOP, PHONE, chromium_quit, chromium_start, console_errors, screenshot
+from tests.support.factories import OrderFactory, ProductFactory, stock_product
+from tests.support.payment_platforms import AlipayPlatform, WechatPayPlatform
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -158,7 +158,7 @@ def platforms(tmp_path_factory):
 
 
 def _shop(django_db_blocker, tmp_path_factory, platforms, *, alipay_mode: str):
-    from tests.processes import shop_start
+    from tests.support.processes import shop_start
 
     env = {
         **_platform_env(platforms.alipay, ALIPAY_SERVER_URL=platforms.gateway.url, ALIPAY_PAY_MODE=alipay_mode),
@@ -186,8 +186,8 @@ def shop_qr(live_shop_requirements, django_db_blocker, tmp_path_factory, platfor
 def live_shop_requirements(django_db_setup):
     from django.db import connection
 
-    from tests.browser import browser_missing
-    from tests.conftest import REDIS_URL
+    from tests.support.browser import browser_missing
+    from tests.support.environment import REDIS_URL
 
     if browser_missing() or connection.vendor != "postgresql" or not REDIS_URL:
         pytest.skip("needs PostgreSQL, Redis and Chromium")

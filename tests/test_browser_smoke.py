@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.browser import console_errors, screenshot
-from tests.factories import ProductFactory, stock_product
+from tests.support.browser import console_errors, screenshot
+from tests.support.factories import ProductFactory, stock_product
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

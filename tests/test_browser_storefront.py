@@ -14,10 +14,10 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
 
-from tests.browser import console_errors, screenshot
-from tests.factories import CategoryFactory, ProductFactory, stock_product
-from tests.images import card_art_upload, png_upload
-from tests.operators import product_image_upload, shop_settings_save
+from tests.support.browser import console_errors, screenshot
+from tests.support.factories import CategoryFactory, ProductFactory, stock_product
+from tests.support.images import card_art_upload, png_upload
+from tests.support.operators import product_image_upload, shop_settings_save
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

@@ -16,10 +16,10 @@ from cardpool import importing
 from cardpool.crypto import secret_decrypt
 from cardpool.importing import ImportLayout, cardkeys_import, cardkeys_import_text, rows_parse
 from cardpool.models import CardKey, CardKeyStatus, ImportBatch, ImportStatus, ImportUpload
-from tests.factories import ProductFactory
-from tests.operators import admin_import, import_confirm, import_upload
-from tests.platforms import sandbox_notification
-from tests.storefront import checkout, post_notification, start_sandbox_payment
+from tests.support.factories import ProductFactory
+from tests.support.operators import admin_import, import_confirm, import_upload
+from tests.support.platforms import sandbox_notification
+from tests.support.storefront import checkout, post_notification, start_sandbox_payment
 
 pytestmark = pytest.mark.django_db
 

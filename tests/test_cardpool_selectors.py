@@ -15,8 +15,8 @@ from cardpool.models import CardKey, CardKeyStatus
 from cardpool.selectors import available_counts, product_has_stock, stock_counts, stock_counts_sql
 from shop.fulfilment import UNLIMITED_STOCK
 from shop import selectors
-from tests.factories import OrderFactory, ProductFactory, stock_product
-from tests.storefront import checkout
+from tests.support.factories import OrderFactory, ProductFactory, stock_product
+from tests.support.storefront import checkout
 
 pytestmark = pytest.mark.django_db
 

@@ -20,12 +20,12 @@ from payments.registry import gateway_get
 from payments.services import payment_start
 from shop.models import ExceptionReason, Order, OrderStatus
 from shop.services import order_expire
-from tests.conftest import wait_until
-from tests.factories import OrderFactory, ProductFactory, stock_product
-from tests.platforms import sandbox_notification
-from tests.processes import flush_test_broker, service_env, start_worker, worker_database_url
-from tests.races import run_together
-from tests.storefront import post_notification
+from tests.support.factories import OrderFactory, ProductFactory, stock_product
+from tests.support.platforms import sandbox_notification
+from tests.support.processes import flush_test_broker, service_env, start_worker, worker_database_url
+from tests.support.races import run_together
+from tests.support.storefront import post_notification
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 

@@ -21,13 +21,12 @@ from delivery.sweeper import delivery_sweep
 from payments.models import Payment
 from shop.models import ExceptionReason, Order, OrderStatus, ShopSettings
 from shop.selectors import order_by_access_token
-from tests.email_backends import TEMPORARY, fail_next
-from tests.factories import ProductFactory, stock_product
-from tests.operators import admin_import
-from tests.platforms import sandbox_notification
-from tests.sms_platforms import SmsProviderServer
-from tests.storefront import post_notification, sandbox_pay, start_sandbox_payment
-from tests.test_delivery_sms import use_provider
+from tests.support.email_backends import TEMPORARY, fail_next
+from tests.support.factories import ProductFactory, stock_product
+from tests.support.operators import admin_import
+from tests.support.platforms import sandbox_notification
+from tests.support.sms_platforms import SmsProviderServer, use_provider
+from tests.support.storefront import post_notification, sandbox_pay, start_sandbox_payment
 
 pytestmark = pytest.mark.django_db
 
@@ -343,7 +342,7 @@ def test_payment_started_before_the_stock_ran_out_still_lands_in_the_queue(clien
     ],
 )
 def test_order_page_says_what_happens_next(client, status, reason, expected):
-    from tests.factories import OrderFactory
+    from tests.support.factories import OrderFactory
 
     order = OrderFactory(status=status, exception_reason=reason)
     url = reverse("shop:order", args=[order.access_token])

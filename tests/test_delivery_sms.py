@@ -4,31 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from delivery.channels.sms import _provider
 from delivery.models import DeliveryMessage, MessageState
 from shop.models import ExceptionReason, OrderStatus
-from tests.factories import ProductFactory, stock_product
-from tests.platforms import sandbox_notification
-from tests.sms_platforms import SilentServer, SmsProviderServer
-from tests.storefront import checkout, post_notification, start_sandbox_payment
+from tests.support.factories import ProductFactory, stock_product
+from tests.support.platforms import sandbox_notification
+from tests.support.sms_platforms import SilentServer, SmsProviderServer, use_provider
+from tests.support.storefront import checkout, post_notification, start_sandbox_payment
 
 pytestmark = pytest.mark.django_db
-
-PROVIDER_SETTINGS = {
-    "aliyun": {"ALIYUN_SMS_ACCESS_KEY_ID": "LTAI5tTest", "ALIYUN_SMS_ACCESS_KEY_SECRET": "secret", "ALIYUN_SMS_SIGN_NAME": "卡盟",
-               "ALIYUN_SMS_TEMPLATE_CODE": "SMS_123456789"},
-    "tencent": {"TENCENT_SMS_SECRET_ID": "AKIDtest", "TENCENT_SMS_SECRET_KEY": "secret", "TENCENT_SMS_SDK_APP_ID": "1400000000",
-                "TENCENT_SMS_SIGN_NAME": "卡盟", "TENCENT_SMS_TEMPLATE_ID": "1234567"},
-}
-
-
-def use_provider(settings, flavour: str, endpoint: str) -> None:
-    settings.SMS_PROVIDER = flavour
-    for name, value in PROVIDER_SETTINGS[flavour].items():
-        setattr(settings, name, value)
-    setattr(settings, f"{flavour.upper()}_SMS_ENDPOINT", endpoint)
-    settings.SMS_TIMEOUT_SECONDS = 1
-    _provider.cache_clear()
 
 
 def pay_by_phone(client, on_commit, product, phone="13800138000"):

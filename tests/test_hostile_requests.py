@@ -10,10 +10,10 @@ from django.urls import reverse
 
 from payments.models import Payment
 from shop.models import Order, OrderStatus
-from tests.conftest import wait_until
-from tests.factories import OrderFactory, ProductFactory, stock_product
-from tests.platforms import sandbox_notification
-from tests.storefront import checkout, sandbox_pay_page
+from tests.support.factories import OrderFactory, ProductFactory, stock_product
+from tests.support.platforms import sandbox_notification
+from tests.support.storefront import checkout, sandbox_pay_page
+from tests.support.waiting import wait_until
 
 NUL_PATHS = [
     "/order/abc%00/",
@@ -40,7 +40,7 @@ MALFORMED_PATHS = [
 
 @pytest.fixture(scope="module")
 def shop(django_db_setup, django_db_blocker, tmp_path_factory):
-    from tests.processes import shop_start
+    from tests.support.processes import shop_start
 
     with django_db_blocker.unblock():
         started = shop_start(tmp_path_factory.mktemp("hostile"), beat=False, web_workers=1)

@@ -13,9 +13,9 @@ import requests
 from delivery.messages import order_short_token
 from kameng.log_redaction import SecretPathFilter, secret_paths_redact
 from shop.selectors import order_by_access_token
-from tests.conftest import wait_until
-from tests.factories import ProductFactory, stock_product
-from tests.processes import ServiceProcess, free_port, service_env, shop_start
+from tests.support.factories import ProductFactory, stock_product
+from tests.support.processes import ServiceProcess, free_port, service_env, shop_start
+from tests.support.waiting import wait_until
 
 
 def _csrf(html: str) -> str:

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import wait_until
-from tests.processes import free_port
+from tests.support.processes import free_port
+from tests.support.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -17,12 +17,12 @@ from payments.models import Payment
 from payments.registry import gateway_get
 from payments.services import payment_start
 from shop.models import Order, OrderStatus
-from tests.conftest import wait_until
-from tests.factories import OrderFactory, ProductFactory, stock_product
-from tests.platforms import sandbox_notification
-from tests.processes import BIN, ServiceProcess, database_connections_cut, flush_test_broker, service_env, start_worker
-from tests.smtp_server import BlockingHandler, free_port
-from tests.storefront import post_notification
+from tests.support.factories import OrderFactory, ProductFactory, stock_product
+from tests.support.platforms import sandbox_notification
+from tests.support.processes import BIN, ServiceProcess, database_connections_cut, flush_test_broker, service_env, start_worker
+from tests.support.smtp_server import BlockingHandler, free_port
+from tests.support.storefront import post_notification
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.redis, pytest.mark.django_db(transaction=True)]
 

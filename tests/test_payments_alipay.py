@@ -16,8 +16,8 @@ from cardpool.models import CardKey
 from payments.gateways.alipay import AlipayGateway, alipay_settings_load
 from payments.models import Payment, PaymentNotification
 from shop.models import ExceptionReason, OrderStatus
-from tests.factories import ProductFactory, stock_product
-from tests.storefront import checkout, post_notification
+from tests.support.factories import ProductFactory, stock_product
+from tests.support.storefront import checkout, post_notification
 
 pytestmark = pytest.mark.django_db
 

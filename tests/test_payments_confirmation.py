@@ -22,7 +22,7 @@ from payments.models import Payment, PaymentNotification, PaymentState
 from payments.registry import gateway_get
 from payments.services import payment_confirm, payment_confirm_guarded
 from shop.models import Order, OrderEvent, OrderStatus
-from tests.factories import OrderFactory, ProductFactory
+from tests.support.factories import OrderFactory, ProductFactory
 
 pytestmark = pytest.mark.django_db
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from django.urls import reverse
 
-from tests.factories import OrderFactory
+from tests.support.factories import OrderFactory
 
 pytestmark = pytest.mark.django_db
 

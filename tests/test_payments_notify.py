@@ -13,9 +13,9 @@ from cardpool.models import CardKey
 from payments.gateways.sandbox import sandbox_secret, sandbox_signature
 from payments.models import NotificationVerdict, Payment, PaymentNotification
 from shop.models import ExceptionReason, Order, OrderStatus
-from tests.factories import ProductFactory, stock_product
-from tests.platforms import sandbox_notification
-from tests.storefront import checkout, post_notification, sandbox_pay_page, start_sandbox_payment
+from tests.support.factories import ProductFactory, stock_product
+from tests.support.platforms import sandbox_notification
+from tests.support.storefront import checkout, post_notification, sandbox_pay_page, start_sandbox_payment
 
 pytestmark = pytest.mark.django_db
 
@@ -140,7 +140,7 @@ def test_notify_malformed_amount_is_refused(client, pending_payment):
     import hashlib
     import hmac
 
-    from tests.platforms import SANDBOX_SECRET
+    from tests.support.platforms import SANDBOX_SECRET
 
     names = [k for k in fields if k != "sign"]
     fields["sign"] = hmac.new(

@@ -21,10 +21,10 @@ from payments.tasks import orders_expire, payments_reconcile
 from shop.lock_objects import order_lock
 from shop.models import ExceptionReason, Order, OrderStatus
 from shop.services import order_transition
-from tests.conftest import wait_until
-from tests.factories import ProductFactory, stock_product
-from tests.races import run_together
-from tests.storefront import checkout, post_notification
+from tests.support.factories import ProductFactory, stock_product
+from tests.support.races import run_together
+from tests.support.storefront import checkout, post_notification
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.django_db
 

@@ -11,8 +11,8 @@ from payments.models import Payment, PaymentState
 from payments.registry import gateway_get
 from payments.services import payment_close, payment_start
 from shop.models import OrderEvent
-from tests.factories import ProductFactory, stock_product
-from tests.storefront import checkout
+from tests.support.factories import ProductFactory, stock_product
+from tests.support.storefront import checkout
 
 pytestmark = pytest.mark.django_db
 

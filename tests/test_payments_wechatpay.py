@@ -15,9 +15,9 @@ from cardpool.models import CardKey
 from payments.gateways.wechatpay import WechatPayGateway, wechatpay_settings_load
 from payments.models import Payment, PaymentNotification
 from shop.models import ExceptionReason, OrderStatus
-from tests.factories import ProductFactory, stock_product
-from tests.payment_platforms import WechatPayPlatform
-from tests.storefront import checkout
+from tests.support.factories import ProductFactory, stock_product
+from tests.support.payment_platforms import WechatPayPlatform
+from tests.support.storefront import checkout
 
 pytestmark = pytest.mark.django_db
 

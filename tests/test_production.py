@@ -12,10 +12,10 @@ import requests
 from payments.registry import gateway_get
 from payments.services import payment_start
 from shop.models import Order, OrderStatus
-from tests.conftest import wait_until
-from tests.factories import OrderFactory, ProductFactory, stock_product
-from tests.platforms import sandbox_notification
-from tests.processes import database_connections_cut, shop_start
+from tests.support.factories import OrderFactory, ProductFactory, stock_product
+from tests.support.platforms import sandbox_notification
+from tests.support.processes import database_connections_cut, shop_start
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.redis, pytest.mark.django_db(transaction=True)]
 

@@ -1,5 +1,5 @@
 """The production reverse proxy: Debian's real ``caddy`` running the repo's Caddyfile in front of
-gunicorn (tests.processes.shop_start) on loopback, as docker-compose runs the caddy:2 image.
+gunicorn (tests.support.processes.shop_start) on loopback, as docker-compose runs the caddy:2 image.
 
 The buyer, the proxy and a direct caller use different loopback source addresses (127.0.0.3,
 127.0.0.1, 127.0.0.2), so the shop's idea of "the client" can be checked for each."""
@@ -15,9 +15,10 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from shop.models import Order
-from tests.conftest import REQUIRE_SERVICES, wait_until
-from tests.factories import ProductFactory, stock_product
-from tests.processes import REDIS_URL, ServiceProcess, free_port, shop_start
+from tests.support.environment import REQUIRE_SERVICES
+from tests.support.factories import ProductFactory, stock_product
+from tests.support.processes import REDIS_URL, ServiceProcess, free_port, shop_start
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.redis, pytest.mark.django_db(transaction=True)]
 

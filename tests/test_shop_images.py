@@ -12,8 +12,8 @@ from django.urls import reverse
 from PIL import Image
 
 from shop.models import Product, ShopSettings
-from tests.factories import CategoryFactory, ProductFactory, stock_product
-from tests.images import SVG_WITH_SCRIPT, jpeg_upload, png_header_only, png_upload
+from tests.support.factories import CategoryFactory, ProductFactory, stock_product
+from tests.support.images import SVG_WITH_SCRIPT, jpeg_upload, png_header_only, png_upload
 
 pytestmark = pytest.mark.django_db
 

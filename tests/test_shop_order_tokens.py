@@ -16,9 +16,9 @@ from django.urls import reverse
 
 from shop.models import Order, OrderStatus
 from shop.order_tokens import access_token_hash, order_access_token
-from tests.factories import ProductFactory, stock_product
-from tests.platforms import sandbox_notification
-from tests.storefront import checkout, post_notification, start_sandbox_payment
+from tests.support.factories import ProductFactory, stock_product
+from tests.support.platforms import sandbox_notification
+from tests.support.storefront import checkout, post_notification, start_sandbox_payment
 
 pytestmark = pytest.mark.django_db
 

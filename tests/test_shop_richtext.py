@@ -10,7 +10,7 @@ import pytest
 from django.urls import reverse
 
 from shop.models import ShopSettings
-from tests.factories import ProductFactory, stock_product
+from tests.support.factories import ProductFactory, stock_product
 
 pytestmark = pytest.mark.django_db
 
@@ -86,7 +86,7 @@ def test_markdown_formatting_survives_the_sanitiser(client):
 
 
 def test_notice_and_order_note_are_sanitised_too(client):
-    from tests.storefront import checkout
+    from tests.support.storefront import checkout
 
     ShopSettings.objects.create(notice="**公告** <script>alert(1)</script>", order_note="[x](javascript:alert(2)) 请妥善保管")
     product = ProductFactory()

@@ -18,7 +18,7 @@ from shop.services import (
     order_lookup,
     order_transition,
 )
-from tests.factories import OrderFactory, ProductFactory, stock_product
+from tests.support.factories import OrderFactory, ProductFactory, stock_product
 
 pytestmark = pytest.mark.django_db
 

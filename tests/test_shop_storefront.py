@@ -10,9 +10,9 @@ from django.urls import reverse
 from django.utils import timezone
 
 from shop.models import ShopSettings
-from tests.factories import CategoryFactory, ProductFactory, stock_product
-from tests.images import jpeg_upload
-from tests.storefront import checkout, sandbox_pay
+from tests.support.factories import CategoryFactory, ProductFactory, stock_product
+from tests.support.images import jpeg_upload
+from tests.support.storefront import checkout, sandbox_pay
 
 pytestmark = pytest.mark.django_db
 

@@ -9,7 +9,7 @@ from shop.events import event_has_handlers
 from shop.lock_objects import order_lock
 from shop.models import Order, OrderEvent, OrderStatus
 from shop.services import ORDER_TRANSITIONS, order_transition
-from tests.factories import OrderFactory
+from tests.support.factories import OrderFactory
 
 pytestmark = pytest.mark.django_db
 

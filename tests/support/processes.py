@@ -12,10 +12,10 @@ from pathlib import Path
 
 from django.db import connection
 
-from tests.platforms import SANDBOX_SECRET
+from tests.support.environment import REDIS_URL
+from tests.support.platforms import SANDBOX_SECRET
 
 BIN = Path(sys.executable).parent
-REDIS_URL = os.environ.get("KAMENG_TEST_REDIS_URL", "")
 
 
 def worker_database_url() -> str:
@@ -78,7 +78,7 @@ class ServiceProcess:
         self.log_path = log_dir / f"{name}.log"
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            args, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True, cwd=Path(__file__).parent.parent
+            args, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True, cwd=Path(__file__).parent.parent.parent
         )
 
     def log(self) -> str:
@@ -188,7 +188,7 @@ def shop_start(tmp_path: Path, *, beat: bool = True, web_workers: int = 2, **ove
     env.update(overrides)
     collect = subprocess.run(
         [sys.executable, "manage.py", "collectstatic", "--noinput"], env=env, capture_output=True, text=True, timeout=120,
-        cwd=Path(__file__).parent.parent,
+        cwd=Path(__file__).parent.parent.parent,
     )
     if collect.returncode != 0:
         raise RuntimeError(collect.stderr)

@@ -1,4 +1,5 @@
-"""What an operator does in the admin, over HTTP: import keys through the preview step."""
+"""What an operator does in the admin, over HTTP: import keys through the preview step, retry
+queued orders."""
 
 from __future__ import annotations
 
@@ -58,3 +59,12 @@ def shop_settings_save(admin_client, **fields) -> None:
     """Save the shop settings form in admin."""
     response = admin_client.post(reverse("admin:shop_shopsettings_change", args=[1]), fields)
     assert response.status_code == 302, response.content.decode()[:3000]
+
+
+def retry_from_the_queue(admin_client, on_commit, order):
+    """Run the exception queue's "retry delivery" action on the order; the delivery runs on commit."""
+    with on_commit():
+        admin_client.post(
+            reverse("admin:shop_exceptionorder_changelist"), {"action": "retry_delivery", "_selected_action": [order.pk]}
+        )
+    order.refresh_from_db()

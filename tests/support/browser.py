@@ -1,5 +1,5 @@
 """Headless Chromium for end-to-end tests: Debian's ``chromium`` and ``chromium-driver`` driven by
-Selenium against the real server processes (gunicorn + a Celery worker, ``tests.processes``).
+Selenium against the real server processes (gunicorn + a Celery worker, ``tests.support.processes``).
 
 ``make test`` runs these when the browser is installed; with KAMENG_REQUIRE_SERVICES=1 a missing
 browser fails the test instead of skipping it (``.ci/run`` installs it).
@@ -15,7 +15,7 @@ from pathlib import Path
 
 CHROMIUM = os.environ.get("KAMENG_CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("KAMENG_CHROMEDRIVER", "/usr/bin/chromedriver")
-SCREENSHOT_DIR = Path(os.environ.get("KAMENG_SCREENSHOT_DIR", Path(__file__).parent.parent / "var" / "screenshots"))
+SCREENSHOT_DIR = Path(os.environ.get("KAMENG_SCREENSHOT_DIR", Path(__file__).parent.parent.parent / "var" / "screenshots"))
 
 
 @dataclass(frozen=True)

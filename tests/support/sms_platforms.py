@@ -1,5 +1,6 @@
 """Loopback stand-ins for the SMS providers' HTTP APIs: answer like Aliyun or Tencent Cloud, or
-accept the connection and never answer (a provider that times out)."""
+accept the connection and never answer (a provider that times out); ``use_provider`` points the
+shop at one."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlsplit
+
+from delivery.channels.sms import _provider
 
 
 class SmsProviderServer:
@@ -81,3 +84,21 @@ class SilentServer:
         self.sock.close()
         for conn in self.held:
             conn.close()
+
+
+PROVIDER_SETTINGS = {
+    "aliyun": {"ALIYUN_SMS_ACCESS_KEY_ID": "LTAI5tTest", "ALIYUN_SMS_ACCESS_KEY_SECRET": "secret", "ALIYUN_SMS_SIGN_NAME": "卡盟",
+               "ALIYUN_SMS_TEMPLATE_CODE": "SMS_123456789"},
+    "tencent": {"TENCENT_SMS_SECRET_ID": "AKIDtest", "TENCENT_SMS_SECRET_KEY": "secret", "TENCENT_SMS_SDK_APP_ID": "1400000000",
+                "TENCENT_SMS_SIGN_NAME": "卡盟", "TENCENT_SMS_TEMPLATE_ID": "1234567"},
+}
+
+
+def use_provider(settings, flavour: str, endpoint: str) -> None:
+    """Configure the shop to send SMS through ``flavour`` (aliyun or tencent) at ``endpoint``."""
+    settings.SMS_PROVIDER = flavour
+    for name, value in PROVIDER_SETTINGS[flavour].items():
+        setattr(settings, name, value)
+    setattr(settings, f"{flavour.upper()}_SMS_ENDPOINT", endpoint)
+    settings.SMS_TIMEOUT_SECONDS = 1
+    _provider.cache_clear()

@@ -10,6 +10,7 @@ from django.urls import reverse
 from payments.models import Payment
 from shop.models import Order
 from shop.selectors import order_by_access_token
+from tests.support.platforms import sandbox_notification
 
 
 def checkout(client: Client, product, *, quantity: int = 1, contact: str = "buyer@example.com", password: str = "secret-pw") -> Order:
@@ -50,8 +51,23 @@ def post_notification(client: Client, fields: dict, gateway: str = "sandbox"):
 def sandbox_pay(client: Client, on_commit, order: Order):
     """Press Pay with the sandbox and post the platform's paid notification; on-commit work
     (delivery, messages) runs as a real commit would run it. Returns the notification's answer."""
-    from tests.platforms import sandbox_notification
-
     payment = start_sandbox_payment(client, order)
     with on_commit():
         return post_notification(client, sandbox_notification(out_trade_no=payment.out_trade_no, amount=order.total))
+
+
+def pay(client, on_commit, product, quantity=1, contact="buyer@example.com"):
+    """Check out, pay with the sandbox and let the delivery run (on commit); returns the order as it is
+    afterwards."""
+    order = checkout(client, product, quantity=quantity, contact=contact)
+    payment = start_sandbox_payment(client, order)
+    with on_commit():
+        response = post_notification(client, sandbox_notification(out_trade_no=payment.out_trade_no, amount=order.total))
+    assert response.content == b"success"
+    order.refresh_from_db()
+    return order
+
+
+def order_page(client, order) -> str:
+    """The order page's HTML, as the buyer opening its link sees it."""
+    return client.get(reverse("shop:order", args=[order.access_token])).content.decode()
