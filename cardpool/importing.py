@@ -375,11 +375,17 @@ def _index_probe(*, product_id: int, indexes: list[str], version: int | None = N
     """(blind index, status, batch id) of the pool's keys among ``indexes``."""
     if not indexes:
         return []
-    if connection.vendor != "postgresql":
-        rows = CardKey.objects.filter(product_id=product_id, blind_index__in=indexes)
-        if version is not None:
-            rows = rows.filter(index_version=version)
-        return list(rows.values_list("blind_index", "status", "batch_id"))
+    return _pool_io().index_probe(product_id=product_id, indexes=indexes, version=version)
+
+
+def _index_probe_portable(*, product_id: int, indexes: list[str], version: int | None) -> list[tuple[str, str, int | None]]:
+    rows = CardKey.objects.filter(product_id=product_id, blind_index__in=indexes)
+    if version is not None:
+        rows = rows.filter(index_version=version)
+    return list(rows.values_list("blind_index", "status", "batch_id"))
+
+
+def _index_probe_unnest(*, product_id: int, indexes: list[str], version: int | None) -> list[tuple[str, str, int | None]]:
     sql = _PROBE_SQL.format(table=CardKey._meta.db_table, version="AND index_version = %s" if version is not None else "")
     with connection.cursor() as cursor:
         cursor.execute(sql, [indexes, product_id] + ([version] if version is not None else []))
@@ -461,7 +467,7 @@ def import_commit(*, batch: ImportBatch, rows: Iterable[ParsedRow], progress=Non
     product_id = batch.product_id
     layout = ImportLayout.from_dict(batch.layout)
     legacy = _legacy_index_versions(product_id)
-    insert_chunk = _keys_copy if connection.vendor == "postgresql" else _keys_bulk_create
+    insert_chunk = _pool_io().keys_insert
     done = batch.rows_done
     position = 0
     seen: set[int] = set()  # 8 bytes of each blind index seen in this file
@@ -799,3 +805,21 @@ def cardkeys_import_text(
         product=product, raw=text.encode("utf-8"), layout=layout, created_by=created_by, source_name=source_name,
         supplier=supplier, dry_run=dry_run,
     )
+
+
+@dataclass(frozen=True)
+class _PoolIO:
+    """How a chunk's keys are probed and written: PostgreSQL probes an array of indexes in one
+    statement and writes with COPY; elsewhere the ORM does both."""
+
+    index_probe: Any
+    keys_insert: Any
+
+
+_POSTGRES_POOL_IO = _PoolIO(index_probe=_index_probe_unnest, keys_insert=_keys_copy)
+_PORTABLE_POOL_IO = _PoolIO(index_probe=_index_probe_portable, keys_insert=_keys_bulk_create)
+
+
+def _pool_io() -> _PoolIO:
+    # The one place where an import differs between the databases.
+    return _POSTGRES_POOL_IO if connection.vendor == "postgresql" else _PORTABLE_POOL_IO

@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from cardpool.crypto import secret_decrypt
 from cardpool.models import CardKey, CardKeyStatus
-from kameng.sql import sql_execute, sql_literal
+from kameng.sql import sql_execute, sql_in, sql_literal, values_from_sql
 from shop.fulfilment import UNLIMITED_STOCK
 from shop.models import Product
 
@@ -31,43 +31,31 @@ def _sellable_units(*, unlimited: str) -> str:
     return f"CASE WHEN max_uses IS NULL THEN {unlimited} ELSE max_uses - uses END"
 
 
-def _first_keys_units_sql(*, product: str, unlimited: str, now: str, limit: str) -> str:
+def sellable_units_sql(*, product: str, unlimited: str, now: str, limit: str, excluding: str = "") -> str:
     """Units held by a product's first ``limit`` sellable keys in reservation order: served by
     the partial index over available keys, reading at most ``limit`` entries however large the
-    pool. Each sellable key holds at least one unit, so a sum >= limit means "at least limit"."""
+    pool. Each sellable key holds at least one unit, so a sum >= limit means "at least limit".
+    ``excluding``: the name of a batch's statement whose returned ids do not count (the keys a
+    sale in the same batch just took). ``{table}`` is left to fill in."""
+    left_out = f" AND id NOT IN (SELECT id FROM {excluding})" if excluding else ""
     return f"""
     SELECT COALESCE(SUM({_sellable_units(unlimited=unlimited)}), 0)
       FROM (SELECT max_uses, uses FROM {{table}}
-             WHERE {sellable_keys_where(product=product, now=now)}
+             WHERE {sellable_keys_where(product=product, now=now)}{left_out}
              ORDER BY expires_at ASC NULLS LAST, id ASC
              LIMIT {limit}) first_keys
 """
 
 
 # Parameters, in order: units of an uncapped key, product id, now, limit.
-SELLABLE_UNITS_SQL = _first_keys_units_sql(product="= %s", unlimited="%s", now="%s", limit="%s")
+SELLABLE_UNITS_SQL = sellable_units_sql(product="= %s", unlimited="%s", now="%s", limit="%s")
 
 
-def _ids_condition(vendor: str, count: int) -> tuple[str, list[str]]:
-    # PostgreSQL: one array parameter, so every list length is one prepared statement.
-    if vendor == "postgresql":
-        return "= ANY(%(ids)s)", ["ids"]
-    names = [f"id{n}" for n in range(count)]
-    return "IN (" + ", ".join(f"%({name})s" for name in names) + ")", names
-
-
-def _ids_params(vendor: str, names: list[str], product_ids: list[int]) -> dict[str, object]:
-    if vendor == "postgresql":
-        return {"ids": list(product_ids)}
-    return dict(zip(names, product_ids, strict=True))
-
-
-def stock_counts_sql(*, vendor: str, count: int, up_to: int) -> tuple[str, list[str]]:
-    """The statement of ``stock_counts`` for ``count`` products (pure: its text and the names
-    of its id parameters; ``now`` is the other one). ``up_to`` is written into the text: a
+def stock_counts_sql(*, ids: str, up_to: int) -> str:
+    """The statement of ``stock_counts`` (pure): ``ids`` is the condition on the products' ids
+    (``kameng.sql.sql_in``), ``now`` the other parameter. ``up_to`` is written into the text: a
     generic plan then knows how few rows each LIMIT reads."""
     up_to = int(up_to)
-    ids, names = _ids_condition(vendor, count)
     table = CardKey._meta.db_table
     where = sellable_keys_where(product="= p.id", now="%(now)s")
     # Both subqueries are LIMITed: the second runs only for fewer than up_to keys anyway, and
@@ -82,7 +70,7 @@ def stock_counts_sql(*, vendor: str, count: int, up_to: int) -> tuple[str, list[
               FROM (SELECT 1 FROM {table} WHERE {where} LIMIT {up_to}) first_keys)
       FROM {Product._meta.db_table} p WHERE p.id {ids}
     """
-    return sql, names
+    return sql
 
 
 def stock_counts(*, product_ids: list[int], up_to: int) -> dict[int, int]:
@@ -98,9 +86,9 @@ def stock_counts(*, product_ids: list[int], up_to: int) -> dict[int, int]:
     """
     if not product_ids:
         return {}
-    vendor = connection.vendor
-    sql, names = stock_counts_sql(vendor=vendor, count=len(product_ids), up_to=up_to)
-    params = {"now": connection.ops.adapt_datetimefield_value(timezone.now()), **_ids_params(vendor, names, product_ids)}
+    ids, id_params = sql_in("ids", product_ids)
+    sql = stock_counts_sql(ids=ids, up_to=up_to)
+    params = {"now": connection.ops.adapt_datetimefield_value(timezone.now()), **id_params}
     with connection.cursor() as cursor:
         sql_execute(cursor, sql, params)
         return {product_id: min(int(units), up_to) for product_id, units in cursor.fetchall()}
@@ -112,8 +100,7 @@ def available_counts(*, product_ids: list[int]) -> dict[int, int]:
     products; storefront pages use ``stock_counts``."""
     if not product_ids:
         return {}
-    vendor = connection.vendor
-    ids, names = _ids_condition(vendor, len(product_ids))
+    ids, id_params = sql_in("ids", product_ids)
     where = sellable_keys_where(product=ids, now="%(now)s")
     sql = (
         f"SELECT product_id, SUM({_sellable_units(unlimited='%(unlimited)s')}) FROM {CardKey._meta.db_table}"
@@ -121,7 +108,7 @@ def available_counts(*, product_ids: list[int]) -> dict[int, int]:
     )
     params = {
         "unlimited": UNLIMITED_STOCK, "now": connection.ops.adapt_datetimefield_value(timezone.now()),
-        **_ids_params(vendor, names, product_ids),
+        **id_params,
     }
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
@@ -151,14 +138,11 @@ _ORDER_KEYS_SQL = "SELECT ciphertext, key_version, product_id, expires_at FROM {
 def order_keys(*, order) -> list[tuple[str, datetime | None]]:
     """(plaintext, expires_at) of the keys sold to an order. Only for the buyer's page and messages.
     Hand-written: every delivery message and order page reads it."""
-    with connection.cursor() as cursor:
-        sql_execute(cursor, _ORDER_KEYS_SQL.format(table=CardKey._meta.db_table), [order.pk, CardKeyStatus.SOLD])
-        rows = cursor.fetchall()
-    convert = connection.ops.convert_datetimefield_value if connection.vendor == "sqlite" else None
+    rows = values_from_sql(
+        CardKey, ("ciphertext", "key_version", "product_id", "expires_at"),
+        _ORDER_KEYS_SQL.format(table=CardKey._meta.db_table), [order.pk, CardKeyStatus.SOLD],
+    )
     return [
-        (
-            secret_decrypt(ciphertext=bytes(ciphertext), key_version=key_version, product_id=product_id),
-            convert(expires_at, None, connection) if convert and expires_at is not None else expires_at,
-        )
+        (secret_decrypt(ciphertext=bytes(ciphertext), key_version=key_version, product_id=product_id), expires_at)
         for ciphertext, key_version, product_id, expires_at in rows
     ]

@@ -13,8 +13,8 @@ from django.utils import timezone
 
 from cardpool.crypto import keyring, secret_blind_index, secret_encrypt, secret_mask, secret_normalize
 from cardpool.models import CardKey, CardKeyStatus, ImportBatch
-from cardpool.selectors import SELLABLE_UNITS_SQL, product_has_stock, sellable_keys_where
-from kameng.sql import sql_execute
+from cardpool.selectors import product_has_stock, sellable_keys_where, sellable_units_sql
+from kameng.sql import Statement, lock_clause, row_locks, sql_literal, statements_run
 
 logger = logging.getLogger(__name__)
 
@@ -32,12 +32,13 @@ class StockShortfall(Exception):
 
 _SELLABLE = sellable_keys_where(product="= %s", now="%s")
 _SELL_SQL = f"""
-    UPDATE {{table}} SET status = %s, order_id = %s, sold_at = %s, uses = 1
+    UPDATE {{table}} SET status = {sql_literal(CardKeyStatus.SOLD)}, order_id = %(order_id)s, sold_at = %(now)s, uses = 1
      WHERE id IN (SELECT id FROM {{table}}
-                   WHERE {_SELLABLE}
+                   WHERE {sellable_keys_where(product="= %(product_id)s", now="%(now)s")}
                      AND max_uses = 1
                    ORDER BY expires_at ASC NULLS LAST, id ASC
-                   LIMIT %s {{lock}})
+                   LIMIT %(wanted)s {{lock}})
+    RETURNING id
 """
 
 # One use of a reusable key: the soonest-expiring one with uses left, locked (and waited for,
@@ -53,10 +54,11 @@ _REUSE_SQL = f"""
     RETURNING id
 """
 
-
-# The sale and a stock probe in one round trip (PostgreSQL): the probe reads the statement's
-# snapshot, in which the keys being sold still count, so it asks for ``probe + sold`` units.
-_SELL_PROBED_SQL = "WITH sold AS ({sell} RETURNING 1) SELECT (SELECT count(*) FROM sold), ({units})"
+# The low-stock probe after the sale, in the same batch: the units left among the keys the sale
+# did not take (on PostgreSQL the batch's snapshot still shows them available).
+_PROBE_AFTER_SALE_SQL = sellable_units_sql(
+    product="= %(product_id)s", unlimited="%(probe)s", now="%(now)s", limit="%(probe)s", excluding="sold"
+)
 
 
 @dataclass(frozen=True)
@@ -77,31 +79,28 @@ def cardkeys_sell_to_order(*, order, quantity: int | None = None, stock_probe: i
     is the hottest statement of a flash sale. When unique keys run short, reusable keys make up
     the rest, one use per unit, each use a sold row of its own (``reuse_of``) so an order's keys
     stay its own rows. ``stock_probe``: also tell whether that many units are left (the low-stock
-    check), in the same statement on PostgreSQL. Raises StockShortfall.
+    check), in the same batch. Raises StockShortfall.
     """
     wanted = order.quantity if quantity is None else quantity
-    lock = "FOR UPDATE SKIP LOCKED" if connection.features.has_select_for_update_skip_locked else ""
-    now = connection.ops.adapt_datetimefield_value(timezone.now())
     table = CardKey._meta.db_table
-    sell = _SELL_SQL.format(table=table, lock=lock)
-    params = [CardKeyStatus.SOLD, order.pk, now, order.product_id, now, wanted]
-    stock_left = None
-    with connection.cursor() as cursor:
-        if stock_probe is not None and connection.vendor == "postgresql":
-            asked = stock_probe + wanted
-            sql_execute(
-                cursor,
-                _SELL_PROBED_SQL.format(sell=sell, units=SELLABLE_UNITS_SQL.format(table=table)),
-                [*params, asked, order.product_id, now, asked],
-            )
-            sold, units = cursor.fetchone()
-            stock_left = units >= asked
-        else:
-            sql_execute(cursor, sell, params)
-            sold = cursor.rowcount
+    now = timezone.now()
+    sell = Statement(
+        _SELL_SQL.format(table=table, lock=lock_clause(skip_locked=True)),
+        {"order_id": order.pk, "now": now, "product_id": order.product_id, "wanted": wanted},
+        name="sold",
+    )
+    if stock_probe is None:
+        (sold,), = statements_run([sell, Statement("SELECT count(*) FROM sold")])
+        stock_left = None
+    else:
+        probe = Statement(
+            f"SELECT (SELECT count(*) FROM sold), ({_PROBE_AFTER_SALE_SQL.format(table=table)})", {"probe": stock_probe}
+        )
+        (sold, units), = statements_run([sell, probe])
+        stock_left = units >= stock_probe
     if sold < wanted:
         stock_left = None  # reusable keys make up the rest: the probe no longer applies
-    while sold < wanted and _reusable_key_use(order=order, now=now):
+    while sold < wanted and _reusable_key_use(order=order, now=connection.ops.adapt_datetimefield_value(now)):
         sold += 1
     if sold != wanted:
         raise StockShortfall(f"order {order.pk}: {sold} of {wanted} keys")
@@ -111,10 +110,9 @@ def cardkeys_sell_to_order(*, order, quantity: int | None = None, stock_probe: i
 def _reusable_key_use(*, order, now) -> bool:
     """Take one use of a reusable key for ``order``; False when none has uses left."""
 
-    lock = "FOR UPDATE" if connection.features.has_select_for_update else ""
     with connection.cursor() as cursor:
         cursor.execute(
-            _REUSE_SQL.format(table=CardKey._meta.db_table, lock=lock),
+            _REUSE_SQL.format(table=CardKey._meta.db_table, lock=lock_clause()),
             [CardKeyStatus.USED_UP, order.product_id, now],
         )
         row = cursor.fetchone()
@@ -135,7 +133,7 @@ def cardkeys_shortfall_is_contention(*, product_id: int, quantity: int) -> bool:
     """After a StockShortfall (and its rollback): True when the pool does hold ``quantity``
     sellable keys and the shortfall came from rows locked by concurrent deliveries, which may
     yet roll back. Then the delivery is retried instead of declared out of stock."""
-    if not connection.features.has_select_for_update_skip_locked:
+    if not row_locks():
         return False  # no row locks to skip (SQLite): the shortfall was real
     # A plain read sees rows other transactions have locked but not yet sold.
     return product_has_stock(product_id=product_id, quantity=quantity)

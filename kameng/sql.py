@@ -1,4 +1,7 @@
-"""Small helpers for the hand-written SQL of hot paths."""
+"""The executor of the hand-written SQL of hot paths: statements built by pure builders run as
+one batch (``statements_run``), prepared on PostgreSQL (``sql_execute``), with the row-lock
+clause (``lock_clause``) and id lists (``sql_in``) of the database in use. Where PostgreSQL
+and SQLite differ in running SQL, they differ here only (``_executor``)."""
 
 from __future__ import annotations
 
@@ -43,25 +46,20 @@ def statements_run(statements: Sequence[Statement]) -> list[tuple]:
     """
     if not statements:
         return []
-    params = _params_merged(statements)
-    if connection.vendor == "postgresql":
-        *writes, last = statements
-        heads = [
-            f"{st.name or f's{n}'} AS {'MATERIALIZED ' if st.materialized else ''}({st.sql})"
-            for n, st in enumerate(writes)
-        ]
-        sql = f"WITH {', '.join(heads)} {last.sql}" if heads else last.sql
-        with connection.cursor() as cursor:
-            sql_execute(cursor, sql, params)
-            return cursor.fetchall() if cursor.description else []
-    rows: list[tuple] = []
-    with transaction.atomic(), connection.cursor() as cursor:
-        for st in statements:
-            cursor.execute(st.sql, {key: params[key] for key in _NAMED_PLACEHOLDER.findall(st.sql)})
-            rows = cursor.fetchall() if cursor.description else []
-            if st.name:
-                _rows_keep(cursor, st.name, [column[0] for column in cursor.description or ()], rows)
-    return rows
+    return _executor().batch_run(statements, _params_merged(statements))
+
+
+def sql_execute(cursor, sql: str, params: list | Mapping[str, object]) -> None:
+    """``cursor.execute(sql, params)``, prepared on PostgreSQL. Placeholders are ``%s`` with a
+    list, or ``%(name)s`` with a mapping: a name used several times is one parameter of the
+    prepared statement, sent once (each parameter sent costs the client its adaptation)."""
+    _executor().execute(cursor, sql, params)
+
+
+def sql_in(name: str, values: Sequence[object]) -> tuple[str, dict[str, object]]:
+    """``IN`` over ``values`` as (SQL after the column, named params): on PostgreSQL one array
+    parameter ``= ANY(%(name)s)``, so every list length is one prepared statement."""
+    return _executor().in_list(name, values)
 
 
 def _params_merged(statements: Sequence[Statement]) -> dict[str, object]:
@@ -71,22 +69,93 @@ def _params_merged(statements: Sequence[Statement]) -> dict[str, object]:
             if key in merged and merged[key] != value:
                 raise ValueError(f"two values for the batch parameter {key!r}")
             merged[key] = value
-    if connection.vendor != "postgresql":
-        # psycopg2 sends an aware datetime as it is; SQLite stores the backend's own text form.
-        adapt = connection.ops.adapt_datetimefield_value
-        merged = {key: adapt(value) if isinstance(value, datetime) else value for key, value in merged.items()}
     return merged
 
 
-def _rows_keep(cursor, name: str, columns: list[str], rows: list[tuple]) -> None:
-    # SQLite has no data-modifying CTEs: a named statement's rows go to a temporary table that
-    # the rest of the batch reads under the same name (it shadows nothing: tables are prefixed).
-    quote = connection.ops.quote_name
-    cursor.execute(f"DROP TABLE IF EXISTS temp.{quote(name)}")
-    cursor.execute(f"CREATE TEMP TABLE {quote(name)} ({', '.join(quote(column) for column in columns)})")
-    if rows:
-        marks = ", ".join(["%s"] * len(columns))
-        cursor.executemany(f"INSERT INTO temp.{quote(name)} VALUES ({marks})", rows)
+class _Sequential:
+    """SQLite (and any database without data-modifying CTEs): statements one by one."""
+
+    def batch_run(self, statements: Sequence[Statement], params: dict[str, object]) -> list[tuple]:
+        # The backend's own text form for times: SQLite stores what it is given.
+        adapt = connection.ops.adapt_datetimefield_value
+        params = {key: adapt(value) if isinstance(value, datetime) else value for key, value in params.items()}
+        rows: list[tuple] = []
+        with transaction.atomic(), connection.cursor() as cursor:
+            for st in statements:
+                cursor.execute(st.sql, {key: params[key] for key in _NAMED_PLACEHOLDER.findall(st.sql)})
+                rows = cursor.fetchall() if cursor.description else []
+                if st.name:
+                    self._rows_keep(cursor, st.name, [column[0] for column in cursor.description or ()], rows)
+        return rows
+
+    @staticmethod
+    def _rows_keep(cursor, name: str, columns: list[str], rows: list[tuple]) -> None:
+        # A named statement's rows go to a temporary table that the rest of the batch reads
+        # under the same name (it shadows nothing: the project's tables are prefixed).
+        quote = connection.ops.quote_name
+        cursor.execute(f"DROP TABLE IF EXISTS temp.{quote(name)}")
+        cursor.execute(f"CREATE TEMP TABLE {quote(name)} ({', '.join(quote(column) for column in columns)})")
+        if rows:
+            cursor.executemany(f"INSERT INTO temp.{quote(name)} VALUES ({', '.join(['%s'] * len(columns))})", rows)
+
+    def execute(self, cursor, sql: str, params) -> None:
+        cursor.execute(sql, params)
+
+    def in_list(self, name: str, values: Sequence[object]) -> tuple[str, dict[str, object]]:
+        names = [f"{name}{n}" for n in range(len(values))]
+        return "IN (" + ", ".join(f"%({n})s" for n in names) + ")", dict(zip(names, values, strict=True))
+
+
+class _Postgres(_Sequential):
+    """PostgreSQL: a batch is one prepared statement of data-modifying CTEs."""
+
+    def batch_run(self, statements: Sequence[Statement], params: dict[str, object]) -> list[tuple]:
+        *writes, last = statements
+        heads = [
+            f"{st.name or f's{n}'} AS {'MATERIALIZED ' if st.materialized else ''}({st.sql})"
+            for n, st in enumerate(writes)
+        ]
+        with connection.cursor() as cursor:
+            self.execute(cursor, f"WITH {', '.join(heads)} {last.sql}" if heads else last.sql, params)
+            return cursor.fetchall() if cursor.description else []
+
+    def execute(self, cursor, sql: str, params) -> None:
+        raw = cursor.db.connection
+        names = _prepared.setdefault(raw, {})
+        found = names.get(sql)
+        if found is None:
+            body, order = _numbered(sql, named=isinstance(params, Mapping))
+            found = (f"kameng_{len(names) + 1}", order)
+            cursor.execute(f"PREPARE {found[0]} AS {body}")
+            names[sql] = found
+        name, order = found
+        if order is not None:
+            params = [params[key] for key in order]
+        cursor.execute(f"EXECUTE {name} ({', '.join(['%s'] * len(params))})" if params else f"EXECUTE {name}", params)
+
+    def in_list(self, name: str, values: Sequence[object]) -> tuple[str, dict[str, object]]:
+        return f"= ANY(%({name})s)", {name: list(values)}
+
+
+_SEQUENTIAL, _POSTGRES = _Sequential(), _Postgres()
+
+
+def _executor() -> _Sequential:
+    # The one place where running SQL differs between the databases.
+    return _POSTGRES if connection.vendor == "postgresql" else _SEQUENTIAL
+
+
+def lock_clause(*, of: str = "", skip_locked: bool = False) -> str:
+    """The row-lock clause of a SELECT on this database: ``FOR UPDATE [OF …] [SKIP LOCKED]``,
+    or "" where there are no row locks (SQLite locks the whole database for a write)."""
+    if not row_locks():
+        return ""
+    return "FOR UPDATE" + (f" OF {of}" if of else "") + (" SKIP LOCKED" if skip_locked else "")
+
+
+def row_locks() -> bool:
+    """Whether this database locks rows (SELECT … FOR UPDATE, with OF and SKIP LOCKED)."""
+    return connection.features.has_select_for_update_skip_locked and connection.features.has_select_for_update_of
 
 
 def row_source(name: str, **columns: int) -> Statement:
@@ -125,27 +194,6 @@ def first_statement(run: Callable[[], T]) -> T:
 # PostgreSQL can infer. Prepared statements do not survive a transaction-pooling proxy
 # (pgbouncer in transaction mode); Kameng talks to PostgreSQL directly.
 _prepared: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def sql_execute(cursor, sql: str, params: list | Mapping[str, object]) -> None:
-    """``cursor.execute(sql, params)``, prepared on PostgreSQL. Placeholders are ``%s`` with a
-    list, or ``%(name)s`` with a mapping: a name used several times is one parameter of the
-    prepared statement, sent once (each parameter sent costs the client its adaptation)."""
-    if cursor.db.vendor != "postgresql":
-        cursor.execute(sql, params)
-        return
-    raw = cursor.db.connection
-    names = _prepared.setdefault(raw, {})
-    found = names.get(sql)
-    if found is None:
-        body, order = _numbered(sql, named=isinstance(params, Mapping))
-        found = (f"kameng_{len(names) + 1}", order)
-        cursor.execute(f"PREPARE {found[0]} AS {body}")
-        names[sql] = found
-    name, order = found
-    if order is not None:
-        params = [params[key] for key in order]
-    cursor.execute(f"EXECUTE {name} ({', '.join(['%s'] * len(params))})" if params else f"EXECUTE {name}", params)
 
 
 _NAMED_PLACEHOLDER = re.compile(r"%\((\w+)\)s")
@@ -219,6 +267,39 @@ def models_from_sql(sql: str, params: list, *models: tuple[type, str]) -> tuple 
     for index in extras:
         setattr(instances[0], columns[index], values[index])
     return tuple(instances)
+
+
+def values_from_sql(model, fields: tuple[str, ...], sql: str, params: list) -> list[tuple]:
+    """The rows of a hand-written SELECT of ``fields`` of ``model`` (in that order), each value
+    converted as the ORM would (SQLite returns times as text): ``values_list`` without its
+    query building, and prepared on PostgreSQL."""
+    db = connections[DEFAULT_DB_ALIAS]
+    with db.cursor() as cursor:
+        sql_execute(cursor, sql, params)
+        rows = cursor.fetchall()
+    converters = _field_converters(model, fields, db.vendor)
+    if not any(converters):
+        return rows
+    return [
+        tuple(_converted(value, functions, db) for value, functions in zip(row, converters, strict=True)) for row in rows
+    ]
+
+
+def _converted(value, functions, db):
+    for function, expression in functions:
+        value = function(value, expression, db)
+    return value
+
+
+@functools.lru_cache(maxsize=64)
+def _field_converters(model, fields: tuple[str, ...], _vendor: str) -> tuple:
+    converters = []
+    for name in fields:
+        expression = model._meta.get_field(name).get_col(model._meta.db_table)
+        converters.append(
+            tuple((f, expression) for f in connection.ops.get_db_converters(expression) + expression.get_db_converters(connection))
+        )
+    return tuple(converters)
 
 
 @functools.lru_cache(maxsize=64)

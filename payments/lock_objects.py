@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from django.db import connection
-
-from kameng.sql import model_columns, models_from_sql
+from kameng.sql import lock_clause, model_columns, models_from_sql
 from payments.models import Payment
 from shop.models import Order
 
@@ -24,8 +22,7 @@ def payment_lock(*, out_trade_no: str, gateway: str) -> tuple[Payment, Order] | 
 
     Lock order across the project: payment row, then its order, then card keys.
     """
-    lock = "FOR UPDATE OF p, o" if connection.features.has_select_for_update_of else ""
-    return models_from_sql(_payment_order_sql(lock=lock), [out_trade_no, gateway], *_MODELS)
+    return models_from_sql(_payment_order_sql(lock=lock_clause(of="p, o")), [out_trade_no, gateway], *_MODELS)
 
 
 _MODELS = ((Payment, "payment__"), (Order, "order__"))

@@ -12,11 +12,11 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import connection, transaction
+from django.db import transaction
 from django.urls import reverse
 from django.utils import timezone
 
-from kameng.sql import first_statement, row_source, statements_run
+from kameng.sql import first_statement, row_locks, row_source, statements_run
 from payments.confirmation import guarded_confirmation, ledger_upsert, payment_confirmation
 from payments.gateways.base import (
     GatewayError,
@@ -227,7 +227,7 @@ def _notice_apply(*, gateway: PaymentGateway, notice: VerifiedNotification, raw:
     payment and its order locked (``payment_lock``): concurrent copies queue there and see the
     payment as the one before them left it. Both run the same writes (``payment_confirmation``).
     """
-    if notice.paid and connection.features.has_select_for_update and gateway.is_enabled():
+    if notice.paid and row_locks() and gateway.is_enabled():
         if payment_confirm_guarded(gateway=gateway, notice=notice, raw=raw, actor=actor):
             return NotificationOutcome(accepted=True, verdict=NotificationVerdict.ACCEPTED)
     with transaction.atomic(durable=True):
@@ -238,7 +238,8 @@ def _notice_apply(*, gateway: PaymentGateway, notice: VerifiedNotification, raw:
 def payment_confirm_guarded(*, gateway: PaymentGateway, notice: VerifiedNotification, raw: str, actor: str) -> bool:
     """Confirm a paid notice in one guarded statement (PostgreSQL; the common case, see
     ``payments.confirmation.guarded_confirmation``); False when it matched nothing, and then
-    nothing was written and the caller decides under ``payment_lock``. As the request's first statement it also stands in for the connection's health
+    nothing was written and the caller decides under ``payment_lock``. As the request's first
+    statement it also stands in for the connection's health
     check (``first_statement``): run twice, the second run finds the payment confirmed."""
     statements = guarded_confirmation(gateway=gateway.identifier, notice=notice, raw=raw, actor=actor, at=timezone.now())
     rows = first_statement(lambda: statements_run(statements))

@@ -19,6 +19,7 @@ from django.utils.translation import gettext_lazy as _
 from cardpool.forms import SecretTextarea
 from cardpool.services import ManualKeysRefused
 from delivery.services import DeliveryRefused, order_deliver_manually, order_retry_delivery
+from payments.services import order_refund, orders_query_platform
 from shop.images import (
     PRODUCT_IMAGE,
     PRODUCT_THUMBNAIL,
@@ -256,8 +257,6 @@ class OrderAdmin(admin.ModelAdmin):
 
     @admin.action(description=_("Query the payment platform now"), permissions=["change"])
     def query_platform(self, request, queryset):
-        from payments.services import orders_query_platform
-
         for order, outcome in orders_query_platform(order_ids=list(queryset.values_list("pk", flat=True)), actor=request.user.get_username()):
             self.message_user(request, f"{order.number}: {outcome}", messages.INFO)
 
@@ -381,8 +380,6 @@ class ExceptionQueueAdmin(OrderAdmin):
 
     @admin.action(description=_("Refund through the payment platform"), permissions=["change"])
     def refund(self, request, queryset):
-        from payments.services import order_refund
-
         for order in queryset:
             try:
                 refund = order_refund(order_id=order.pk, actor=request.user.get_username(), reason=order.get_exception_reason_display())

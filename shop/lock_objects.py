@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from django.db import connection
-
-from kameng.sql import model_columns, models_from_sql
+from kameng.sql import lock_clause, model_columns, models_from_sql
 from shop.models import Order, Product
 
 # Hand-written because it runs once per delivery on the hot path: the ORM's query compilation
@@ -37,7 +35,7 @@ def _order_with_product(order_id: int, *, lock: bool) -> Order:
         product_columns=model_columns(Product, "p", "product__"),
         order=Order._meta.db_table,
         product=Product._meta.db_table,
-        lock="FOR UPDATE OF o" if lock and connection.features.has_select_for_update_of else "",
+        lock=lock_clause(of="o") if lock else "",
     )
     found = models_from_sql(sql, [order_id], (Order, ""), (Product, "product__"))
     if found is None:

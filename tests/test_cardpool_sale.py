@@ -37,7 +37,7 @@ def test_reservation_query_uses_the_partial_index_on_postgresql():
     # The statement the delivery service sends (EXPLAIN without ANALYZE does not run it).
     sql = _SELL_SQL.format(table=CardKey._meta.db_table, lock="FOR UPDATE SKIP LOCKED")
     now = timezone.now()
-    params = ["sold", sold_to.pk, now, product.pk, now, 1]
+    params = {"order_id": sold_to.pk, "now": now, "product_id": product.pk, "wanted": 1}
 
     with connection.cursor() as cursor:
         cursor.execute("EXPLAIN " + sql, params)

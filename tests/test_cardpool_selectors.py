@@ -140,7 +140,7 @@ def test_stock_counts_probes_and_the_sale_can_use_the_available_index_under_a_ge
     for product, size in zip(products, (150, 30, 0), strict=True):
         stock_product(product, size)
     now = timezone.now()
-    counts_sql, _names = stock_counts_sql(vendor="postgresql", count=3, up_to=100)
+    counts_sql = stock_counts_sql(ids="= ANY(%(ids)s)", up_to=100)
     table = CardKey._meta.db_table
     order = OrderFactory(product=products[0])
 
@@ -148,7 +148,7 @@ def test_stock_counts_probes_and_the_sale_can_use_the_available_index_under_a_ge
         "stock_counts": _generic_plan(counts_sql, {"now": now, "ids": [p.pk for p in products]}),
         "product_has_stock": _generic_plan(SELLABLE_UNITS_SQL.format(table=table), [5, products[0].pk, now, 5]),
         "sale": _generic_plan(_SELL_SQL.format(table=table, lock="FOR UPDATE SKIP LOCKED"),
-                              ["sold", order.pk, now, products[0].pk, now, 1]),
+                              {"order_id": order.pk, "now": now, "product_id": products[0].pk, "wanted": 1}),
     }
 
     for name, plan in plans.items():

@@ -10,15 +10,23 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from django.db import connection
 
-from tests.support.environment import REDIS_URL
+from tests.support.environment import REDIS_URL, REQUIRE_SERVICES
 from tests.support.platforms import SANDBOX_SECRET
 
 BIN = Path(sys.executable).parent
 
 
 def worker_database_url() -> str:
+    """The test database, for the service processes a test starts: they share it, so it must be
+    PostgreSQL (SQLite's test database lives in this process's memory)."""
+    if connection.vendor != "postgresql":
+        reason = "service processes share the test database: needs PostgreSQL"
+        if REQUIRE_SERVICES:
+            pytest.fail(f"KAMENG_REQUIRE_SERVICES=1: {reason}")
+        pytest.skip(reason)
     db = connection.settings_dict
     user = db.get("USER") or "postgres"
     host = db.get("HOST") or "127.0.0.1"
