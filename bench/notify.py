@@ -6,14 +6,14 @@ the platform simulator's keys, starts gunicorn on loopback (as docker-compose do
 ``GET /healthz`` (a one-query Django view) and ``POST /payments/alipay/notify/`` with wrk in
 alternating rounds, each notification request a different notification (every round has its
 own). Prints requests/s, p50 and p99 of both per round, and the medians over the rounds: this
-VM's speed drifts from minute to minute, and a single pair of runs has given ratios 0.06 apart.
+VM's speed drifts from minute to minute, so a single pair of runs is not a ratio to trust.
 Targets on the 2-core machine: >= 500 notifications/s, p99 <= 50 ms, >= 0.4 of the bare view's
 rate.
 
     .venv/bin/python bench/notify.py [--rounds 3] [--seconds 6] [--connections 16] [--workers 4]
 
 Needs wrk (Debian: apt-get install wrk) and PostgreSQL on 127.0.0.1. With PostgreSQL the
-notifications announce their paid orders with NOTIFY (delivery/dispatch.py) and no worker
+notifications announce their paid orders with NOTIFY (shop/outbox.py) and no worker
 listens, so delivery is not part of the figure (bench/deliver.py measures it); with
 DELIVERY_DISPATCH=broker the tasks go to Redis database 14 and stay there.
 """
@@ -37,8 +37,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 from bench_database import database_recreate  # noqa: E402
 from bench_server import gunicorn_start, production_environment, wrk_run  # noqa: E402
 
-# Each request is formatted once, in init: formatting it per request in Lua cost wrk a tenth of
-# a core, taken from the server on this 2-core machine (the bare view's wrk runs no script).
+# Each request is formatted once, in init: formatting it per request in Lua costs wrk CPU, taken
+# from the server on this 2-core machine (the bare view's wrk runs no script).
 LUA = r"""
 local requests = {}
 local index = 0

@@ -1,10 +1,10 @@
 #!/usr/bin/env python
 """What a notification costs the web process, in instructions: a figure that repeats.
 
-bench/notify.py measures requests per second, and this VM's speed drifts: its bare view has run
-at 1,000 req/s on one day and 3,500 on another, and by a fifth within one run. A change that
-saves a tenth of a notification's Python cannot be seen there. Valgrind's callgrind counts the
-instructions a process executes, which are the same from run to run.
+bench/notify.py measures requests per second, and this VM's speed drifts from day to day and
+within one run (docs/performance.md), by more than a small change to a notification's Python
+saves, so such a change cannot be seen there. Valgrind's callgrind counts the instructions a
+process executes, which are the same from run to run.
 
 This runs Django's WSGI handler in one process under callgrind (production settings, PostgreSQL,
 no gunicorn and no network) and counts its instructions per request for ``GET /healthz`` (the

@@ -363,7 +363,7 @@ def _legacy_index_versions(product_id: int) -> list[int]:
 # One probe of the unique (product, blind_index) index per value. The LIMIT keeps PostgreSQL from
 # flattening the subquery into a join it might plan as a scan of the whole product: during a big
 # import the key table has no statistics yet and the planner guessed a bitmap scan of every key of
-# the product per chunk (0.4 s each, measured by bench/import.py).
+# the product per chunk (bench/import.py measures the import; docs/performance.md).
 _PROBE_SQL = """
     SELECT v.idx, k.status, k.batch_id FROM unnest(%s::varchar[]) AS v(idx)
      CROSS JOIN LATERAL (SELECT status, batch_id FROM {table}

@@ -23,8 +23,8 @@ from payments.registry import gateways_enabled
 def payment_redirect_origins() -> tuple[str, ...]:
     """The origins the enabled gateways' pay step navigates to, in registry order, once each.
 
-    Computed once per process (asking every gateway cost about 30 us a response); settings do
-    not change while serving, and tests that change them clear it (below)."""
+    Computed once per process, not per response: every storefront response carries the policy,
+    and settings do not change while serving; tests that change them clear it (below)."""
     origins: dict[str, None] = {}
     for gateway in gateways_enabled():
         origins.update(dict.fromkeys(gateway.redirect_origins()))

@@ -42,7 +42,7 @@ def notify(request: HttpRequest, gateway: str) -> HttpResponse:
 class _HeadersOnRead(Mapping):
     """The request's headers (case-insensitive), built on a gateway's first read: Alipay's
     notification is all in its form, and building ``request.headers`` from every META entry
-    cost about 50,000 instructions per notification (bench/notify_cost.py)."""
+    on every notification is work nobody reads (bench/notify_cost.py counts it)."""
 
     def __init__(self, request: HttpRequest) -> None:
         self._request = request
@@ -60,8 +60,9 @@ class _HeadersOnRead(Mapping):
 def _form_fields(request: HttpRequest) -> Mapping[str, str]:
     """A notification's form fields, the last value of a repeated name winning as in
     ``request.POST``. The urlencoded form the platforms post is parsed straight from the body:
-    the QueryDict that ``request.POST`` builds for it cost a tenth of a notification's Python
-    time (bench/notify.py). Decoded as Django decodes forms; other bodies go to ``request.POST``."""
+    the QueryDict that ``request.POST`` builds for it is a large share of a notification's
+    Python time (bench/notify.py). Decoded as Django decodes forms; other bodies go to
+    ``request.POST``."""
     if request.content_type != "application/x-www-form-urlencoded":
         return request.POST
     encoding = request.encoding or settings.DEFAULT_CHARSET
