@@ -59,8 +59,8 @@ def stock_counts_sql(*, ids: str, up_to: int) -> str:
     table = CardKey._meta.db_table
     where = sellable_keys_where(product="= p.id", now="%(now)s")
     # Both subqueries are LIMITed: the second runs only for fewer than up_to keys anyway, and
-    # the limit keeps the estimated cost low, which keeps PostgreSQL's JIT (60 ms to compile
-    # this statement, measured) from starting on a query that runs in a few milliseconds.
+    # the limit keeps the estimated cost low, so PostgreSQL's JIT, whose compile time would
+    # dwarf this query's run time, does not start (docs/performance.md).
     sql = f"""
     SELECT p.id,
            (SELECT CASE WHEN count(*) < {up_to}

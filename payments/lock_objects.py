@@ -7,7 +7,7 @@ from payments.models import Payment
 from shop.models import Order
 
 # Hand-written: every notification outside the common case takes it (see bench/notify.py; the
-# common case is payments.services._payment_confirm_pending). One round trip locks the
+# common case is payments.services.payment_confirm_guarded). One round trip locks the
 # payment and then its order (FOR UPDATE OF locks in the order listed): the project's lock order.
 _PAYMENT_ORDER_SQL = """
     SELECT {payment_columns}, {order_columns}

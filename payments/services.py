@@ -104,7 +104,7 @@ def payment_start(
     while not cache.add(lock_key, holder, timeout=PAYMENT_START_LOCK_SECONDS):
         if time.monotonic() > deadline:
             raise PaymentInProgress(order.number)
-        time.sleep(0.1)  # the other click's gateway call, typically 0.2-1 s
+        time.sleep(0.1)  # the other click's gateway call: a fraction of a second, usually
     try:
         return _payment_start_turn(order=order, gateway=gateway, mobile=mobile, client_ip=client_ip)
     finally:
