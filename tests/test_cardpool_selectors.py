@@ -14,9 +14,12 @@ from cardpool.importing import cardkeys_import_text
 from cardpool.models import CardKey, CardKeyStatus
 from cardpool.selectors import available_counts, product_has_stock, stock_counts, stock_counts_sql
 from shop.fulfilment import UNLIMITED_STOCK
+from delivery.models import StockAlert
 from shop import selectors
+from shop.models import ExceptionReason, Order, OrderStatus
 from tests.support.factories import OrderFactory, ProductFactory, stock_product
-from tests.support.storefront import checkout
+from tests.support.platforms import sandbox_notification
+from tests.support.storefront import checkout, post_notification, start_sandbox_payment
 
 pytestmark = pytest.mark.django_db
 
@@ -57,6 +60,32 @@ def test_expired_and_sold_keys_are_not_stock_anywhere(client):
         **english,
     )
     assert response.status_code == 200 and "Not enough stock" in response.content.decode()
+
+
+def test_a_product_whose_only_key_expired_is_sold_out_everywhere(client, on_commit):
+    product = ProductFactory(name="Steam ¥100", low_stock_threshold=0)
+    stock_product(product, 1)
+    order = checkout(client, product)  # bought while the key was still good
+    payment = start_sandbox_payment(client, order)
+    _expire(product, 1)
+    english = {"HTTP_ACCEPT_LANGUAGE": "en"}
+
+    assert "Sold out" in client.get(reverse("shop:catalog"), **english).content.decode()
+    assert "Sold out" in client.get(reverse("shop:product", args=[product.slug]), **english).content.decode()
+    refused = client.post(
+        reverse("shop:product", args=[product.slug]), {"quantity": 1, "contact": "b@example.com", "query_password": "pw-123456"},
+        **english,
+    )
+    assert refused.status_code == 200 and "This product is sold out for now" in refused.content.decode()
+    assert Order.objects.filter(product=product).count() == 1  # nothing was created
+    with on_commit():
+        post_notification(client, sandbox_notification(out_trade_no=payment.out_trade_no, amount=str(order.total)))
+
+    order.refresh_from_db()
+    assert (order.status, order.exception_reason) == (OrderStatus.EXCEPTION, ExceptionReason.OUT_OF_STOCK)
+    assert not CardKey.objects.filter(order=order).exists()
+    alert = StockAlert.objects.get(product=product, resolved_at__isnull=True)  # the low-stock probe agrees
+    assert alert.available == 0
 
 
 def test_catalog_says_in_stock_beyond_what_it_counts(client, monkeypatch):
