@@ -9,17 +9,16 @@ import functools
 import re
 import weakref
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from types import MappingProxyType
 from datetime import datetime
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from django.db import DEFAULT_DB_ALIAS, InterfaceError, OperationalError, connection, connections, transaction
 
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
-class Statement:
+class Statement(NamedTuple):
     """One SQL statement of a batch, built by a pure builder (``shop/transitions.py``,
     ``payments/confirmation.py``, ``delivery/messages.py``) and run by ``statements_run``.
 
@@ -30,7 +29,7 @@ class Statement:
     """
 
     sql: str
-    params: Mapping[str, object] = field(default_factory=dict)
+    params: Mapping[str, object] = MappingProxyType({})
     name: str = ""
     materialized: bool = False
 
@@ -210,6 +209,7 @@ def _numbered(sql: str, *, named: bool) -> tuple[str, tuple[str, ...] | None]:
     return body, tuple(order)
 
 
+@functools.lru_cache(maxsize=256)
 def sql_literal(value: str) -> str:
     """A constant of our own (a status, an event type) written into a statement's text as a SQL
     string literal, so that it is not a parameter adapted and sent on every run. Never for input."""

@@ -16,17 +16,39 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
+from typing import Protocol
 
 from kameng.sql import Statement, sql_literal
 from payments.gateways.base import VerifiedNotification
 from payments.models import AWAITING_MONEY, NotificationVerdict, Payment, PaymentNotification, PaymentState
 from shop.models import Order, OrderStatus
-from shop.transitions import ORDER_PAYABLE_SQL, PaymentOutcome, order_payment
+from shop.transitions import ORDER_PAYABLE_SQL, AssumedOrder, OrderState, PaymentOutcome, order_payment
 
 LEDGER_COLUMNS = (
     "gateway, transaction_id, paid, out_trade_no, payment_id, raw_payload, verdict, reason, times_received,"
     " received_at, last_received_at"
 )
+
+
+class PaymentLike(Protocol):
+    """What the builders read of a payment: a locked ``Payment``, or ``AssumedPayment``."""
+
+    gateway: str
+    out_trade_no: str
+    amount: Decimal
+    state: str
+
+
+@dataclass(frozen=True)
+class AssumedPayment:
+    """A payment in the state the guarded statement selects (a plain value: building a model
+    instance costs more than the rest of the builders together, on every notification)."""
+
+    gateway: str
+    out_trade_no: str
+    amount: Decimal
+    state: str
 
 
 @dataclass(frozen=True)
@@ -39,7 +61,7 @@ class Confirmation:
 
 
 def payment_confirmation(
-    *, payment: Payment, order: Order, notice: VerifiedNotification, raw: str, actor: str, at: datetime,
+    *, payment: PaymentLike, order: OrderState, notice: VerifiedNotification, raw: str, actor: str, at: datetime,
     source: str = "target",
 ) -> Confirmation:
     """Confirm ``payment`` (awaiting money) from a verified paid ``notice``, for ``order`` as
@@ -82,10 +104,10 @@ def guarded_confirmation(
     it (``ORDER_PAYABLE_SQL``), then ``payment_confirmation``'s writes for that very state, then
     the order's id. Under concurrency FOR UPDATE re-checks the guard on the newest row
     versions, so one copy of a notice at most can match; no row means nothing was written."""
-    assumed_payment = Payment(
+    assumed_payment = AssumedPayment(
         gateway=gateway, out_trade_no=notice.out_trade_no, amount=notice.amount, state=PaymentState.CREATED
     )
-    assumed_order = Order(number=notice.out_trade_no, status=OrderStatus.PENDING, total=notice.amount)
+    assumed_order = AssumedOrder(number=notice.out_trade_no, status=OrderStatus.PENDING, total=notice.amount)
     confirmation = payment_confirmation(
         payment=assumed_payment, order=assumed_order, notice=notice, raw=raw, actor=actor, at=at
     )

@@ -10,9 +10,11 @@ order's id from a named row (``target`` by default): ids the caller locked
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from typing import Protocol
 
 from django.db import connection
 
@@ -40,6 +42,26 @@ class InvalidTransition(Exception):
     """An order was asked to make a status move the table does not allow."""
 
 
+class OrderState(Protocol):
+    """What the builders read of an order: an ``Order`` as its caller locked and read it, or the
+    state a guarded statement assumes (``payments.confirmation``)."""
+
+    number: str
+    status: str
+    total: Decimal
+    delivered_at: datetime | None
+
+
+@dataclass(frozen=True)
+class AssumedOrder:
+    """An order in the state a guarded statement selects, for the builders to decide on."""
+
+    number: str
+    status: str
+    total: Decimal
+    delivered_at: datetime | None = None
+
+
 @dataclass(frozen=True)
 class OrderMove:
     """A move of one order: the columns it changes and the statements that write them (the
@@ -53,7 +75,7 @@ class OrderMove:
 
 def order_move(
     *,
-    order: Order,
+    order: OrderState,
     to: str,
     event_type: str,
     at: datetime,
@@ -79,26 +101,30 @@ def order_move(
         changes["exception_at"] = at
         changes["exception_reason"] = reason
         changes["exception_note"] = message
+    at_valued = tuple(name for name, value in changes.items() if value is at and name != "status")
+    params = {f"{key}_{name}": value for name, value in changes.items() if name != "status" and name not in at_valued}
+    update = Statement(_move_sql(to, tuple(changes), at_valued, key, source), {**params, "at": at})
+    event = order_event_insert(event_type=event_type, message=message, actor=actor, at=at, key=key, source=source)
+    return OrderMove(to=to, event_type=event_type, changes=changes, writes=(update, event))
+
+
+@functools.lru_cache(maxsize=128)
+def _move_sql(to: str, columns: tuple[str, ...], at_valued: tuple[str, ...], key: str, source: str) -> str:
+    """The UPDATE of a move, built once per shape (it runs for every payment and delivery)."""
     quote = connection.ops.quote_name
-    assignments, params = [], {}
-    for name, value in changes.items():
+    assignments = []
+    for name in columns:
         column = quote(Order._meta.get_field(name).column)
         if name == "status":
             # A literal: the statement's text then says which move it is (one prepared
             # statement per move, and a generic plan that still uses the partial indexes).
-            assignments.append(f"{column} = {sql_literal(str(value))}")
-        elif value is at:
+            assignments.append(f"{column} = {sql_literal(to)}")
+        elif name in at_valued:
             assignments.append(f"{column} = %(at)s")
         else:
             assignments.append(f"{column} = %({key}_{name})s")
-            params[f"{key}_{name}"] = value
     table = Order._meta.db_table
-    update = Statement(
-        f"UPDATE {table} SET {', '.join(assignments)} FROM {source} WHERE {table}.id = {source}.order_id",
-        {**params, "at": at},
-    )
-    event = order_event_insert(event_type=event_type, message=message, actor=actor, at=at, key=key, source=source)
-    return OrderMove(to=to, event_type=event_type, changes=changes, writes=(update, event))
+    return f"UPDATE {table} SET {', '.join(assignments)} FROM {source} WHERE {table}.id = {source}.order_id"
 
 
 def order_event_insert(
@@ -107,12 +133,18 @@ def order_event_insert(
     """The INSERT of one order event for the order in ``source``. An event that has handlers
     is written undispatched, and on PostgreSQL in listen mode announces itself in the same
     statement (``shop.outbox``); the announcement commits or rolls back with it."""
-    handled = event_has_handlers(event_type)
     return Statement(
+        _event_insert_sql(announce_returning(event_has_handlers(event_type)), event_has_handlers(event_type), key, source),
+        {f"{key}_type": event_type, f"{key}_message": message, f"{key}_actor": actor, "at": at},
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _event_insert_sql(announce: str, handled: bool, key: str, source: str) -> str:
+    return (
         f"INSERT INTO {OrderEvent._meta.db_table} (order_id, type, message, actor, created_at, dispatched_at)"
         f" SELECT order_id, %({key}_type)s, %({key}_message)s, %({key}_actor)s, %(at)s,"
-        f" {'NULL' if handled else '%(at)s'} FROM {source} RETURNING id{announce_returning(handled)}",
-        {f"{key}_type": event_type, f"{key}_message": message, f"{key}_actor": actor, "at": at},
+        f" {'NULL' if handled else '%(at)s'} FROM {source} RETURNING id{announce}"
     )
 
 
@@ -143,7 +175,7 @@ class PaymentOutcome:
 ORDER_PAYABLE_SQL = f"o.status = {sql_literal(S.PENDING)} AND o.total = %(amount)s"
 
 
-def order_payment(*, order: Order, amount: Decimal, gateway: str, actor: str, at: datetime) -> PaymentOutcome:
+def order_payment(*, order: OrderState, amount: Decimal, gateway: str, actor: str, at: datetime) -> PaymentOutcome:
     """The rule for money arriving for ``order`` (locked by the caller): what "paid" means.
 
     Pending, for exactly its total → paid (and delivered by the outbox's handler). Pending for
@@ -178,7 +210,7 @@ def order_payment(*, order: Order, amount: Decimal, gateway: str, actor: str, at
     return PaymentOutcome(duplicate=False, paid=False, writes=move.writes, moves=(move,))
 
 
-def order_duplicate_payment_move(*, order: Order, note: str, at: datetime, actor: str = "system") -> OrderMove:
+def order_duplicate_payment_move(*, order: OrderState, note: str, at: datetime, actor: str = "system") -> OrderMove:
     """A delivered order paid twice enters the exception queue, so staff refund the extra."""
     reason = ExceptionReason.DUPLICATE_PAYMENT
     return order_move(
