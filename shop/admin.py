@@ -20,6 +20,7 @@ from cardpool.forms import SecretTextarea
 from cardpool.services import ManualKeysRefused
 from delivery.services import DeliveryRefused, order_deliver_manually, order_retry_delivery
 from payments.services import order_refund, orders_query_platform
+from shop.fulfilment import UNLIMITED_STOCK, fulfilment
 from shop.images import (
     PRODUCT_IMAGE,
     PRODUCT_THUMBNAIL,
@@ -29,7 +30,6 @@ from shop.images import (
     UploadedImageField,
     image_render,
 )
-from shop.fulfilment import UNLIMITED_STOCK, fulfilment
 from shop.models import Category, ExceptionOrder, Order, OrderEvent, OrderStatus, Product, ShopSettings
 from shop.services import InvalidTransition, order_exception_assign, order_exception_resolve
 

@@ -41,9 +41,9 @@ from payments.services import (
     payment_start,
 )
 from shop import selectors
-from shop.fulfilment import fulfilment
 from shop.browser_orders import browser_order_ids, browser_orders_remember
 from shop.forms import CheckoutForm, OrderLookupForm
+from shop.fulfilment import fulfilment
 from shop.models import Order, OrderStatus
 from shop.services import OrderRejected, order_create, order_lookup, order_lookup_digests
 
