@@ -30,7 +30,7 @@ class KamengTask(DjangoTask):
     def send_quietly(self, *args, **kwargs) -> bool:
         try:
             self.apply_async(args=args, kwargs=kwargs)
-        except Exception:  # noqa: BLE001 - any broker failure; the sweeper covers it
+        except Exception:  # any broker failure; the sweeper covers it
             logger.warning("could not send task %s; the sweeper will re-drive it", self.name, exc_info=True)
             return False
         return True

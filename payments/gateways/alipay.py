@@ -304,7 +304,7 @@ class AlipayGateway(PaymentGateway):
         """Call the platform; the SDK verifies the reply's signature. Raises GatewayError."""
         try:
             return json.loads(client.execute(sdk_request))
-        except Exception as exc:  # noqa: BLE001 - network, HTTP status, bad signature, bad JSON
+        except Exception as exc:  # network, HTTP status, bad signature, bad JSON
             raise GatewayError(f"alipay request failed: {type(exc).__name__}") from exc
 
 

@@ -260,7 +260,7 @@ class WechatPayGateway(PaymentGateway):
         config = self.config()
         try:
             code, message = _client(config).query(out_trade_no=out_trade_no)
-        except Exception as exc:  # noqa: BLE001 - network errors, bad reply signature
+        except Exception as exc:  # network errors, bad reply signature
             raise GatewayError(f"wechatpay query failed: {type(exc).__name__}") from exc
         if code == 404:
             return None
@@ -276,7 +276,7 @@ class WechatPayGateway(PaymentGateway):
     def close(self, *, out_trade_no: str) -> None:
         try:
             code, message = _client(self.config()).close(out_trade_no=out_trade_no)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # network errors, bad reply signature
             raise GatewayError(f"wechatpay close failed: {type(exc).__name__}") from exc
         if code not in (200, 204):
             raise GatewayError(f"wechatpay close refused: {code}")
@@ -289,7 +289,7 @@ class WechatPayGateway(PaymentGateway):
                 amount={"refund": _fen(amount), "total": _fen(total), "currency": "CNY"},
                 reason=reason[:80] or None,
             )
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # network errors, bad reply signature
             raise GatewayError(f"wechatpay refund failed: {type(exc).__name__}") from exc
         reply = self._reply(code, message, "refund_id")
         if reply.get("status") not in ("SUCCESS", "PROCESSING"):
