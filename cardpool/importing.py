@@ -56,7 +56,7 @@ class ImportLayout:
 
     format: str = "text"
     separator: str | None = None  # text: card number / password separator
-    secret_column: str = "1"
+    secret_column: str = "1"  # noqa: S105 - the column that holds the key, not a password
     password_column: str = ""
     expiry_column: str = ""
     header: bool = True  # csv / xlsx: the first row names the columns
@@ -194,7 +194,7 @@ def expiry_parse(value: Any) -> datetime | None:
             if len(parts) != 3:
                 raise ValueError("expiry date not understood") from None
             try:
-                moment = datetime(int(parts[0]), int(parts[1]), int(parts[2]))
+                moment = datetime(int(parts[0]), int(parts[1]), int(parts[2]), tzinfo=timezone.get_current_timezone())
             except ValueError:
                 raise ValueError("expiry date not understood") from None
         if len(text) <= 10:
