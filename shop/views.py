@@ -13,7 +13,7 @@ from django.contrib import messages
 from django.core.cache import cache
 from django.core.paginator import Paginator
 from django.db import connection
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.loader import render_to_string
 from django.templatetags.static import static
@@ -101,7 +101,7 @@ FAVICON_DEFAULT = "shop/favicon.ico"
 
 
 @require_GET
-def favicon(request: HttpRequest) -> HttpResponse:
+def favicon(request: HttpRequest) -> HttpResponseBase:
     """``/favicon.ico``: the operator's favicon (a PNG drawn by shop.images), else the default."""
     configured = selectors.shop_settings().favicon
     if configured:
@@ -266,13 +266,19 @@ def order_resend(request: HttpRequest, token: str) -> HttpResponse:
         if reason == "limit reached":
             messages.error(
                 request,
-                _("The keys were sent again %(count)d times in the last hour. Please try again later, or copy them from this page.")
+                _(
+                    "The keys were sent again %(count)d times in the last hour. "
+                    "Please try again later, or copy them from this page."
+                )
                 % {"count": settings.DELIVERY_RESEND_PER_ORDER_PER_HOUR},
             )
         elif reason == "recipient limit reached":
             messages.error(
                 request,
-                _("We have sent several messages to %(contact)s in the last hour. Please try again later, or copy the keys from this page.")
+                _(
+                    "We have sent several messages to %(contact)s in the last hour. "
+                    "Please try again later, or copy the keys from this page."
+                )
                 % {"contact": order.contact},
             )
         elif reason == "already on its way":
