@@ -62,7 +62,7 @@ def main() -> int:
         "DEBUG": "false",
         "ALLOWED_HOSTS": "127.0.0.1",
         "SECURE_SSL_REDIRECT": "false",
-        "STATIC_ROOT": "/tmp/kameng-bench-static",
+        "STATIC_ROOT": "/tmp/kameng-bench-static",  # noqa: S108 - collectstatic's throwaway target
         "LOG_LEVEL": "WARNING",
         "CONN_MAX_AGE": "600",
         "PAYMENTS_SANDBOX_ENABLED": "true",
@@ -139,7 +139,8 @@ def main() -> int:
           f"after {options.warmup_seconds}s of warm-up at the same rate")
     print(f"raw reservation SQL (psycopg2, 1 process) : {raw_rate:8.1f} orders/s")
     print(f"notifications sent                         : {achieved:8.1f} /s")
-    print(f"orders delivered                           : {len(delivered) / span:8.1f} /s   ({len(delivered)} of {total}, {left} left undelivered)")
+    print(f"orders delivered                           : {len(delivered) / span:8.1f} /s   "
+          f"({len(delivered)} of {total}, {left} left undelivered)")
     if latencies:
         print(f"notification -> key visible                : p50 {statistics.median(latencies):7.1f} ms   "
               f"p99 {latencies[int(len(latencies) * 0.99) - 1]:7.1f} ms   max {latencies[-1]:7.1f} ms")
@@ -196,7 +197,7 @@ def _wait_for(url: str) -> None:
     deadline = time.monotonic() + 30
     while True:
         try:
-            urllib.request.urlopen(url, timeout=1).read()
+            urllib.request.urlopen(url, timeout=1).read()  # noqa: S310 - the http://127.0.0.1 URL built above
             return
         except OSError:
             if time.monotonic() > deadline:

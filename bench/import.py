@@ -98,7 +98,8 @@ def main() -> int:
     seconds, peak, summary = run()
     again_seconds, again_peak, again_summary = run()
     rate, raw_rate = len(lines) / seconds, len(lines) / raw_seconds
-    print(f"{len(lines)} lines ({options.keys} unique keys + {len(lines) - options.keys} duplicates), PostgreSQL at {options.server}")
+    print(f"{len(lines)} lines ({options.keys} unique keys + {len(lines) - options.keys} duplicates), "
+          f"PostgreSQL at {options.server}")
     print(f"raw COPY into a bare table       : {raw_rate:10.0f} lines/s  ({raw_seconds:.1f} s)")
     print(f"kameng import (encrypt + dedupe) : {rate:10.0f} lines/s  ({seconds:.1f} s), peak memory {peak:.0f} MB")
     print(f"ratio kameng / raw COPY          : {rate / raw_rate:.2f}")
@@ -116,7 +117,9 @@ def _reservation_times(database_url: str, slug: str) -> tuple[float, float]:
     million-key product after every key has been sold (with autovacuum's settings applied)."""
     script = f"""
 import os, statistics, time, secrets, django
-os.environ.update({{"DATABASE_URL": "{database_url}", "DJANGO_SETTINGS_MODULE": "kameng.settings", "LOG_LEVEL": "WARNING"}})
+os.environ.update(
+    {{"DATABASE_URL": "{database_url}", "DJANGO_SETTINGS_MODULE": "kameng.settings", "LOG_LEVEL": "WARNING"}}
+)
 django.setup()
 from datetime import timedelta
 from decimal import Decimal
@@ -128,9 +131,14 @@ from shop.models import Order, Product
 
 def orders(product, n):
     now = timezone.now()
-    return [Order.objects.create(number="R" + secrets.token_hex(9), access_token_hash=secrets.token_hex(32), product=product,
+    return [
+        Order.objects.create(
+            number="R" + secrets.token_hex(9), access_token_hash=secrets.token_hex(32), product=product,
             quantity=1, unit_price=Decimal("1"), total=Decimal("1"), contact="13800138000", contact_kind="mobile",
-            query_password_hash="-", status="paid", paid_at=now, expires_at=now + timedelta(hours=1)).pk for _ in range(n)]
+            query_password_hash="-", status="paid", paid_at=now, expires_at=now + timedelta(hours=1),
+        ).pk
+        for _ in range(n)
+    ]
 
 def timed(product):
     ids = orders(product, 50)
@@ -147,10 +155,13 @@ small = Product.objects.create(category=big.category, slug="fresh-" + secrets.to
 fresh = timed(small)
 sold_to = orders(big, 1)[0]
 with connection.cursor() as cursor:
-    cursor.execute("UPDATE cardpool_cardkey SET status = 'sold', order_id = %s, sold_at = now() WHERE product_id = %s", [sold_to, big.pk])
+    cursor.execute(
+        "UPDATE cardpool_cardkey SET status = 'sold', order_id = %s, sold_at = now() WHERE product_id = %s",
+        [sold_to, big.pk],
+    )
     cursor.execute("VACUUM ANALYZE cardpool_cardkey")
 print(fresh, timed(big))
-"""
+"""  # noqa: S608 - a Python script for a subprocess; its SQL takes its values as parameters
     result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True)
     fresh, after = map(float, result.stdout.split()[-2:])
     return fresh, after

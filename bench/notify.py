@@ -125,7 +125,8 @@ def main() -> int:
     print(f"gunicorn {options.workers} sync workers, wrk {options.threads} threads x {options.connections} connections, "
           f"{options.rounds} rounds of {options.seconds}s per endpoint, PostgreSQL + Redis on loopback")
     for number, (bare, notify) in enumerate(rounds, start=1):
-        print(f"round {number}: bare GET /healthz {bare['rps']:7.1f} req/s p50 {bare['p50']:5.2f} ms p99 {bare['p99']:5.2f} ms"
+        print(f"round {number}: bare GET /healthz {bare['rps']:7.1f} req/s"
+              f" p50 {bare['p50']:5.2f} ms p99 {bare['p99']:5.2f} ms"
               f" | notify {notify['rps']:6.1f} req/s p50 {notify['p50']:5.2f} ms p99 {notify['p99']:5.2f} ms"
               f" | ratio {notify['rps'] / bare['rps']:.2f}")
     bare = {key: median(b[key] for b, _n in rounds) for key in ("rps", "p50", "p99")}
@@ -133,8 +134,10 @@ def main() -> int:
     ratio = median(n["rps"] / b["rps"] for b, n in rounds)
     sent = sum(n["requests"] for _b, n in rounds)
     errors = sum(n["errors"] for _b, n in rounds)
-    print(f"median bare one-query view GET /healthz      : {bare['rps']:8.1f} req/s  p50 {bare['p50']:6.2f} ms  p99 {bare['p99']:6.2f} ms")
-    print(f"median Alipay notify (RSA2 verify + confirm) : {notify['rps']:8.1f} req/s  p50 {notify['p50']:6.2f} ms  p99 {notify['p99']:6.2f} ms")
+    print(f"median bare one-query view GET /healthz      : {bare['rps']:8.1f} req/s  "
+          f"p50 {bare['p50']:6.2f} ms  p99 {bare['p99']:6.2f} ms")
+    print(f"median Alipay notify (RSA2 verify + confirm) : {notify['rps']:8.1f} req/s  "
+          f"p50 {notify['p50']:6.2f} ms  p99 {notify['p99']:6.2f} ms")
     print(f"median ratio notify / bare view              : {ratio:.2f}   (targets: >= 500/s, p99 <= 50 ms, ratio >= 0.4)")
     print(f"notifications: {sent} sent, {accepted} accepted, {repeated} received more than once, {rejected} rejected, "
           f"{errors} non-2xx answers")

@@ -79,7 +79,7 @@ def main() -> int:
             runs[kind, count] = path
     # Two at a time: one per core; each run is single-threaded.
     with ThreadPoolExecutor(max_workers=2) as pool:
-        counted = dict(zip(runs, pool.map(lambda item: _instructions(env, *item[0], item[1]), runs.items())))
+        counted = dict(zip(runs, pool.map(lambda item: _instructions(env, *item[0], item[1]), runs.items()), strict=True))
     per_request = {
         kind: (counted[kind, options.requests] - counted[kind, options.base]) / (options.requests - options.base)
         for kind in ("bare", "notify")

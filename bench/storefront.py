@@ -80,10 +80,12 @@ def bench_environment(*, database_url: str, work: Path) -> dict[str, str]:
 
 FILL_SQL = """
 INSERT INTO shop_order (number, access_token_hash, product_id, quantity, unit_price, total, contact, contact_kind,
-                        query_password_hash, lookup_digest, language, status, exception_reason, exception_note, created_at, expires_at,
-                        paid_at, delivered_at, staff_note, is_test, updated_at)
-SELECT 'B' || lpad(i::text, 19, '0'), md5('order' || i) || md5('hash' || i), %(first_product)s + (i - 1) %% %(products)s,
-       1, 9.90, 9.90, 'buyer' || i || '@example.com', 'email', '-', md5('lookup' || i) || md5('digest' || i), '', 'delivered', '', '',
+                        query_password_hash, lookup_digest, language, status, exception_reason, exception_note,
+                        created_at, expires_at, paid_at, delivered_at, staff_note, is_test, updated_at)
+SELECT 'B' || lpad(i::text, 19, '0'), md5('order' || i) || md5('hash' || i),
+       %(first_product)s + (i - 1) %% %(products)s,
+       1, 9.90, 9.90, 'buyer' || i || '@example.com', 'email', '-', md5('lookup' || i) || md5('digest' || i), '',
+       'delivered', '', '',
        now() - interval '30 days' + i * interval '1 second', now(), now(), now(), '', false, now()
   FROM generate_series(1, %(orders)s) AS i;
 
@@ -123,13 +125,14 @@ def shop_fill(*, keys: int, orders: int) -> tuple[list[str], list[str]]:
     # The orders whose pages are requested: their real link hashes and real encrypted keys.
     step = max(orders // SAMPLE_ORDERS, 1)
     sample = list(Order.objects.filter(pk__in=range(1, orders + 1, step)[:SAMPLE_ORDERS]).values_list("pk", "number", "product_id"))
+    # Table names from our models; the values go as parameters.
+    order_sql = f"UPDATE {Order._meta.db_table} SET access_token_hash = %s WHERE id = %s"  # noqa: S608
+    key_sql = f"UPDATE {CardKey._meta.db_table} SET ciphertext = %s, key_version = %s WHERE order_id = %s"  # noqa: S608
     with connection.cursor() as cursor:
         for pk, number, product_id in sample:
             version, sealed = secret_encrypt(secret=f"KEY-{number}", product_id=product_id)
-            cursor.execute(f"UPDATE {Order._meta.db_table} SET access_token_hash = %s WHERE id = %s",
-                           [order_access_token_hash(number=number), pk])
-            cursor.execute(f"UPDATE {CardKey._meta.db_table} SET ciphertext = %s, key_version = %s WHERE order_id = %s",
-                           [sealed, version, pk])
+            cursor.execute(order_sql, [order_access_token_hash(number=number), pk])
+            cursor.execute(key_sql, [sealed, version, pk])
     connection.close()
     with connection.cursor() as cursor:
         cursor.execute("VACUUM ANALYZE")
@@ -168,8 +171,8 @@ def main() -> int:
         if filled.returncode != 0:
             print(filled.stdout, filled.stderr, file=sys.stderr)
             return 1
-        print(f"{size}: {keys} keys, {orders} delivered orders, {PRODUCTS} products, filled in {time.monotonic() - started:.0f} s",
-              flush=True)
+        print(f"{size}: {keys} keys, {orders} delivered orders, {PRODUCTS} products, "
+              f"filled in {time.monotonic() - started:.0f} s", flush=True)
         if options.explain:
             print(subprocess.run([sys.executable, __file__, "--plan"], env=env, capture_output=True, text=True).stdout)
         shops[size] = env
@@ -236,9 +239,10 @@ def _summary_print(rounds: list[dict], options) -> int:
         return median(r[(size, page, "paced") if paced else (size, page)][key] for r in rounds)
 
     print(time.strftime("%Y-%m-%d %H:%M %Z"), "python bench/storefront.py", " ".join(sys.argv[1:]))
-    print(f"gunicorn {options.workers} sync workers per shop, wrk {options.threads} threads x {options.connections} connections "
-          f"(paced: {PACED_CONNECTIONS} connections at about {PACED_RATE}/s), {options.rounds} rounds of {options.seconds} s, "
-          f"medians; ms")
+    print(f"gunicorn {options.workers} sync workers per shop, "
+          f"wrk {options.threads} threads x {options.connections} connections "
+          f"(paced: {PACED_CONNECTIONS} connections at about {PACED_RATE}/s), "
+          f"{options.rounds} rounds of {options.seconds} s, medians; ms")
     print(f"{'':9} {'small req/s':>11} {'p99':>7} {'large req/s':>11} {'p99':>7} {'large/small':>11} "
           f"{'/bare (large)':>13}   paced: small req/s, p99 | large req/s, p99")
     failed = 0

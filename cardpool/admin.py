@@ -63,11 +63,10 @@ class CardKeyAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_filter = ["status", ExpiringFilter, "product"]
     list_select_related = ["product", "order", "batch"]
     search_fields = ["=order__number"]
-    fields = [
+    fields = readonly_fields = (
         "product", "mask", "reveal_link", "key_version", "index_version", "status", "max_uses", "uses", "reuse_of", "order",
         "batch", "expires_at", "created_at", "sold_at",
-    ]
-    readonly_fields = fields
+    )
     change_list_template = "admin/cardpool/cardkey/change_list.html"
 
     class Media:

@@ -102,7 +102,7 @@ def secret_encrypt(*, secret: str, product_id: int) -> tuple[int, bytes]:
     return ring.current_version, nonce + sealed
 
 
-def secret_decrypt(*, ciphertext: bytes, key_version: int, product_id: int) -> str:
+def secret_decrypt(*, ciphertext: bytes | memoryview, key_version: int, product_id: int) -> str:
     """Decrypt one key. Raises KeyError for an unknown key version, InvalidTag for tampering."""
     ring = keyring()
     data = bytes(ciphertext)

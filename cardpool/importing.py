@@ -56,7 +56,7 @@ class ImportLayout:
 
     format: str = "text"
     separator: str | None = None  # text: card number / password separator
-    secret_column: str = "1"
+    secret_column: str = "1"  # noqa: S105 - the column that holds the key, not a password
     password_column: str = ""
     expiry_column: str = ""
     header: bool = True  # csv / xlsx: the first row names the columns
@@ -194,7 +194,7 @@ def expiry_parse(value: Any) -> datetime | None:
             if len(parts) != 3:
                 raise ValueError("expiry date not understood") from None
             try:
-                moment = datetime(int(parts[0]), int(parts[1]), int(parts[2]))
+                moment = datetime(int(parts[0]), int(parts[1]), int(parts[2]), tzinfo=timezone.get_current_timezone())
             except ValueError:
                 raise ValueError("expiry date not understood") from None
         if len(text) <= 10:
@@ -388,7 +388,8 @@ def _index_probe_portable(*, product_id: int, indexes: list[str], version: int |
 def _index_probe_unnest(*, product_id: int, indexes: list[str], version: int | None) -> list[tuple[str, str, int | None]]:
     sql = _PROBE_SQL.format(table=CardKey._meta.db_table, version="AND index_version = %s" if version is not None else "")
     with connection.cursor() as cursor:
-        cursor.execute(sql, [indexes, product_id] + ([version] if version is not None else []))
+        params: list[Any] = [indexes, product_id] + ([version] if version is not None else [])
+        cursor.execute(sql, params)
         return cursor.fetchall()
 
 
@@ -747,9 +748,8 @@ def imports_resume(*, stale_seconds: int = 120, batch_id: int | None = None) -> 
     stale = ImportBatch.objects.filter(status__in=[ImportStatus.ANALYSING, ImportStatus.IMPORTING], updated_at__lte=cutoff)
     if batch_id is not None:
         stale = stale.filter(pk=batch_id)
-    stale = stale.values_list("pk", "status")
     resumed = []
-    for stale_id, status in stale:
+    for stale_id, status in stale.values_list("pk", "status"):
         ImportBatch.objects.filter(pk=stale_id).update(updated_at=timezone.now())
         task = tasks.import_batch_preview if status == ImportStatus.ANALYSING else tasks.import_batch_commit
         task.send_quietly(stale_id)

@@ -71,6 +71,9 @@ class ImportUpload(models.Model):
     class Meta:
         constraints = [models.UniqueConstraint(fields=["batch", "seq"], name="importupload_unique_piece")]
 
+    def __str__(self) -> str:
+        return f"#{self.batch_id} piece {self.seq}"
+
 
 class CardKey(models.Model):
     product = models.ForeignKey("shop.Product", on_delete=models.PROTECT, related_name="card_keys")

@@ -9,8 +9,7 @@ from kameng.admin_mixins import ReadOnlyAdminMixin
 class DeliveryAttemptInline(ReadOnlyAdminMixin, admin.TabularInline):
     model = DeliveryAttempt
     extra = 0
-    fields = ["number", "state", "started_at", "finished_at", "provider_message_id", "permanent", "error"]
-    readonly_fields = fields
+    fields = readonly_fields = ("number", "state", "started_at", "finished_at", "provider_message_id", "permanent", "error")
 
 
 @admin.register(DeliveryMessage)

@@ -24,13 +24,15 @@ class KamengTask(DjangoTask):
     what still has to happen).
     """
 
-    def delay_on_commit(self, *args, **kwargs) -> None:
+    # celery-types declares DjangoTask.delay_on_commit as returning an AsyncResult; Celery's own
+    # returns None, as this one does (there is no result before the commit).
+    def delay_on_commit(self, *args, **kwargs) -> None:  # type: ignore[override]
         transaction.on_commit(functools.partial(self.send_quietly, *args, **kwargs))
 
     def send_quietly(self, *args, **kwargs) -> bool:
         try:
             self.apply_async(args=args, kwargs=kwargs)
-        except Exception:  # noqa: BLE001 - any broker failure; the sweeper covers it
+        except Exception:  # any broker failure; the sweeper covers it
             logger.warning("could not send task %s; the sweeper will re-drive it", self.name, exc_info=True)
             return False
         return True

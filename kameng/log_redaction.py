@@ -45,7 +45,7 @@ class SecretPathFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         try:
             message = record.getMessage()
-        except Exception:  # a malformed record: leave it to the handler's own error path
+        except Exception:  # noqa: BLE001 - a malformed record: leave it to the handler's own error path
             return True
         redacted = secret_paths_redact(message)
         if redacted != message:

@@ -15,7 +15,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
-from payments.gateways.sandbox import sandbox_pay_page_signature
+from payments.gateways.sandbox import SandboxGateway, sandbox_pay_page_signature
 from payments.models import Payment, PaymentState
 from payments.registry import GatewayNotFound, gateway_get
 from payments.services import notification_receive
@@ -24,7 +24,9 @@ from shop.models import OrderStatus
 
 @csrf_exempt  # platforms cannot send a CSRF token; the gateway verifies the signature instead
 @require_POST
-@csp_exempt()  # the platforms read an acknowledgement, not a document (payments/csp.py)
+# The platforms read an acknowledgement, not a document (payments/csp.py). The ignore: django-csp
+# types a view as taking the request alone, not URL arguments as well.
+@csp_exempt()  # type: ignore[arg-type]
 def notify(request: HttpRequest, gateway: str) -> HttpResponse:
     try:
         # staff_test: the sandbox's notifications are accepted for test orders even while it is
@@ -89,6 +91,8 @@ def sandbox_pay(request: HttpRequest, out_trade_no: str) -> HttpResponse:
         gateway = gateway_get("sandbox", staff_test=True)
     except GatewayNotFound:
         raise Http404("the sandbox gateway is disabled") from None
+    if not isinstance(gateway, SandboxGateway):
+        raise Http404("PAYMENT_GATEWAYS names another class as the sandbox")
     return_url = request.GET.get("return_url", "")
     expected = sandbox_pay_page_signature(out_trade_no=out_trade_no, return_url=return_url)
     if not return_url or not constant_time_compare(expected, request.GET.get("sign", "")):

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
@@ -20,6 +23,7 @@ from cardpool.forms import SecretTextarea
 from cardpool.services import ManualKeysRefused
 from delivery.services import DeliveryRefused, order_deliver_manually, order_retry_delivery
 from payments.services import order_refund, orders_query_platform
+from shop.fulfilment import UNLIMITED_STOCK, fulfilment
 from shop.images import (
     PRODUCT_IMAGE,
     PRODUCT_THUMBNAIL,
@@ -29,7 +33,6 @@ from shop.images import (
     UploadedImageField,
     image_render,
 )
-from shop.fulfilment import UNLIMITED_STOCK, fulfilment
 from shop.models import Category, ExceptionOrder, Order, OrderEvent, OrderStatus, Product, ShopSettings
 from shop.services import InvalidTransition, order_exception_assign, order_exception_resolve
 
@@ -42,7 +45,9 @@ class CategoryAdmin(admin.ModelAdmin):
 
 
 # Every image upload in admin goes through shop.images: checked, then re-encoded.
-IMAGE_UPLOAD_OVERRIDES = {models.ImageField: {"form_class": UploadedImageField}}
+IMAGE_UPLOAD_OVERRIDES: Mapping[type[models.Field], Mapping[str, Any]] = {
+    models.ImageField: {"form_class": UploadedImageField}
+}
 
 
 class RenderedImagesForm(forms.ModelForm):
@@ -54,7 +59,7 @@ class RenderedImagesForm(forms.ModelForm):
 
     image_shapes: dict[str, tuple[ImageShape, dict[str, ImageShape]]] = {}
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._drawn: dict[str, object] = {}
         self._stored_before = {
@@ -105,7 +110,13 @@ class ProductForm(RenderedImagesForm):
 
     class Meta:
         model = Product
-        fields = "__all__"
+        # What staff may write; ProductAdmin.fieldsets lays the same fields out.
+        fields = [
+            "category", "name", "slug", "price", "is_active", "sort_order", "image", "description", "usage_instructions",
+            "min_quantity", "max_quantity", "low_stock_threshold",
+            "delivery_delay_minutes", "delivery_max_tries", "delivery_retry_base_seconds",
+            "email_subject", "email_text", "email_html",
+        ]
         help_texts = {"description": _("Markdown: **bold**, lists, [links](https://…), tables. HTML and scripts are removed.")}
 
     def _template(self, name: str) -> str:
@@ -114,7 +125,7 @@ class ProductForm(RenderedImagesForm):
             try:
                 Engine.get_default().from_string(source)
             except TemplateSyntaxError as exc:
-                raise forms.ValidationError(_("Template error: %(error)s") % {"error": exc})
+                raise forms.ValidationError(_("Template error: %(error)s") % {"error": exc}) from exc
         return source
 
     def clean_email_subject(self) -> str:
@@ -172,7 +183,13 @@ class ShopSettingsForm(RenderedImagesForm):
 
     class Meta:
         model = ShopSettings
-        fields = "__all__"
+        # What staff may write; ShopSettingsAdmin.fieldsets lays the same fields out.
+        fields = [
+            "name", "logo", "favicon", "footer_text",
+            "support_qq", "support_wechat", "support_telegram", "support_email",
+            "notice", "notice_starts_at", "notice_ends_at",
+            "order_note",
+        ]
         help_texts = {
             "logo": _("PNG, JPEG or WebP; shown 32 pixels high beside the name (stored at most 480 × 160)."),
             "favicon": _("The browser tab's icon; a square picture works best (stored as a 180 × 180 PNG)."),
@@ -223,8 +240,7 @@ class OrderEventInline(admin.TabularInline):
     model = OrderEvent
     extra = 0
     can_delete = False
-    fields = ["created_at", "type", "message", "actor"]
-    readonly_fields = fields
+    fields = readonly_fields = ("created_at", "type", "message", "actor")
 
     def has_add_permission(self, request, obj=None) -> bool:
         return False
@@ -236,11 +252,11 @@ class ManualDeliveryForm(forms.Form):
     )
 
 
-ORDER_READONLY = [
+ORDER_READONLY: tuple[str, ...] = (
     "number", "product", "quantity", "unit_price", "total", "contact", "contact_kind", "client_ip", "status",
     "exception_reason", "exception_note", "created_at", "expires_at", "paid_at", "delivered_at", "exception_at",
     "is_test",
-]
+)
 
 
 @admin.register(Order)
@@ -249,7 +265,7 @@ class OrderAdmin(admin.ModelAdmin):
     list_filter = ["status", "exception_reason", "is_test", "product"]
     list_select_related = ["product"]
     search_fields = ["=number", "contact"]
-    date_hierarchy = "created_at"
+    date_hierarchy: ClassVar[str | None] = "created_at"
     readonly_fields = ORDER_READONLY
     fields = ORDER_READONLY
     inlines = [OrderEventInline]
@@ -274,7 +290,7 @@ class ExceptionQueueAdmin(OrderAdmin):
     list_select_related = ["product", "assignee"]
     date_hierarchy = None
     actions = ["retry_delivery", "refund", "assign_to_me", "resolve"]
-    fields = ["assignee", "staff_note", *ORDER_READONLY, "history"]
+    fields = ("assignee", "staff_note", *ORDER_READONLY, "history")
     # The history is shown read-only (below) so saving the staff fields needs no inline formset.
     inlines = []
 

@@ -84,11 +84,17 @@ def image_open_checked(upload) -> Image.Image:
 def _too_many_pixels(width: int = 0, height: int = 0) -> forms.ValidationError:
     if not (width and height):  # Pillow refused it before telling the size
         return forms.ValidationError(
-            _("The image has far too many pixels; at most %(side)d pixels a side and %(megapixels)d megapixels are accepted."),
+            _(
+                "The image has far too many pixels; "
+                "at most %(side)d pixels a side and %(megapixels)d megapixels are accepted."
+            ),
             code="too_many_pixels", params={"side": MAX_SIDE_PIXELS, "megapixels": MAX_TOTAL_PIXELS // 1_000_000},
         )
     return forms.ValidationError(
-        _("The image is %(width)d × %(height)d pixels; at most %(side)d pixels a side and %(megapixels)d megapixels are accepted."),
+        _(
+            "The image is %(width)d × %(height)d pixels; "
+            "at most %(side)d pixels a side and %(megapixels)d megapixels are accepted."
+        ),
         code="too_many_pixels",
         params={"width": width, "height": height, "side": MAX_SIDE_PIXELS, "megapixels": MAX_TOTAL_PIXELS // 1_000_000},
     )
@@ -131,9 +137,10 @@ def _to_srgb(image: Image.Image, profile: bytes | None) -> Image.Image:
         return image
     try:
         source = ImageCms.ImageCmsProfile(io.BytesIO(profile))
-        return ImageCms.profileToProfile(image, source, ImageCms.createProfile("sRGB"), outputMode=image.mode)
+        converted = ImageCms.profileToProfile(image, source, ImageCms.createProfile("sRGB"), outputMode=image.mode)
     except (ImageCms.PyCMSError, OSError, ValueError):
         return image
+    return converted if converted is not None else image  # None only for inPlace=True
 
 
 def _has_alpha(image: Image.Image) -> bool:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from collections.abc import Sequence
+from datetime import datetime
 
 from django.core.cache import cache
 from django.db.models import Prefetch, Q, QuerySet
@@ -19,7 +20,7 @@ SHOP_SETTINGS_CACHE_KEY = "shop:settings:v1"
 STOCK_SHOWN_UP_TO = 100
 
 
-def catalog_categories() -> list[Category]:
+def catalog_categories() -> Sequence[Category]:
     """Active categories holding active products; each product carries ``stock`` (0 when sold out,
     exact up to STOCK_SHOWN_UP_TO) and ``stock_unlimited`` (at least that many: "In stock")."""
     products = Product.objects.filter(is_active=True)

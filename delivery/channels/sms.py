@@ -117,7 +117,7 @@ class AliyunSmsProvider:
         )
         try:
             response = self.client.send_sms(request)
-        except Exception as exc:  # noqa: BLE001 - network errors, timeouts, 4xx/5xx: all retried
+        except Exception as exc:  # network errors, timeouts, 4xx/5xx: all retried
             raise ChannelError(f"aliyun: {type(exc).__name__}", permanent=False) from exc
         body = response.body
         if body.code != "OK":
@@ -167,7 +167,7 @@ class TencentSmsProvider:
         except TencentCloudSDKException as exc:
             permanent = str(exc.code or "").startswith(self.PERMANENT_PREFIXES)
             raise ChannelError(f"tencent {exc.code}: {exc.message}"[:300], permanent=permanent) from exc
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # network errors, timeouts, bad replies: all retried
             raise ChannelError(f"tencent: {type(exc).__name__}", permanent=False) from exc
         status = response.SendStatusSet[0]
         if status.Code != "Ok":

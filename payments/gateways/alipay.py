@@ -172,6 +172,14 @@ class AlipayGateway(PaymentGateway):
     def is_enabled(self) -> bool:
         return self.config() is not None
 
+    def _configured(self) -> AlipaySettings:
+        """The settings of an enabled gateway, the only kind the registry hands out. Raises
+        GatewayError when it is not configured."""
+        config = self.config()
+        if config is None:
+            raise GatewayError("alipay is not configured")
+        return config
+
     def redirect_origins(self) -> tuple[str, ...]:
         # Page and wap pay send the buyer to ALIPAY_SERVER_URL with the signed request; the
         # gateway answers with redirects to its cashier (excashier.alipay.com for page pay,
@@ -184,7 +192,7 @@ class AlipayGateway(PaymentGateway):
         return (f"{server.scheme}://{server.hostname}", cashier)
 
     def create_payment(self, request: PaymentRequest) -> PaymentAction:
-        config = self.config()
+        config = self._configured()
         client = _client(config)
         if config.pay_mode == "qr":
             model = AlipayTradePrecreateModel()
@@ -215,7 +223,7 @@ class AlipayGateway(PaymentGateway):
         return PaymentAction(redirect_url=client.page_execute(sdk_request, http_method="GET"))
 
     def parse_notification(self, *, body: bytes, headers: Mapping[str, str], form: Mapping[str, str]) -> VerifiedNotification:
-        config = self.config()
+        config = self._configured()
         fields = {name: str(form.get(name, "")) for name in form}
         sign = fields.pop("sign", "")
         sign_type = fields.pop("sign_type", "")
@@ -267,7 +275,7 @@ class AlipayGateway(PaymentGateway):
     def query(self, *, out_trade_no: str) -> PaymentStatus | None:
         model = AlipayTradeQueryModel()
         model.out_trade_no = out_trade_no
-        reply = self._execute(_client(self.config()), AlipayTradeQueryRequest(biz_model=model))
+        reply = self._execute(_client(self._configured()), AlipayTradeQueryRequest(biz_model=model))
         if reply.get("code") != "10000":
             if reply.get("sub_code") == "ACQ.TRADE_NOT_EXIST":
                 return None
@@ -283,7 +291,7 @@ class AlipayGateway(PaymentGateway):
     def close(self, *, out_trade_no: str) -> None:
         model = AlipayTradeCloseModel()
         model.out_trade_no = out_trade_no
-        reply = self._execute(_client(self.config()), AlipayTradeCloseRequest(biz_model=model))
+        reply = self._execute(_client(self._configured()), AlipayTradeCloseRequest(biz_model=model))
         # A trade the buyer never opened does not exist at Alipay yet: nothing to close.
         if reply.get("code") != "10000" and reply.get("sub_code") != "ACQ.TRADE_NOT_EXIST":
             raise GatewayError(f"alipay close failed: {reply.get('sub_code') or reply.get('code')}")
@@ -294,7 +302,7 @@ class AlipayGateway(PaymentGateway):
         model.out_request_no = out_refund_no
         model.refund_amount = _yuan(amount)
         model.refund_reason = reason[:256] or None
-        reply = self._execute(_client(self.config()), AlipayTradeRefundRequest(biz_model=model))
+        reply = self._execute(_client(self._configured()), AlipayTradeRefundRequest(biz_model=model))
         if reply.get("code") != "10000":
             raise GatewayError(f"alipay refund refused: {reply.get('sub_code') or reply.get('code')}")
         return RefundResult(refund_id=reply.get("trade_no", ""))
@@ -304,7 +312,7 @@ class AlipayGateway(PaymentGateway):
         """Call the platform; the SDK verifies the reply's signature. Raises GatewayError."""
         try:
             return json.loads(client.execute(sdk_request))
-        except Exception as exc:  # noqa: BLE001 - network, HTTP status, bad signature, bad JSON
+        except Exception as exc:  # network, HTTP status, bad signature, bad JSON
             raise GatewayError(f"alipay request failed: {type(exc).__name__}") from exc
 
 

@@ -9,6 +9,10 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from django_stubs_ext import StrOrPromise
 
 
 @dataclass(frozen=True)
@@ -95,13 +99,13 @@ class PaymentGateway:
     """Base class of payment gateways, found through ``settings.PAYMENT_GATEWAYS``."""
 
     identifier: str = ""
-    verbose_name: str = ""
+    verbose_name: StrOrPromise = ""
 
     def is_enabled(self) -> bool:
         raise NotImplementedError
 
     @staticmethod
-    def config():
+    def config() -> object | None:
         """The gateway's parsed settings, or None when it is not configured. Raises
         ImproperlyConfigured naming the variable when it is half-configured or a key is bad."""
         return None

@@ -163,13 +163,21 @@ class WechatPayGateway(PaymentGateway):
     def is_enabled(self) -> bool:
         return self.config() is not None
 
+    def _configured(self) -> WechatPaySettings:
+        """The settings of an enabled gateway, the only kind the registry hands out. Raises
+        GatewayError when it is not configured."""
+        config = self.config()
+        if config is None:
+            raise GatewayError("wechatpay is not configured")
+        return config
+
     def redirect_origins(self) -> tuple[str, ...]:
         # H5 pay (phones) sends the buyer to the h5_url the API returns, always on this host;
         # Native pay (desktop) shows a QR code here.
         return (H5_ORIGIN,) if self.is_enabled() else ()
 
     def create_payment(self, request: PaymentRequest) -> PaymentAction:
-        client = _client(self.config())
+        client = _client(self._configured())
         amount = {"total": _fen(request.amount), "currency": "CNY"}
         if request.mobile:
             code, message = client.pay(
@@ -196,7 +204,7 @@ class WechatPayGateway(PaymentGateway):
         return reply
 
     def parse_notification(self, *, body: bytes, headers: Mapping[str, str], form: Mapping[str, str]) -> VerifiedNotification:
-        config = self.config()
+        config = self._configured()
         values = {name: headers.get(name, "") for name in HEADERS}
         missing = [name for name in HEADERS if not values[name]]
         if missing:
@@ -257,10 +265,10 @@ class WechatPayGateway(PaymentGateway):
         )
 
     def query(self, *, out_trade_no: str) -> PaymentStatus | None:
-        config = self.config()
+        config = self._configured()
         try:
             code, message = _client(config).query(out_trade_no=out_trade_no)
-        except Exception as exc:  # noqa: BLE001 - network errors, bad reply signature
+        except Exception as exc:  # network errors, bad reply signature
             raise GatewayError(f"wechatpay query failed: {type(exc).__name__}") from exc
         if code == 404:
             return None
@@ -275,21 +283,21 @@ class WechatPayGateway(PaymentGateway):
 
     def close(self, *, out_trade_no: str) -> None:
         try:
-            code, message = _client(self.config()).close(out_trade_no=out_trade_no)
-        except Exception as exc:  # noqa: BLE001
+            code, message = _client(self._configured()).close(out_trade_no=out_trade_no)
+        except Exception as exc:  # network errors, bad reply signature
             raise GatewayError(f"wechatpay close failed: {type(exc).__name__}") from exc
         if code not in (200, 204):
             raise GatewayError(f"wechatpay close refused: {code}")
 
     def refund(self, *, out_trade_no: str, out_refund_no: str, amount: Decimal, total: Decimal, reason: str = "") -> RefundResult:
         try:
-            code, message = _client(self.config()).refund(
+            code, message = _client(self._configured()).refund(
                 out_refund_no=out_refund_no,
                 out_trade_no=out_trade_no,
                 amount={"refund": _fen(amount), "total": _fen(total), "currency": "CNY"},
                 reason=reason[:80] or None,
             )
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # network errors, bad reply signature
             raise GatewayError(f"wechatpay refund failed: {type(exc).__name__}") from exc
         reply = self._reply(code, message, "refund_id")
         if reply.get("status") not in ("SUCCESS", "PROCESSING"):
