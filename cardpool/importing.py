@@ -32,6 +32,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from cardpool import tasks
 from cardpool.crypto import NONCE_BYTES, keyring, secret_blind_index, secret_encrypt, secret_mask, secret_normalize
 from cardpool.models import CardKey, CardKeyStatus, ImportBatch, ImportStatus, ImportUpload
 from cardpool.signals import keys_added
@@ -350,7 +351,7 @@ def _rows_checked(rows: Iterator[ParsedRow], layout: ImportLayout) -> Iterator[P
 # --- Dedupe ----------------------------------------------------------------------------------
 
 
-def _legacy_index_versions(product_id: int) -> list[int]:
+def legacy_index_versions(product_id: int) -> list[int]:
     """Blind-index key versions other than the current one that keys of this product still carry
     (until rebuild_blind_index has run): new keys are checked against those indexes too."""
     ring = keyring()
@@ -393,7 +394,7 @@ def _index_probe_unnest(*, product_id: int, indexes: list[str], version: int | N
         return cursor.fetchall()
 
 
-def _pool_matches(*, product_id: int, secrets: dict[str, str], legacy: list[int]) -> dict[str, tuple[str, int | None]]:
+def pool_matches(*, product_id: int, secrets: dict[str, str], legacy: list[int]) -> dict[str, tuple[str, int | None]]:
     """{current blind index: (status, batch id)} of the keys among ``secrets`` (index → secret)
     that the pool already holds, under the current or a legacy index key."""
     found = {index: (status, batch_id) for index, status, batch_id in _index_probe(product_id=product_id, indexes=list(secrets))}
@@ -430,7 +431,7 @@ def import_preview(*, product, rows: Iterable[ParsedRow], progress=None) -> Impo
     after each chunk. Raises ImportRefused."""
     report = ImportReport()
     seen: set[int] = set()  # 8 bytes of each blind index: a million keys in tens of MB
-    legacy = _legacy_index_versions(product.pk)
+    legacy = legacy_index_versions(product.pk)
     for chunk in _chunks(rows):
         fresh: dict[str, str] = {}
         for row in chunk:
@@ -445,7 +446,7 @@ def import_preview(*, product, rows: Iterable[ParsedRow], progress=None) -> Impo
                 continue
             seen.add(short)
             fresh[index] = row.secret
-        matches = _pool_matches(product_id=product.pk, secrets=fresh, legacy=legacy)
+        matches = pool_matches(product_id=product.pk, secrets=fresh, legacy=legacy)
         for status, batch_id in matches.values():
             _classify(report, status, batch_id, None)
         report.added += len(fresh) - len(matches)
@@ -467,7 +468,7 @@ def import_commit(*, batch: ImportBatch, rows: Iterable[ParsedRow], progress=Non
     """
     product_id = batch.product_id
     layout = ImportLayout.from_dict(batch.layout)
-    legacy = _legacy_index_versions(product_id)
+    legacy = legacy_index_versions(product_id)
     insert_chunk = _pool_io().keys_insert
     done = batch.rows_done
     position = 0
@@ -503,7 +504,7 @@ def import_commit(*, batch: ImportBatch, rows: Iterable[ParsedRow], progress=Non
                 logger.warning("import batch %s: another runner moved it to row %s; stopping", batch.pk, locked.rows_done)
                 return _batch_report(locked, problems)
             if legacy:
-                old = _pool_matches(product_id=product_id, secrets={i: r.secret for i, r in fresh.items()}, legacy=legacy)
+                old = pool_matches(product_id=product_id, secrets={i: r.secret for i, r in fresh.items()}, legacy=legacy)
                 for index, (status, batch_id) in old.items():
                     _classify(report, status, batch_id, batch.pk)
                     del fresh[index]
@@ -649,8 +650,6 @@ def import_batch_create(
     """Start an admin import: the batch (checking the file) and its encrypted upload, with the
     preview task sent after commit. Raises ImportRefused for a file over the size limit or empty."""
     _raw_check(raw)
-    from cardpool import tasks
-
     with transaction.atomic():
         batch = ImportBatch.objects.create(
             product=product, created_by=created_by, source_name=source_name[:255], supplier=supplier[:100],
@@ -692,8 +691,6 @@ def import_batch_preview(*, batch_id: int) -> str:
 
 def import_batch_confirm(*, batch_id: int) -> None:
     """The operator confirmed the preview: run the import in the background."""
-    from cardpool import tasks
-
     with transaction.atomic():
         if ImportBatch.objects.filter(pk=batch_id, status=ImportStatus.READY).update(
             status=ImportStatus.IMPORTING, updated_at=timezone.now()
@@ -742,8 +739,6 @@ def imports_resume(*, stale_seconds: int = 120, batch_id: int | None = None) -> 
     """Re-send the task of every import that made no progress for ``stale_seconds`` (its worker
     died or its task was lost): the batch goes on from ``rows_done``. Run by beat; the admin's
     "resume" button passes one batch. A second runner of the same batch stops at its first chunk."""
-    from cardpool import tasks
-
     cutoff = timezone.now() - timedelta(seconds=stale_seconds)
     stale = ImportBatch.objects.filter(status__in=[ImportStatus.ANALYSING, ImportStatus.IMPORTING], updated_at__lte=cutoff)
     if batch_id is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from django.db import connection
 from django.utils import timezone
@@ -61,7 +62,7 @@ def stock_counts_sql(*, ids: str, up_to: int) -> str:
     # Both subqueries are LIMITed: the second runs only for fewer than up_to keys anyway, and
     # the limit keeps the estimated cost low, so PostgreSQL's JIT, whose compile time would
     # dwarf this query's run time, does not start (docs/performance.md).
-    sql = f"""
+    return f"""
     SELECT p.id,
            (SELECT CASE WHEN count(*) < {up_to}
                         THEN (SELECT COALESCE(SUM({_sellable_units(unlimited=str(up_to))}), 0)
@@ -70,7 +71,6 @@ def stock_counts_sql(*, ids: str, up_to: int) -> str:
               FROM (SELECT 1 FROM {table} WHERE {where} LIMIT {up_to}) first_keys)
       FROM {Product._meta.db_table} p WHERE p.id {ids}
     """
-    return sql
 
 
 def stock_counts(*, product_ids: list[int], up_to: int) -> dict[int, int]:
@@ -106,7 +106,7 @@ def available_counts(*, product_ids: list[int]) -> dict[int, int]:
         f"SELECT product_id, SUM({_sellable_units(unlimited='%(unlimited)s')}) FROM {CardKey._meta.db_table}"
         f" WHERE {where} GROUP BY product_id"
     )
-    params = {
+    params: dict[str, Any] = {
         "unlimited": UNLIMITED_STOCK, "now": connection.ops.adapt_datetimefield_value(timezone.now()),
         **id_params,
     }

@@ -11,8 +11,9 @@ from django.db.models import F, Value
 from django.db.models.functions import Concat
 from django.utils import timezone
 
-from cardpool.crypto import keyring, secret_blind_index, secret_encrypt, secret_mask, secret_normalize
-from cardpool.models import CardKey, CardKeyStatus, ImportBatch
+from cardpool.crypto import keyring, secret_blind_index, secret_decrypt, secret_encrypt, secret_mask, secret_normalize
+from cardpool.importing import legacy_index_versions, pool_matches, secret_problem
+from cardpool.models import CardKey, CardKeyStatus, ImportBatch, RevealKind, RevealLog
 from cardpool.selectors import product_has_stock, sellable_keys_where, sellable_units_sql
 from kameng.sql import Statement, lock_clause, row_locks, sql_literal, statements_run
 
@@ -150,8 +151,6 @@ def cardkeys_add_sold_to_order(*, order, secrets: list[str], batch_note: str, cr
     normalized = [secret_normalize(s) for s in secrets if secret_normalize(s)]
     if not normalized:
         raise ManualKeysRefused("no key given")
-    from cardpool.importing import secret_problem
-
     for secret in normalized:
         problem = secret_problem(secret)
         if problem:
@@ -159,10 +158,8 @@ def cardkeys_add_sold_to_order(*, order, secrets: list[str], batch_note: str, cr
     indexes = [secret_blind_index(secret=s, product_id=order.product_id) for s in normalized]
     if len(set(indexes)) != len(indexes):
         raise ManualKeysRefused("the same key twice")
-    from cardpool.importing import _legacy_index_versions, _pool_matches
-
-    legacy = _legacy_index_versions(order.product_id)
-    if _pool_matches(product_id=order.product_id, secrets=dict(zip(indexes, normalized)), legacy=legacy):
+    legacy = legacy_index_versions(order.product_id)
+    if pool_matches(product_id=order.product_id, secrets=dict(zip(indexes, normalized, strict=True)), legacy=legacy):
         raise ManualKeysRefused("a key that is already in the pool")
     batch = ImportBatch.objects.create(
         product_id=order.product_id, created_by=created_by, source_name=batch_note[:255],
@@ -170,7 +167,7 @@ def cardkeys_add_sold_to_order(*, order, secrets: list[str], batch_note: str, cr
     )
     now = timezone.now()
     rows = []
-    for secret, index in zip(normalized, indexes):
+    for secret, index in zip(normalized, indexes, strict=True):
         version, ciphertext = secret_encrypt(secret=secret, product_id=order.product_id)
         rows.append(CardKey(
             product_id=order.product_id, batch=batch, ciphertext=ciphertext, key_version=version, blind_index=index,
@@ -188,9 +185,6 @@ class RevealRefused(PermissionError):
 def cardkey_reveal(*, key_id: int, user, ip: str | None, reason: str) -> str:
     """Return one key's plaintext to a staff member with the reveal permission and a stated
     reason, writing the RevealLog row first in the same transaction. Raises RevealRefused."""
-    from cardpool.crypto import secret_decrypt
-    from cardpool.models import RevealKind, RevealLog
-
     if not user.has_perm("cardpool.reveal_cardkey"):
         raise RevealRefused("no permission to reveal keys")
     if not reason.strip():
@@ -217,9 +211,6 @@ def cardkeys_export_unsold(*, product_id: int, user, ip: str | None, reason: str
     """Yield CSV rows (id, key, batch, added) of a product's unsold keys for a staff member with
     the export permission and a reason; the RevealLog row is written before the first row.
     Raises RevealRefused."""
-    from cardpool.crypto import secret_decrypt
-    from cardpool.models import RevealKind, RevealLog
-
     if not user.has_perm("cardpool.export_cardkey"):
         raise RevealRefused("no permission to export keys")
     if not reason.strip():
@@ -249,8 +240,6 @@ def cardkeys_rotate_chunk(*, after_id: int = 0) -> tuple[int, int]:
     the rows this holds, so sales go on. Only ciphertext and key_version change, guarded by the
     old version, so no key is ever lost or sold twice because of a rotation.
     """
-    from cardpool.crypto import secret_decrypt
-
     current = keyring().current_version
     with transaction.atomic():
         rows = list(
@@ -288,8 +277,6 @@ def cardkeys_rebuild_blind_index() -> int:
     version, in short chunks, online: sales go on (rows a delivery holds are done on the next
     pass) and imports stay deduplicated meanwhile (they also check the older versions' indexes
     until none is left). Returns how many keys were re-indexed."""
-    from cardpool.crypto import secret_decrypt
-
     current = keyring().index_version
     changed = 0
     while CardKey.objects.exclude(index_version=current).exists():

@@ -23,6 +23,7 @@ from django.utils.translation import gettext_lazy as _lazy
 
 from cardpool.models import CardKey
 from cardpool.selectors import order_keys
+from delivery import tasks
 from delivery.channels import ChannelError, DeliveryContent, channel_get
 from delivery.channels.base import DeliveredKey, ShopBrand
 from delivery.channels.sms import sms_enabled
@@ -129,8 +130,6 @@ def messages_send_claimed(*, sends: tuple[ClaimedSend, ...]) -> None:
 
 
 def _message_schedule(*, message_id: int, countdown: float | None = None) -> None:
-    from delivery import tasks
-
     if countdown:
         tasks.message_send.apply_async_on_commit(args=(message_id,), countdown=countdown)
     else:
@@ -326,7 +325,7 @@ def _message_deliver(*, message: DeliveryMessage, attempt: DeliveryAttempt, orde
             content = notice_content(order=message.order, notice=message.notice)
         else:
             content = delivery_content(order=message.order)
-    except Exception as exc:  # noqa: BLE001 - a bug here must reach staff, not loop forever
+    except Exception as exc:  # a bug here must reach staff, not loop forever
         logger.exception("could not prepare delivery message %s", message.pk)
         return _message_failed(
             message=message, attempt=attempt, failure=ChannelError(f"prepare: {type(exc).__name__}", permanent=True)
@@ -365,7 +364,7 @@ def _message_failed(*, message: DeliveryMessage, attempt: DeliveryAttempt, failu
     if not failure.permanent and message.tries < max_tries:
         # Exponential backoff with ±20 % jitter, so a provider outage is not hit by every
         # queued message at the same second when it returns.
-        delay = round(base * 2 ** (message.tries - 1) * random.uniform(0.8, 1.2))
+        delay = round(base * 2 ** (message.tries - 1) * random.uniform(0.8, 1.2))  # noqa: S311 - jitter, not a secret
         with transaction.atomic():
             DeliveryMessage.objects.filter(pk=message.pk).update(
                 state=MessageState.PENDING, next_try_at=timezone.now() + timedelta(seconds=delay), last_error=str(failure)

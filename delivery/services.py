@@ -22,6 +22,7 @@ from cardpool.services import (
     cardkeys_sell_to_order,
     cardkeys_shortfall_is_contention,
 )
+from delivery import tasks
 from delivery.messages import ClaimedSend, message_channel, message_first_try, order_messages_send
 from delivery.models import DeliveryRules
 from delivery.stock_alerts import stock_alert_check
@@ -65,10 +66,12 @@ def _order_fulfil(*, order: Order, actor: str, claim_messages: bool = False) -> 
     first_try = message_first_try(channel=channel, recipient=order.contact, at=at) if channel else ()
     rows = statements_run([row_source("target", order_id=order.pk), *move.writes, *first_try])
     order_moves_applied(order=order, moves=[move])
-    sends = tuple(
-        ClaimedSend(message_id=message_id, attempt_id=attempt_id, channel=channel, recipient=order.contact, order=order)
-        for message_id, attempt_id in (rows if channel else ())
-    )
+    sends: tuple[ClaimedSend, ...] = ()
+    if channel:
+        sends = tuple(
+            ClaimedSend(message_id=message_id, attempt_id=attempt_id, channel=channel, recipient=order.contact, order=order)
+            for message_id, attempt_id in rows
+        )
     if not sends:
         order_messages_send(order=order)  # scheduled; reuses a message row an earlier delivery left
     if not sale.stock_left:  # at or below the threshold now, or not probed
@@ -135,7 +138,7 @@ def delivery_hold_reason(*, order: Order) -> str:
 
 def _delivery_delay_remaining(*, order: Order) -> float:
     delay = order.product.delivery_delay_minutes  # read with the order lock
-    if not delay:
+    if not delay or order.paid_at is None:
         return 0
     return (order.paid_at + timedelta(minutes=delay) - timezone.now()).total_seconds()
 
@@ -143,8 +146,6 @@ def _delivery_delay_remaining(*, order: Order) -> float:
 def _order_delivery_later(*, order_id: int, seconds: float) -> None:
     # Short waits ride on the broker; longer ones are picked up by the sweeper when due.
     if seconds <= settings.DELIVERY_MAX_COUNTDOWN_SECONDS:
-        from delivery import tasks
-
         tasks.order_deliver.apply_async_on_commit(args=(order_id,), countdown=seconds)
 
 

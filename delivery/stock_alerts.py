@@ -16,6 +16,7 @@ from django.utils import timezone, translation
 
 from cardpool.models import CardKey, CardKeyStatus
 from cardpool.selectors import available_counts, product_has_stock
+from delivery import tasks
 from delivery.models import StockAlert
 from shop.models import Order
 
@@ -42,8 +43,6 @@ def stock_alert_check(*, product_id: int, threshold: int) -> None:
         )
         row = cursor.fetchone()
     if row is not None and settings.ALERT_EMAILS:
-        from delivery import tasks  # the task module imports this one: resolved at call time
-
         tasks.stock_alert_email.delay_on_commit(row[0])
 
 

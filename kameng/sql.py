@@ -9,11 +9,12 @@ import functools
 import re
 import weakref
 from collections.abc import Callable, Mapping, Sequence
-from types import MappingProxyType
 from datetime import datetime
-from typing import NamedTuple, TypeVar
+from types import MappingProxyType
+from typing import Any, NamedTuple, TypeVar, cast
 
 from django.db import DEFAULT_DB_ALIAS, InterfaceError, OperationalError, connection, connections, transaction
+from django.db.models import Field, Model
 
 T = TypeVar("T")
 
@@ -55,14 +56,14 @@ def sql_execute(cursor, sql: str, params: list | Mapping[str, object]) -> None:
     _executor().execute(cursor, sql, params)
 
 
-def sql_in(name: str, values: Sequence[object]) -> tuple[str, dict[str, object]]:
+def sql_in(name: str, values: Sequence[object]) -> tuple[str, dict[str, Any]]:
     """``IN`` over ``values`` as (SQL after the column, named params): on PostgreSQL one array
     parameter ``= ANY(%(name)s)``, so every list length is one prepared statement."""
     return _executor().in_list(name, values)
 
 
-def _params_merged(statements: Sequence[Statement]) -> dict[str, object]:
-    merged: dict[str, object] = {}
+def _params_merged(statements: Sequence[Statement]) -> dict[str, Any]:
+    merged: dict[str, Any] = {}
     for st in statements:
         for key, value in st.params.items():
             if key in merged and merged[key] != value:
@@ -74,7 +75,7 @@ def _params_merged(statements: Sequence[Statement]) -> dict[str, object]:
 class _Sequential:
     """SQLite (and any database without data-modifying CTEs): statements one by one."""
 
-    def batch_run(self, statements: Sequence[Statement], params: dict[str, object]) -> list[tuple]:
+    def batch_run(self, statements: Sequence[Statement], params: dict[str, Any]) -> list[tuple]:
         # The backend's own text form for times: SQLite stores what it is given.
         adapt = connection.ops.adapt_datetimefield_value
         params = {key: adapt(value) if isinstance(value, datetime) else value for key, value in params.items()}
@@ -100,7 +101,7 @@ class _Sequential:
     def execute(self, cursor, sql: str, params) -> None:
         cursor.execute(sql, params)
 
-    def in_list(self, name: str, values: Sequence[object]) -> tuple[str, dict[str, object]]:
+    def in_list(self, name: str, values: Sequence[object]) -> tuple[str, dict[str, Any]]:
         names = [f"{name}{n}" for n in range(len(values))]
         return "IN (" + ", ".join(f"%({n})s" for n in names) + ")", dict(zip(names, values, strict=True))
 
@@ -108,7 +109,7 @@ class _Sequential:
 class _Postgres(_Sequential):
     """PostgreSQL: a batch is one prepared statement of data-modifying CTEs."""
 
-    def batch_run(self, statements: Sequence[Statement], params: dict[str, object]) -> list[tuple]:
+    def batch_run(self, statements: Sequence[Statement], params: dict[str, Any]) -> list[tuple]:
         *writes, last = statements
         heads = [
             f"{st.name or f's{n}'} AS {'MATERIALIZED ' if st.materialized else ''}({st.sql})"
@@ -132,7 +133,7 @@ class _Postgres(_Sequential):
             params = [params[key] for key in order]
         cursor.execute(f"EXECUTE {name} ({', '.join(['%s'] * len(params))})" if params else f"EXECUTE {name}", params)
 
-    def in_list(self, name: str, values: Sequence[object]) -> tuple[str, dict[str, object]]:
+    def in_list(self, name: str, values: Sequence[object]) -> tuple[str, dict[str, Any]]:
         return f"= ANY(%({name})s)", {name: list(values)}
 
 
@@ -175,9 +176,10 @@ def first_statement(run: Callable[[], T]) -> T:
     connection turns out to be dead, it is closed and ``run`` runs once more on a new one: what
     the health check would have done, without its round trip on every request."""
     db = connection
-    if db.connection is None or db.health_check_done or not db.health_check_enabled or db.in_atomic_block:
+    # health_check_done and health_check_enabled are Django 4.1+ attributes the stubs lack.
+    if db.connection is None or db.health_check_done or not db.health_check_enabled or db.in_atomic_block:  # type: ignore[attr-defined]
         return run()
-    db.health_check_done = True
+    db.health_check_done = True  # type: ignore[attr-defined]
     try:
         return run()
     except (InterfaceError, OperationalError):
@@ -244,7 +246,7 @@ def model_from_sql(model, sql: str, params: list):
     return None if found is None else found[0]
 
 
-def models_from_sql(sql: str, params: list, *models: tuple[type, str]) -> tuple | None:
+def models_from_sql(sql: str, params: list, *models: tuple[type[Model], str]) -> tuple | None:
     """Instances of several models from one row of a hand-written SELECT, or None. ``models``
     holds (model, prefix) pairs: each model's columns are selected as prefix+column
     (``model_columns(model, alias, prefix)``); columns no model claims are set as attributes on
@@ -259,17 +261,18 @@ def models_from_sql(sql: str, params: list, *models: tuple[type, str]) -> tuple 
     plans, extras = _row_plan(models, columns, db.vendor)
     values = list(row)
     instances = []
-    for model, (order, converters) in zip((model for model, _prefix in models), plans):
+    for model, (order, converters) in zip((model for model, _prefix in models), plans, strict=True):
         for index, functions in converters:
             for function, expression in functions:
                 values[index] = function(values[index], expression, db)
-        instances.append(model.from_db(db.alias, None, [values[index] for index in order]))
+        # field_names=None: the values are every concrete field, in model order (as Django's own raw() passes).
+        instances.append(model.from_db(db.alias, None, [values[index] for index in order]))  # type: ignore[arg-type]
     for index in extras:
         setattr(instances[0], columns[index], values[index])
     return tuple(instances)
 
 
-def values_from_sql(model, fields: tuple[str, ...], sql: str, params: list) -> list[tuple]:
+def values_from_sql(model: type[Model], fields: tuple[str, ...], sql: str, params: list) -> list[tuple]:
     """The rows of a hand-written SELECT of ``fields`` of ``model`` (in that order), each value
     converted as the ORM would (SQLite returns times as text): ``values_list`` without its
     query building, and prepared on PostgreSQL."""
@@ -292,10 +295,10 @@ def _converted(value, functions, db):
 
 
 @functools.lru_cache(maxsize=64)
-def _field_converters(model, fields: tuple[str, ...], _vendor: str) -> tuple:
+def _field_converters(model: type[Model], fields: tuple[str, ...], _vendor: str) -> tuple:
     converters = []
     for name in fields:
-        expression = model._meta.get_field(name).get_col(model._meta.db_table)
+        expression = cast(Field, model._meta.get_field(name)).get_col(model._meta.db_table)
         converters.append(
             tuple((f, expression) for f in connection.ops.get_db_converters(expression) + expression.get_db_converters(connection))
         )
@@ -303,7 +306,7 @@ def _field_converters(model, fields: tuple[str, ...], _vendor: str) -> tuple:
 
 
 @functools.lru_cache(maxsize=64)
-def _row_plan(models: tuple[tuple[type, str], ...], columns: tuple[str, ...], vendor: str):
+def _row_plan(models: tuple[tuple[type[Model], str], ...], columns: tuple[str, ...], vendor: str):
     """For a result shape: per model, the column index of each concrete field in model order and
     the converters each column needs on this database; and the indexes of extra columns."""
     position = {column: index for index, column in enumerate(columns)}

@@ -40,7 +40,7 @@ class PaymentLike(Protocol):
     state: str
 
 
-@dataclass(frozen=True)
+@dataclass
 class AssumedPayment:
     """A payment in the state the guarded statement selects (a plain value: building a model
     instance costs more than the rest of the builders together, on every notification)."""

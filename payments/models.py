@@ -62,7 +62,8 @@ class PaymentNotification(models.Model):
 
     gateway = models.CharField(_("gateway"), max_length=32)
     # Empty for notifications that failed verification: they have no trustworthy id.
-    transaction_id = models.CharField(_("gateway transaction id"), max_length=64, null=True, blank=True)
+    # NULL, not "": the unique constraint must not count unverified notices as one transaction.
+    transaction_id = models.CharField(_("gateway transaction id"), max_length=64, null=True, blank=True)  # noqa: DJ001
     out_trade_no = models.CharField(_("out trade no"), max_length=64, blank=True)
     payment = models.ForeignKey(Payment, null=True, blank=True, on_delete=models.PROTECT, related_name="notifications")
     # Whether the notice said the trade is paid. A trade's waiting notice (WAIT_BUYER_PAY) and

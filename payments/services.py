@@ -227,9 +227,9 @@ def _notice_apply(*, gateway: PaymentGateway, notice: VerifiedNotification, raw:
     payment and its order locked (``payment_lock``): concurrent copies queue there and see the
     payment as the one before them left it. Both run the same writes (``payment_confirmation``).
     """
-    if notice.paid and row_locks() and gateway.is_enabled():
-        if payment_confirm_guarded(gateway=gateway, notice=notice, raw=raw, actor=actor):
-            return NotificationOutcome(accepted=True, verdict=NotificationVerdict.ACCEPTED)
+    guarded = notice.paid and row_locks() and gateway.is_enabled()
+    if guarded and payment_confirm_guarded(gateway=gateway, notice=notice, raw=raw, actor=actor):
+        return NotificationOutcome(accepted=True, verdict=NotificationVerdict.ACCEPTED)
     with transaction.atomic(durable=True):
         found = payment_lock(out_trade_no=notice.out_trade_no, gateway=gateway.identifier)
         return _notice_decide(gateway=gateway, notice=notice, raw=raw, actor=actor, found=found)
@@ -408,14 +408,15 @@ def refund_request(*, payment_id: int, actor: str, reason: str = "") -> Refund:
     """
     with transaction.atomic(durable=True):
         payment = Payment.objects.select_for_update().get(pk=payment_id)
-        if payment.state not in MONEY_RECEIVED:
+        if payment.state not in MONEY_RECEIVED or payment.paid_amount is None:
             raise RefundRefused(f"payment {payment.out_trade_no} is {payment.state}: nothing to refund")
+        paid_amount = payment.paid_amount
         if payment.refunds.exclude(state=RefundState.FAILED).exists():
             raise RefundRefused(f"payment {payment.out_trade_no} already has a refund")
         refund = Refund.objects.create(
             payment=payment,
             out_refund_no=f"R{payment.out_trade_no}"[:64],
-            amount=payment.paid_amount,
+            amount=paid_amount,
             reason=reason[:255],
             requested_by=actor,
         )
@@ -426,7 +427,7 @@ def refund_request(*, payment_id: int, actor: str, reason: str = "") -> Refund:
     try:
         result = gateway_get(payment.gateway).refund(
             out_trade_no=payment.out_trade_no, out_refund_no=refund.out_refund_no,
-            amount=refund.amount, total=payment.paid_amount, reason=reason,
+            amount=refund.amount, total=paid_amount, reason=reason,
         )
     except (GatewayError, GatewayNotFound) as exc:
         with transaction.atomic(durable=True):

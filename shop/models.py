@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from django.core.cache import cache
 from django.core.validators import MinValueValidator
 from django.db import models
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from shop.events import event_has_handlers
-
 from shop.order_tokens import order_access_token
+
+# The cached shop settings row (shop.selectors.shop_settings); a save drops it.
+SHOP_SETTINGS_CACHE_KEY = "shop:settings:v1"
 
 
 class Category(models.Model):
@@ -30,6 +33,10 @@ class Category(models.Model):
 
 
 class Product(models.Model):
+    # Set by the storefront's reads (shop.selectors), not stored: what the page shows of its stock.
+    stock: int
+    stock_unlimited: bool
+
     category = models.ForeignKey(Category, on_delete=models.PROTECT, related_name="products", verbose_name=_("category"))
     name = models.CharField(_("name"), max_length=200)
     slug = models.SlugField(_("slug"), unique=True)
@@ -114,7 +121,8 @@ class Order(models.Model):
     access_token_hash = models.CharField(max_length=64, editable=False)
     # sha256 of an earlier link that still opens the page: the random token of an order made
     # before tokens were derived, or the token under the key before ``order_tokens_rekey``.
-    previous_token_hash = models.CharField(max_length=64, null=True, blank=True, editable=False)
+    # NULL, not "": the partial unique index covers only orders that have one.
+    previous_token_hash = models.CharField(max_length=64, null=True, blank=True, editable=False)  # noqa: DJ001
     product = models.ForeignKey(Product, on_delete=models.PROTECT, related_name="orders", verbose_name=_("product"))
     quantity = models.PositiveIntegerField(_("quantity"), validators=[MinValueValidator(1)])
     unit_price = models.DecimalField(_("unit price"), max_digits=10, decimal_places=2)
@@ -283,8 +291,4 @@ class ShopSettings(models.Model):
     def save(self, *args, **kwargs):
         self.pk = self.SINGLETON_PK
         super().save(*args, **kwargs)
-        from django.core.cache import cache
-
-        from shop.selectors import SHOP_SETTINGS_CACHE_KEY
-
         cache.delete(SHOP_SETTINGS_CACHE_KEY)

@@ -26,6 +26,7 @@ from django.db import connection
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
+from shop import tasks
 from shop.events import DispatchedEvent, event_handlers
 from shop.models import EventReceipt, OrderEvent
 
@@ -51,8 +52,6 @@ def order_events_announce(*, order_id: int, event_types: list[str] | tuple[str, 
     the statements)."""
     if dispatch_listens() or not any(event_handlers(event_type) for event_type in event_types):
         return
-    from shop import tasks  # the task module imports this one: resolved at call time
-
     tasks.order_events_dispatch.delay_on_commit([order_id])
 
 
@@ -84,7 +83,7 @@ def _event_handle(event: DispatchedEvent, *, done: set[str]) -> bool:
             continue
         try:
             import_string(path)(event)
-        except Exception:  # noqa: BLE001 - one handler's failure must not stop the others
+        except Exception:  # one handler's failure must not stop the others
             logger.exception("outbox handler %s failed for event %s (%s)", name, event.id, event.type)
             all_ran = False
             continue

@@ -60,7 +60,7 @@ class OutboxListener(threading.Thread):
         while not self.stopping.is_set():
             try:
                 self._listen()
-            except Exception:  # noqa: BLE001 - a database or broker error: the sweeper covers the gap
+            except Exception:  # a database or broker error: the sweeper covers the gap
                 logger.warning("outbox listener stopped; retrying", exc_info=True)
             finally:
                 self.leading.clear()
@@ -102,7 +102,7 @@ class OutboxListener(threading.Thread):
 class OutboxListenerStep(bootsteps.StartStopStep):
     """Runs the listener in the worker's main process when DELIVERY_DISPATCH is ``listen``."""
 
-    requires = {"celery.worker.components:Pool"}
+    requires = ("celery.worker.components:Pool",)
 
     def include_if(self, worker) -> bool:
         return dispatch_listens()

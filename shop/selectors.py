@@ -9,10 +9,8 @@ from django.core.cache import cache
 from django.db.models import Prefetch, Q, QuerySet
 
 from shop.fulfilment import UNLIMITED_STOCK, fulfilment
-from shop.models import Category, Order, OrderStatus, Product, ShopSettings
+from shop.models import SHOP_SETTINGS_CACHE_KEY, Category, Order, OrderStatus, Product, ShopSettings
 from shop.order_tokens import access_token_hash
-
-SHOP_SETTINGS_CACHE_KEY = "shop:settings:v1"
 
 # Storefront pages count a product's stock only this far; more shows as "In stock". Counting
 # reads one index entry per key, and a large pool holds millions (docs/performance.md). What a

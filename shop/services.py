@@ -41,7 +41,7 @@ logger = logging.getLogger(__name__)
 
 S = OrderStatus
 MOBILE_RE = re.compile(r"^1[3-9]\d{9}$")
-QUERY_PASSWORD_HASHER = "pbkdf2_sha256_query"
+QUERY_PASSWORD_HASHER = "pbkdf2_sha256_query"  # noqa: S105 - the name of a hasher, not a password
 
 
 class OrderRejected(ValidationError):
@@ -94,8 +94,8 @@ def contact_classify(contact: str) -> str:
         return ContactKind.MOBILE
     try:
         validate_email(contact)
-    except ValidationError:
-        raise ValidationError(_("Enter an email address or an 11-digit mainland mobile number."), code="contact")
+    except ValidationError as exc:
+        raise ValidationError(_("Enter an email address or an 11-digit mainland mobile number."), code="contact") from exc
     return ContactKind.EMAIL
 
 

@@ -14,9 +14,10 @@ import functools
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Protocol
+from typing import Protocol, cast
 
 from django.db import connection
+from django.db.models import Field
 
 from kameng.sql import Statement, sql_literal
 from shop.events import ORDER_PAID, event_has_handlers, order_exception_event
@@ -52,7 +53,7 @@ class OrderState(Protocol):
     delivered_at: datetime | None
 
 
-@dataclass(frozen=True)
+@dataclass
 class AssumedOrder:
     """An order in the state a guarded statement selects, for the builders to decide on."""
 
@@ -114,7 +115,7 @@ def _move_sql(to: str, columns: tuple[str, ...], at_valued: tuple[str, ...], key
     quote = connection.ops.quote_name
     assignments = []
     for name in columns:
-        column = quote(Order._meta.get_field(name).column)
+        column = quote(cast(Field, Order._meta.get_field(name)).column)
         if name == "status":
             # A literal: the statement's text then says which move it is (one prepared
             # statement per move, and a generic plan that still uses the partial indexes).
@@ -197,7 +198,7 @@ def order_payment(*, order: OrderState, amount: Decimal, gateway: str, actor: st
             event_type=ORDER_PAYMENT_DUPLICATE_EVENT, message=f"another payment of {note}; refund it", actor=actor, at=at,
             key="duplicate",
         )
-        moves = ()
+        moves: tuple[OrderMove, ...] = ()
         if order.status == S.DELIVERED:
             moves = (order_duplicate_payment_move(order=order, note=f"second payment of {note}", at=at),)
         return PaymentOutcome(

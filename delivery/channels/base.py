@@ -1,5 +1,10 @@
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from django_stubs_ext import StrOrPromise
+
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -18,7 +23,7 @@ class ShopBrand:
 
     name: str = ""
     logo_url: str = ""
-    support: tuple[tuple[str, str], ...] = ()
+    support: tuple[tuple[StrOrPromise, str], ...] = ()
 
 
 @dataclass(frozen=True)
