@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint setup migrate seed messages bench clean
+.PHONY: run test lint setup migrate seed messages bench clean test-sqlite
 
 $(VENV)/.installed: requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -54,6 +54,14 @@ lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+
+# The suite on SQLite, the embedded default `make run` uses: every test but those that need
+# PostgreSQL, Redis or a browser (they run in `make test`), so each builder's batch is run on
+# both databases.
+test-sqlite: setup
+	@rm -rf var/test-broker-sqlite
+	DATABASE_URL=sqlite:///var/test-sqlite.sqlite3 KAMENG_REQUIRE_SERVICES=0 KAMENG_TEST_REDIS_URL= \
+	KAMENG_BROKER_DIR=var/test-broker-sqlite $(PY) -m pytest -m "not postgres and not redis and not browser" $(PYTEST_ARGS)
 
 bench: setup
 	$(PY) bench/reserve.py

@@ -70,6 +70,7 @@ def test_gunicorn_access_log_never_carries_an_order_token(tmp_path):
         assert value not in log
 
 
+@pytest.mark.postgres  # runserver shares the test database
 @pytest.mark.django_db(transaction=True)
 def test_runserver_log_never_carries_an_order_token(tmp_path, settings):
     product = ProductFactory()
