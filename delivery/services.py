@@ -29,6 +29,7 @@ from delivery.stock_alerts import stock_alert_check
 from kameng.sql import row_source, statements_run
 from shop.lock_objects import order_lock
 from shop.models import ExceptionReason, Order, OrderEvent, OrderStatus
+from shop.selectors import orders_paid_since_count
 from shop.services import order_exception_enter, order_moves_applied, order_transition
 from shop.transitions import order_move
 
@@ -126,13 +127,16 @@ def delivery_hold_reason(*, order: Order) -> str:
         return "automatic delivery is switched off"
     if rules.review_amount is not None and order.total >= rules.review_amount:
         return f"total {order.total} is at or above {rules.review_amount}"
-    if rules.review_orders_per_hour:
-        hour_ago = timezone.now() - timedelta(hours=1)
-        recent = Order.objects.filter(paid_at__gte=hour_ago).exclude(pk=order.pk)
-        if recent.filter(contact=order.contact).count() >= rules.review_orders_per_hour:
-            return f"{order.contact} placed more than {rules.review_orders_per_hour} orders in the last hour"
-        if order.client_ip and recent.filter(client_ip=order.client_ip).count() >= rules.review_orders_per_hour:
-            return f"{order.client_ip} placed more than {rules.review_orders_per_hour} orders in the last hour"
+    limit = rules.review_orders_per_hour
+    if limit:
+        recent = orders_paid_since_count(
+            contact=order.contact, client_ip=order.client_ip, since=timezone.now() - timedelta(hours=1),
+            exclude_id=order.pk, up_to=limit,
+        )
+        if recent.by_contact >= limit:
+            return f"{order.contact} placed more than {limit} orders in the last hour"
+        if recent.by_client_ip >= limit:
+            return f"{order.client_ip} placed more than {limit} orders in the last hour"
     return ""
 
 

@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from delivery import tasks
 from delivery.models import AttemptState, DeliveryAttempt, DeliveryMessage, MessageState
-from shop.models import Order, OrderStatus
+from shop.selectors import orders_paid_due_ids
 
 logger = logging.getLogger(__name__)
 
@@ -25,25 +25,10 @@ class SweepReport:
     messages: int
 
 
-def _paid_orders_due(*, cutoff) -> list[int]:
-    """Paid, undelivered orders whose delivery was due before ``cutoff``. Orders of products with
-    a delivery delay count from paid_at + delay, so they are not re-driven on every sweep while
-    they wait."""
-    undelayed = Order.objects.filter(status=OrderStatus.PAID, paid_at__lte=cutoff, product__delivery_delay_minutes=0)
-    due = list(undelayed.order_by("paid_at").values_list("pk", flat=True)[:1000])
-    # Few products delay delivery; their waiting orders are checked here rather than in SQL
-    # (SQLite cannot multiply an interval by a column).
-    delayed = Order.objects.filter(status=OrderStatus.PAID, product__delivery_delay_minutes__gt=0).values_list(
-        "pk", "paid_at", "product__delivery_delay_minutes"
-    )
-    due += [pk for pk, paid_at, delay in delayed[:5000] if paid_at + timedelta(minutes=delay) <= cutoff]
-    return due
-
-
 def paid_orders_send(*, cutoff) -> list[int]:
     """Send the delivery task of every paid order whose delivery was due before ``cutoff`` (the
     sweeper). Returns their ids."""
-    order_ids = _paid_orders_due(cutoff=cutoff)
+    order_ids = orders_paid_due_ids(cutoff=cutoff)
     for order_id in order_ids:
         tasks.order_deliver.send_quietly(order_id)
     return order_ids

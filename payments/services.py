@@ -38,7 +38,7 @@ from payments.models import (
     RefundState,
 )
 from payments.registry import GatewayNotFound, gateway_get
-from payments.selectors import payments_awaiting_notification
+from payments.selectors import orders_with_duplicate_payment_ids, payments_awaiting_notification
 from shop.events import ORDER_PAID
 from shop.fulfilment import fulfilment
 from shop.lock_objects import order_lock
@@ -378,12 +378,7 @@ def duplicate_payments_queue() -> int:
     """Put delivered orders holding an unrefunded duplicate payment into the exception queue
     (a second payment that arrived while the first was still being delivered)."""
     queued = 0
-    order_ids = (
-        Payment.objects.filter(state=PaymentState.DUPLICATE, order__status=OrderStatus.DELIVERED)
-        .values_list("order_id", flat=True)
-        .distinct()
-    )
-    for order_id in order_ids:
+    for order_id in orders_with_duplicate_payment_ids():
         with transaction.atomic(durable=True):
             order = order_lock(order_id)
             queued += order_duplicate_payment_queue(order=order, note="second payment arrived during delivery")
