@@ -45,7 +45,8 @@ SELECT 'H' || lpad(i::text, 19, '0'), md5('token' || i) || md5('hash' || i), pro
             ELSE '10.0.0.0'::inet + (i::bigint * 16807) %% %(ips)s END,
        'zh-hans', status, reason, '', created, created + interval '15 minutes',
        CASE WHEN status IN ('paid', 'delivered', 'refunded', 'exception') THEN paid END,
-       CASE WHEN status = 'delivered' OR reason IN ('delivery_failed', 'duplicate_payment') THEN paid + interval '1 second' END,
+       CASE WHEN status = 'delivered' OR reason IN ('delivery_failed', 'duplicate_payment')
+            THEN paid + interval '1 second' END,
        CASE WHEN status IN ('exception', 'refunded') THEN paid + interval '2 seconds' END,
        '', false,
        CASE WHEN status IN ('expired', 'cancelled') THEN created + interval '15 minutes'
@@ -57,7 +58,8 @@ SELECT 'H' || lpad(i::text, 19, '0'), md5('token' || i) || md5('hash' || i), pro
                 WHEN paid > now() THEN 'pending'
                 WHEN kind = 'delivered' AND delayed AND paid > now() - %(delay)s * interval '1 minute' THEN 'paid'
                 ELSE kind END AS status,
-           CASE WHEN kind = 'exception' AND paid <= now() THEN (ARRAY['out_of_stock', 'amount_mismatch', 'delivery_failed',
+           CASE WHEN kind = 'exception' AND paid <= now()
+                THEN (ARRAY['out_of_stock', 'amount_mismatch', 'delivery_failed',
                                                       'held_for_review', 'duplicate_payment'])[1 + i %% 5]
                 ELSE '' END AS reason
       FROM (
@@ -65,7 +67,8 @@ SELECT 'H' || lpad(i::text, 19, '0'), md5('token' || i) || md5('hash' || i), pro
                %(first_product)s + i %% %(products)s AS product_id, i %% %(products)s < %(delayed)s AS delayed,
                CASE WHEN r < 790 THEN 'delivered' WHEN r < 940 THEN 'unpaid' WHEN r < 970 THEN 'cancelled'
                     WHEN r < 985 THEN 'refunded'
-                    WHEN created < now() - %(queue_days)s * interval '1 day' THEN 'delivered' ELSE 'exception' END AS kind
+                    WHEN created < now() - %(queue_days)s * interval '1 day' THEN 'delivered'
+                    ELSE 'exception' END AS kind
           FROM (
             SELECT i, now() - %(days)s * interval '1 day' * (1 - i::float8 / %(orders)s) AS created,
                    (i::bigint * 7919) %% 1000 AS r, (i::bigint * 48271) %% %(contacts)s AS c
@@ -95,7 +98,8 @@ SELECT o.id, 'alipay', o.number || 'DUP00000', o.total, o.total,
        CASE WHEN o.status = 'exception' THEN 'duplicate' ELSE 'refunded' END, 'D' || o.number, '', false,
        o.created_at + interval '10 seconds', o.paid_at + interval '5 seconds'
   FROM shop_order o
- WHERE o.number LIKE 'H%%' AND (o.exception_reason = 'duplicate_payment' OR (o.status = 'delivered' AND o.id %% 500 = 0));
+ WHERE o.number LIKE 'H%%'
+   AND (o.exception_reason = 'duplicate_payment' OR (o.status = 'delivered' AND o.id %% 500 = 0));
 """
 
 # created, then paid and delivered (or queued), and a buyer's resend on one delivered order in 200;
@@ -109,7 +113,8 @@ SELECT o.id, e.type, '', e.actor, e.at, e.at
        ('shop.order.paid', 'system', o.paid_at),
        ('shop.order.delivered', 'system', o.delivered_at),
        ('shop.order.exception.' || o.exception_reason, 'system', o.exception_at),
-       ('shop.order.' || o.status, 'system', CASE WHEN o.status IN ('expired', 'cancelled', 'refunded') THEN o.updated_at END),
+       ('shop.order.' || o.status, 'system',
+        CASE WHEN o.status IN ('expired', 'cancelled', 'refunded') THEN o.updated_at END),
        ('delivery.resend', 'buyer', CASE WHEN o.id %% 200 = 0 THEN o.delivered_at + interval '10 minutes' END)
  ) AS e(type, actor, at)
  WHERE o.number LIKE 'H%%' AND e.at IS NOT NULL;
@@ -121,7 +126,8 @@ INSERT INTO delivery_deliverymessage (order_id, channel, recipient, notice, stat
 SELECT o.id, CASE o.contact_kind WHEN 'email' THEN 'email' ELSE 'sms' END, o.contact, '',
        CASE WHEN o.exception_reason = 'delivery_failed' THEN 'failed' ELSE 'sent' END,
        CASE WHEN o.exception_reason = 'delivery_failed' THEN 3 ELSE 1 END, NULL, '',
-       o.delivered_at, o.delivered_at, CASE WHEN o.exception_reason = 'delivery_failed' THEN NULL ELSE o.delivered_at END
+       o.delivered_at, o.delivered_at,
+       CASE WHEN o.exception_reason = 'delivery_failed' THEN NULL ELSE o.delivered_at END
   FROM shop_order o WHERE o.number LIKE 'H%%' AND o.delivered_at IS NOT NULL;
 
 INSERT INTO delivery_deliveryattempt (message_id, number, state, provider_message_id, error, permanent, started_at,
@@ -160,19 +166,34 @@ def order_history_fill(*, orders: int) -> None:
     products = Product.objects.bulk_create(
         [
             Product(
-                category=category, slug=f"history-{n}", name=f"history {n}", price=Decimal("9.90"),
+                category=category,
+                slug=f"history-{n}",
+                name=f"history {n}",
+                price=Decimal("9.90"),
                 delivery_delay_minutes=HISTORY_DELAY_MINUTES if n < HISTORY_DELAYED_PRODUCTS else 0,
             )
             for n in range(HISTORY_PRODUCTS)
         ]
     )
     params = {
-        "orders": orders, "days": HISTORY_DAYS, "contacts": max(orders // 5, 1), "ips": max(orders // 10, 1),
-        "first_product": products[0].pk, "products": HISTORY_PRODUCTS, "delayed": HISTORY_DELAYED_PRODUCTS,
-        "delay": HISTORY_DELAY_MINUTES, "queue_days": HISTORY_QUEUE_DAYS,
+        "orders": orders,
+        "days": HISTORY_DAYS,
+        "contacts": max(orders // 5, 1),
+        "ips": max(orders // 10, 1),
+        "first_product": products[0].pk,
+        "products": HISTORY_PRODUCTS,
+        "delayed": HISTORY_DELAYED_PRODUCTS,
+        "delay": HISTORY_DELAY_MINUTES,
+        "queue_days": HISTORY_QUEUE_DAYS,
     }
     with connection.cursor() as cursor:
-        for sql in (_HISTORY_ORDERS_SQL, _HISTORY_PAYMENTS_SQL, _HISTORY_EVENTS_SQL, _HISTORY_MESSAGES_SQL, _HISTORY_KEYS_SQL):
+        for sql in (
+            _HISTORY_ORDERS_SQL,
+            _HISTORY_PAYMENTS_SQL,
+            _HISTORY_EVENTS_SQL,
+            _HISTORY_MESSAGES_SQL,
+            _HISTORY_KEYS_SQL,
+        ):
             cursor.execute(sql, params)
     if not connection.in_atomic_block:
         with connection.cursor() as cursor:

@@ -35,9 +35,19 @@ def gunicorn_start(*, env: dict[str, str], port: int, workers: int, ready_second
     """gunicorn on 127.0.0.1:``port`` with ``workers`` sync workers, returned once /healthz
     answers (the caller terminates it)."""
     server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "gunicorn"), "kameng.wsgi:application", "--bind", f"127.0.0.1:{port}",
-         "--workers", str(workers), "--log-level", "warning"],
-        cwd=ROOT, env=env, start_new_session=True,
+        [
+            str(Path(sys.executable).parent / "gunicorn"),
+            "kameng.wsgi:application",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            str(workers),
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        env=env,
+        start_new_session=True,
     )
     deadline = time.monotonic() + ready_seconds
     while True:
@@ -52,7 +62,13 @@ def gunicorn_start(*, env: dict[str, str], port: int, workers: int, ready_second
 
 
 def wrk_run(
-    url: str, seconds: int, connections: int, threads: int, script: list[str] | None = None, *, settle_seconds: float = 0
+    url: str,
+    seconds: int,
+    connections: int,
+    threads: int,
+    script: list[str] | None = None,
+    *,
+    settle_seconds: float = 0,
 ) -> dict:
     """One wrk run: requests/s, requests, p50 and p99 (ms), non-2xx/3xx answers. ``script`` is a
     Lua file and its arguments. ``settle_seconds``: wait after the run, so requests still queued in

@@ -89,13 +89,35 @@ def main() -> int:
 
     bin_dir = Path(sys.executable).parent
     web = subprocess.Popen(
-        [str(bin_dir / "gunicorn"), "kameng.wsgi:application", "--bind", f"127.0.0.1:{port}",
-         "--workers", str(options.web_workers), "--log-level", "warning"], cwd=ROOT, env=env, start_new_session=True,
+        [
+            str(bin_dir / "gunicorn"),
+            "kameng.wsgi:application",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            str(options.web_workers),
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        env=env,
+        start_new_session=True,
     )
     worker = subprocess.Popen(
-        [str(bin_dir / "celery"), "-A", "kameng", "worker", "--loglevel=WARNING",
-         f"--concurrency={options.worker_concurrency}", "--without-mingle", "--without-gossip"],
-        cwd=ROOT, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+        [
+            str(bin_dir / "celery"),
+            "-A",
+            "kameng",
+            "worker",
+            "--loglevel=WARNING",
+            f"--concurrency={options.worker_concurrency}",
+            "--without-mingle",
+            "--without-gossip",
+        ],
+        cwd=ROOT,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
     )
     try:
         _wait_for(f"http://127.0.0.1:{port}/healthz")
@@ -125,7 +147,9 @@ def main() -> int:
     measured = {number for number, _trade in payments}
     delivered = {
         number: moment
-        for number, moment in Order.objects.filter(product__slug="bench", status="delivered").values_list("number", "delivered_at")
+        for number, moment in Order.objects.filter(product__slug="bench", status="delivered").values_list(
+            "number", "delivered_at"
+        )
         if number in measured
     }
     latencies = sorted(
@@ -134,16 +158,22 @@ def main() -> int:
     left = total - len(delivered)
     span = max(d.timestamp() for d in delivered.values()) - min(sent_at.values()) if delivered else 1
     achieved = len(sent_at) / (max(sent_at.values()) - min(sent_at.values()) or 1)
-    print(f"gunicorn {options.web_workers} workers, celery worker concurrency {options.worker_concurrency}, "
-          f"Redis + PostgreSQL on loopback; {total} notifications at {options.rate}/s for {options.seconds}s "
-          f"after {options.warmup_seconds}s of warm-up at the same rate")
+    print(
+        f"gunicorn {options.web_workers} workers, celery worker concurrency {options.worker_concurrency}, "
+        f"Redis + PostgreSQL on loopback; {total} notifications at {options.rate}/s for {options.seconds}s "
+        f"after {options.warmup_seconds}s of warm-up at the same rate"
+    )
     print(f"raw reservation SQL (psycopg2, 1 process) : {raw_rate:8.1f} orders/s")
     print(f"notifications sent                         : {achieved:8.1f} /s")
-    print(f"orders delivered                           : {len(delivered) / span:8.1f} /s   "
-          f"({len(delivered)} of {total}, {left} left undelivered)")
+    print(
+        f"orders delivered                           : {len(delivered) / span:8.1f} /s   "
+        f"({len(delivered)} of {total}, {left} left undelivered)"
+    )
     if latencies:
-        print(f"notification -> key visible                : p50 {statistics.median(latencies):7.1f} ms   "
-              f"p99 {latencies[int(len(latencies) * 0.99) - 1]:7.1f} ms   max {latencies[-1]:7.1f} ms")
+        print(
+            f"notification -> key visible                : p50 {statistics.median(latencies):7.1f} ms   "
+            f"p99 {latencies[int(len(latencies) * 0.99) - 1]:7.1f} ms   max {latencies[-1]:7.1f} ms"
+        )
     print("target: 200/s for 60 s, p99 <= 250 ms, 0 left undelivered")
     return 0 if left == 0 else 1
 
@@ -160,14 +190,28 @@ def _prepare(count: int) -> list[tuple[str, str]]:
     from shop.models import Category, Order, Product
 
     category = Category.objects.create(slug="bench", name="bench")
-    product = Product.objects.create(category=category, slug="bench", name="bench", price=Decimal("9.90"), low_stock_threshold=0)
+    product = Product.objects.create(
+        category=category, slug="bench", name="bench", price=Decimal("9.90"), low_stock_threshold=0
+    )
     lines = "\n".join(f"BENCH-{i}-{secrets.token_hex(6)}" for i in range(count + 1000))
     cardkeys_import_text(product=product, text=lines)
     now = timezone.now()
     orders = Order.objects.bulk_create(
-        [Order(number=f"D{i:019d}", access_token_hash=secrets.token_hex(32), product=product, quantity=1,
-               unit_price=Decimal("9.90"), total=Decimal("9.90"), contact="buyer@example.com", contact_kind="email",
-               query_password_hash="-", expires_at=now + timedelta(hours=2)) for i in range(count)],
+        [
+            Order(
+                number=f"D{i:019d}",
+                access_token_hash=secrets.token_hex(32),
+                product=product,
+                quantity=1,
+                unit_price=Decimal("9.90"),
+                total=Decimal("9.90"),
+                contact="buyer@example.com",
+                contact_kind="email",
+                query_password_hash="-",
+                expires_at=now + timedelta(hours=2),
+            )
+            for i in range(count)
+        ],
         batch_size=2000,
     )
     Payment.objects.bulk_create(
@@ -216,8 +260,14 @@ def _drive(port: int, payments: list[tuple[str, str]], rate: int, clients: int) 
     interval = 1.0 / rate
 
     def body(out_trade_no: str) -> str:
-        fields = {"merchant_id": "kameng-sandbox", "out_trade_no": out_trade_no, "trade_no": "SBX" + secrets.token_hex(10),
-                  "total_amount": "9.90", "trade_status": "TRADE_SUCCESS", "timestamp": str(int(time.time()))}
+        fields = {
+            "merchant_id": "kameng-sandbox",
+            "out_trade_no": out_trade_no,
+            "trade_no": "SBX" + secrets.token_hex(10),
+            "total_amount": "9.90",
+            "trade_status": "TRADE_SUCCESS",
+            "timestamp": str(int(time.time())),
+        }
         message = "&".join(f"{k}={fields[k]}" for k in sorted(fields))
         fields["sign"] = hmac.new(SANDBOX_SECRET.encode(), message.encode(), hashlib.sha256).hexdigest()
         return urlencode(fields)
@@ -232,7 +282,9 @@ def _drive(port: int, payments: list[tuple[str, str]], rate: int, clients: int) 
                 time.sleep(pause)  # pacing the load generator, not synchronising a result
             payload = body(out_trade_no)
             moment = time.time()
-            connection.request("POST", "/payments/sandbox/notify/", payload, {"Content-Type": "application/x-www-form-urlencoded"})
+            connection.request(
+                "POST", "/payments/sandbox/notify/", payload, {"Content-Type": "application/x-www-form-urlencoded"}
+            )
             response = connection.getresponse()
             response.read()
             if response.status == 200:

@@ -71,7 +71,9 @@ def _table_rows() -> dict[str, float]:
     from django.db import connection
 
     with connection.cursor() as cursor:
-        cursor.execute("SELECT relname, reltuples FROM pg_class WHERE relkind = 'r' AND relnamespace = 'public'::regnamespace")
+        cursor.execute(
+            "SELECT relname, reltuples FROM pg_class WHERE relkind = 'r' AND relnamespace = 'public'::regnamespace"
+        )
         return dict(cursor.fetchall())
 
 
@@ -148,7 +150,8 @@ def _scenarios():
     delivery.delivery_rules_forget()
     category, _ = Category.objects.get_or_create(slug="plans", defaults={"name": "plans"})
     product, created = Product.objects.get_or_create(
-        slug="plans", defaults={"category": category, "name": "plans", "price": Decimal("9.90"), "low_stock_threshold": 0}
+        slug="plans",
+        defaults={"category": category, "name": "plans", "price": Decimal("9.90"), "low_stock_threshold": 0},
     )
     if created:
         cardkeys_import_text(product=product, text="\n".join(f"PLAN-{n:06d}" for n in range(2000)))
@@ -184,7 +187,9 @@ def _scenarios():
         state["shared"] = order
 
     heavy = (
-        Order.objects.filter(number__startswith="H", contact="reseller@example.com", status="delivered", messages__state="sent")
+        Order.objects.filter(
+            number__startswith="H", contact="reseller@example.com", status="delivered", messages__state="sent"
+        )
         .exclude(events__type="delivery.resend")
         .order_by("-id")
         .first()
@@ -202,12 +207,16 @@ def _scenarios():
         ("notification: notification_receive (paid)", notify),
         ("delivery: order_events_dispatch (the paid event's handler delivers and sends)", deliver),
         ("(an order from the carrier-NAT address, paid)", deliver_shared_ip),
-        ("delivery: order_events_dispatch of that order (held)",
-         lambda: outbox.order_events_dispatch(order_ids=[state["shared"].pk])),
+        (
+            "delivery: order_events_dispatch of that order (held)",
+            lambda: outbox.order_events_dispatch(order_ids=[state["shared"].pk]),
+        ),
         ("buyer: delivery_resend (the reseller's latest order)", resend),
         ("beat orders-expire: orders_expire_due", lambda: payments.orders_expire_due(now=now)),
-        ("beat payments-reconcile: payments_awaiting_notification",
-         lambda: payment_selectors.payments_awaiting_notification(now=now)),
+        (
+            "beat payments-reconcile: payments_awaiting_notification",
+            lambda: payment_selectors.payments_awaiting_notification(now=now),
+        ),
         ("beat payments-reconcile: duplicate_payments_queue", payments.duplicate_payments_queue),
         ("beat delivery-sweep: delivery_sweep", sweeper.delivery_sweep),
         ("beat outbox-sweep: outbox_sweep", outbox.outbox_sweep),
@@ -252,9 +261,11 @@ def main() -> int:
     KamengTask.apply_async = lambda self, *args, **kwargs: None
 
     rows = _table_rows()
-    print(f"shop_order {rows.get('shop_order', 0):,.0f} rows, payments_payment {rows.get('payments_payment', 0):,.0f},"
-          f" shop_orderevent {rows.get('shop_orderevent', 0):,.0f}, delivery_deliverymessage"
-          f" {rows.get('delivery_deliverymessage', 0):,.0f}, cardpool_cardkey {rows.get('cardpool_cardkey', 0):,.0f}")
+    print(
+        f"shop_order {rows.get('shop_order', 0):,.0f} rows, payments_payment {rows.get('payments_payment', 0):,.0f},"
+        f" shop_orderevent {rows.get('shop_orderevent', 0):,.0f}, delivery_deliverymessage"
+        f" {rows.get('delivery_deliverymessage', 0):,.0f}, cardpool_cardkey {rows.get('cardpool_cardkey', 0):,.0f}"
+    )
     flagged = 0
     for name, run in _scenarios():
         statements = _statements_captured(run)
@@ -263,7 +274,8 @@ def main() -> int:
             milliseconds, scans, text = _explained(sql, params)
             shown = " ".join(_prepared_text(sql).split())
             seq = [
-                scan for scan in scans
+                scan
+                for scan in scans
                 if scan.startswith("Seq Scan") and rows.get(scan.split(" on ")[1].split()[0], 0) > options.seq_scan_rows
             ]
             flagged += bool(seq)

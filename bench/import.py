@@ -29,7 +29,9 @@ from bench_database import database_recreate  # noqa: E402
 
 def child(database_url: str, path: str, slug: str) -> None:
     """Runs the import in its own process so its peak memory is its own."""
-    os.environ.update({"DATABASE_URL": database_url, "DJANGO_SETTINGS_MODULE": "kameng.settings", "LOG_LEVEL": "WARNING"})
+    os.environ.update(
+        {"DATABASE_URL": database_url, "DJANGO_SETTINGS_MODULE": "kameng.settings", "LOG_LEVEL": "WARNING"}
+    )
     import django
 
     django.setup()
@@ -60,12 +62,19 @@ def main() -> int:
     subprocess.run([sys.executable, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=env, check=True)
     slug = "bench-import"
     subprocess.run(
-        [sys.executable, "-c", (
-            "import django, os; os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'kameng.settings'); django.setup();"
-            "from shop.models import Category, Product;"
-            "c = Category.objects.create(slug='bench', name='bench');"
-            f"Product.objects.create(category=c, slug='{slug}', name='bench', price=1)"
-        )], cwd=ROOT, env=env, check=True,
+        [
+            sys.executable,
+            "-c",
+            (
+                "import django, os; os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'kameng.settings'); django.setup();"
+                "from shop.models import Category, Product;"
+                "c = Category.objects.create(slug='bench', name='bench');"
+                f"Product.objects.create(category=c, slug='{slug}', name='bench', price=1)"
+            ),
+        ],
+        cwd=ROOT,
+        env=env,
+        check=True,
     )
 
     unique = [f"CARD-{i:09d}-{secrets.token_hex(8)}" for i in range(options.keys)]
@@ -89,8 +98,22 @@ def main() -> int:
 
     def run() -> tuple[float, float, str]:
         result = subprocess.run(
-            [sys.executable, __file__, "--child", str(path), slug, "--server", options.server, "--database", options.database],
-            cwd=ROOT, env=env, capture_output=True, text=True, check=True,
+            [
+                sys.executable,
+                __file__,
+                "--child",
+                str(path),
+                slug,
+                "--server",
+                options.server,
+                "--database",
+                options.database,
+            ],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
         )
         seconds, peak, summary = result.stdout.strip().split(" ", 2)
         return float(seconds), float(peak), summary
@@ -98,8 +121,10 @@ def main() -> int:
     seconds, peak, summary = run()
     again_seconds, again_peak, again_summary = run()
     rate, raw_rate = len(lines) / seconds, len(lines) / raw_seconds
-    print(f"{len(lines)} lines ({options.keys} unique keys + {len(lines) - options.keys} duplicates), "
-          f"PostgreSQL at {options.server}")
+    print(
+        f"{len(lines)} lines ({options.keys} unique keys + {len(lines) - options.keys} duplicates), "
+        f"PostgreSQL at {options.server}"
+    )
     print(f"raw COPY into a bare table       : {raw_rate:10.0f} lines/s  ({raw_seconds:.1f} s)")
     print(f"kameng import (encrypt + dedupe) : {rate:10.0f} lines/s  ({seconds:.1f} s), peak memory {peak:.0f} MB")
     print(f"ratio kameng / raw COPY          : {rate / raw_rate:.2f}")
@@ -107,8 +132,10 @@ def main() -> int:
     print(f"same file again ({again_seconds:.1f} s, peak {again_peak:.0f} MB): {again_summary}")
     print("targets: >= 20,000 lines/s end to end, peak < 500 MB, the second import adds 0")
     fresh, after = _reservation_times(database_url, slug)
-    print(f"reserving one key: fresh pool {fresh:.2f} ms; after {options.keys} keys were sold {after:.2f} ms "
-          f"(x{after / fresh:.2f}, target within x2)")
+    print(
+        f"reserving one key: fresh pool {fresh:.2f} ms; after {options.keys} keys were sold {after:.2f} ms "
+        f"(x{after / fresh:.2f}, target within x2)"
+    )
     return 0
 
 

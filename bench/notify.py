@@ -110,8 +110,13 @@ def main() -> int:
         rounds = []
         for path in lines:
             bare = wrk_run(f"{base}/healthz", options.seconds, options.connections, options.threads)
-            notify = wrk_run(base, options.seconds, options.connections, options.threads,
-                          script=[str(script), str(path), str(options.threads)])
+            notify = wrk_run(
+                base,
+                options.seconds,
+                options.connections,
+                options.threads,
+                script=[str(script), str(path), str(options.threads)],
+            )
             rounds.append((bare, notify))
     finally:
         gunicorn.terminate()
@@ -122,25 +127,37 @@ def main() -> int:
     accepted = PaymentNotification.objects.filter(verdict="accepted").count()
     rejected = PaymentNotification.objects.filter(verdict="rejected").count()
     repeated = PaymentNotification.objects.filter(times_received__gt=1).count()
-    print(f"gunicorn {options.workers} sync workers, wrk {options.threads} threads x {options.connections} connections, "
-          f"{options.rounds} rounds of {options.seconds}s per endpoint, PostgreSQL + Redis on loopback")
+    print(
+        f"gunicorn {options.workers} sync workers, wrk {options.threads} threads x {options.connections} connections, "
+        f"{options.rounds} rounds of {options.seconds}s per endpoint, PostgreSQL + Redis on loopback"
+    )
     for number, (bare, notify) in enumerate(rounds, start=1):
-        print(f"round {number}: bare GET /healthz {bare['rps']:7.1f} req/s"
-              f" p50 {bare['p50']:5.2f} ms p99 {bare['p99']:5.2f} ms"
-              f" | notify {notify['rps']:6.1f} req/s p50 {notify['p50']:5.2f} ms p99 {notify['p99']:5.2f} ms"
-              f" | ratio {notify['rps'] / bare['rps']:.2f}")
+        print(
+            f"round {number}: bare GET /healthz {bare['rps']:7.1f} req/s"
+            f" p50 {bare['p50']:5.2f} ms p99 {bare['p99']:5.2f} ms"
+            f" | notify {notify['rps']:6.1f} req/s p50 {notify['p50']:5.2f} ms p99 {notify['p99']:5.2f} ms"
+            f" | ratio {notify['rps'] / bare['rps']:.2f}"
+        )
     bare = {key: median(b[key] for b, _n in rounds) for key in ("rps", "p50", "p99")}
     notify = {key: median(n[key] for _b, n in rounds) for key in ("rps", "p50", "p99")}
     ratio = median(n["rps"] / b["rps"] for b, n in rounds)
     sent = sum(n["requests"] for _b, n in rounds)
     errors = sum(n["errors"] for _b, n in rounds)
-    print(f"median bare one-query view GET /healthz      : {bare['rps']:8.1f} req/s  "
-          f"p50 {bare['p50']:6.2f} ms  p99 {bare['p99']:6.2f} ms")
-    print(f"median Alipay notify (RSA2 verify + confirm) : {notify['rps']:8.1f} req/s  "
-          f"p50 {notify['p50']:6.2f} ms  p99 {notify['p99']:6.2f} ms")
-    print(f"median ratio notify / bare view              : {ratio:.2f}   (targets: >= 500/s, p99 <= 50 ms, ratio >= 0.4)")
-    print(f"notifications: {sent} sent, {accepted} accepted, {repeated} received more than once, {rejected} rejected, "
-          f"{errors} non-2xx answers")
+    print(
+        f"median bare one-query view GET /healthz      : {bare['rps']:8.1f} req/s  "
+        f"p50 {bare['p50']:6.2f} ms  p99 {bare['p99']:6.2f} ms"
+    )
+    print(
+        f"median Alipay notify (RSA2 verify + confirm) : {notify['rps']:8.1f} req/s  "
+        f"p50 {notify['p50']:6.2f} ms  p99 {notify['p99']:6.2f} ms"
+    )
+    print(
+        f"median ratio notify / bare view              : {ratio:.2f}   (targets: >= 500/s, p99 <= 50 ms, ratio >= 0.4)"
+    )
+    print(
+        f"notifications: {sent} sent, {accepted} accepted, {repeated} received more than once, {rejected} rejected, "
+        f"{errors} non-2xx answers"
+    )
     return 0 if errors == 0 and rejected == 0 else 1
 
 
@@ -156,9 +173,9 @@ def bench_environment(platform, *, database_url: str, work: Path) -> dict[str, s
         "ALIPAY_APP_PRIVATE_KEY": platform.app_key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         ).decode(),
-        "ALIPAY_PUBLIC_KEY": platform.platform_key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        ).decode(),
+        "ALIPAY_PUBLIC_KEY": platform.platform_key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode(),
     }
 
 
@@ -189,9 +206,18 @@ def notifications_prepare(count: int, platform) -> list[str]:
     now = timezone.now()
     orders = Order.objects.bulk_create(
         [
-            Order(number=f"B{i:019d}", access_token_hash=secrets.token_hex(32), product=product, quantity=1,
-                  unit_price=Decimal("9.90"), total=Decimal("9.90"), contact="13800138000", contact_kind="mobile",
-                  query_password_hash="-", expires_at=now + timedelta(hours=1))
+            Order(
+                number=f"B{i:019d}",
+                access_token_hash=secrets.token_hex(32),
+                product=product,
+                quantity=1,
+                unit_price=Decimal("9.90"),
+                total=Decimal("9.90"),
+                contact="13800138000",
+                contact_kind="mobile",
+                query_password_hash="-",
+                expires_at=now + timedelta(hours=1),
+            )
             for i in range(count)
         ],
         batch_size=2000,

@@ -79,13 +79,17 @@ def main() -> int:
             runs[kind, count] = path
     # Two at a time: one per core; each run is single-threaded.
     with ThreadPoolExecutor(max_workers=2) as pool:
-        counted = dict(zip(runs, pool.map(lambda item: _instructions(env, *item[0], item[1]), runs.items()), strict=True))
+        counted = dict(
+            zip(runs, pool.map(lambda item: _instructions(env, *item[0], item[1]), runs.items()), strict=True)
+        )
     per_request = {
         kind: (counted[kind, options.requests] - counted[kind, options.base]) / (options.requests - options.base)
         for kind in ("bare", "notify")
     }
-    print(f"instructions of the web process per request (callgrind; Django's WSGI handler in-process; "
-          f"{options.requests} - {options.base} requests after {WARM_UP} of warm-up; PostgreSQL not counted)")
+    print(
+        f"instructions of the web process per request (callgrind; Django's WSGI handler in-process; "
+        f"{options.requests} - {options.base} requests after {WARM_UP} of warm-up; PostgreSQL not counted)"
+    )
     print(f"bare one-query view GET /healthz      : {per_request['bare']:12,.0f}")
     print(f"Alipay notify (RSA2 verify + confirm) : {per_request['notify']:12,.0f}")
     print(f"notify / bare view                    : {per_request['notify'] / per_request['bare']:12.2f}")
@@ -95,8 +99,16 @@ def main() -> int:
 def _instructions(env: dict[str, str], kind: str, count: int, path: Path) -> int:
     """Instructions callgrind counts for one child run."""
     command = [
-        "valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", "--cache-sim=no",
-        sys.executable, __file__, "--child", kind, str(count), str(path),
+        "valgrind",
+        "--tool=callgrind",
+        "--callgrind-out-file=/dev/null",
+        "--cache-sim=no",
+        sys.executable,
+        __file__,
+        "--child",
+        kind,
+        str(count),
+        str(path),
     ]
     run = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
     if run.returncode:
@@ -112,10 +124,18 @@ def _requests_run(kind: str, count: int, path: Path) -> int:
 
     def call(method: str, path_info: str, body: bytes = b"") -> bytes:
         environ = {
-            "REQUEST_METHOD": method, "PATH_INFO": path_info, "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "8000",
-            "HTTP_HOST": "127.0.0.1", "SERVER_PROTOCOL": "HTTP/1.1", "REMOTE_ADDR": "127.0.0.1",
-            "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO(body), "wsgi.errors": sys.stderr,
-            "CONTENT_LENGTH": str(len(body)), "CONTENT_TYPE": "application/x-www-form-urlencoded; charset=utf-8",
+            "REQUEST_METHOD": method,
+            "PATH_INFO": path_info,
+            "SERVER_NAME": "127.0.0.1",
+            "SERVER_PORT": "8000",
+            "HTTP_HOST": "127.0.0.1",
+            "SERVER_PROTOCOL": "HTTP/1.1",
+            "REMOTE_ADDR": "127.0.0.1",
+            "wsgi.url_scheme": "http",
+            "wsgi.input": io.BytesIO(body),
+            "wsgi.errors": sys.stderr,
+            "CONTENT_LENGTH": str(len(body)),
+            "CONTENT_TYPE": "application/x-www-form-urlencoded; charset=utf-8",
         }
         response = application(environ, lambda status, headers: None)
         content = b"".join(response)

@@ -48,7 +48,8 @@ RAW_SQL = [
     # cardpool.services.cardkeys_sell_to_order
     """UPDATE cardpool_cardkey SET status = 'sold', order_id = %(order)s, sold_at = now()
         WHERE id IN (SELECT id FROM cardpool_cardkey
-                      WHERE product_id = %(product)s AND status = 'available' AND (expires_at IS NULL OR expires_at > now())
+                      WHERE product_id = %(product)s AND status = 'available'
+                        AND (expires_at IS NULL OR expires_at > now())
                       ORDER BY expires_at ASC NULLS LAST, id ASC LIMIT 1 FOR UPDATE SKIP LOCKED)""",
     # shop.services.order_transition
     """UPDATE shop_order SET status = 'delivered', updated_at = now(), delivered_at = now(), exception_reason = ''
@@ -56,7 +57,8 @@ RAW_SQL = [
     """INSERT INTO shop_orderevent (order_id, type, message, actor, created_at, dispatched_at)
         VALUES (%(order)s, 'shop.order.delivered', '1 key(s)', 'system', now(), now())""",
     # delivery.services._order_messages_send (the SMS row; the task sends it after commit)
-    """INSERT INTO delivery_deliverymessage (order_id, channel, recipient, notice, state, tries, last_error, created_at, updated_at)
+    """INSERT INTO delivery_deliverymessage
+         (order_id, channel, recipient, notice, state, tries, last_error, created_at, updated_at)
         VALUES (%(order)s, 'sms', '13800138000', '', 'pending', 0, '', now(), now())
         ON CONFLICT (order_id, channel, notice) DO NOTHING RETURNING id""",
     # cardpool.selectors.product_has_stock (the low-stock check, threshold 0)
@@ -74,7 +76,7 @@ RAW_RULES_SQL = [
                                       LIMIT {HOURLY_LIMIT}) by_contact),
                (SELECT count(*) FROM (SELECT 1 FROM shop_order WHERE client_ip = %(ip)s
                                         AND paid_at >= now() - interval '1 hour' AND id <> %(order)s
-                                      LIMIT {HOURLY_LIMIT}) by_client_ip)""",
+                                      LIMIT {HOURLY_LIMIT}) by_client_ip)""",  # noqa: S608 - a constant of ours
 ]
 ORDERS_PER_BUYER = 3
 
@@ -249,15 +251,19 @@ def main() -> int:
         return [orders[i :: options.workers] for i in range(options.workers)]
 
     context = multiprocessing.get_context("fork")
-    print(f"orders per side and round: {options.orders}, parallel workers: {options.workers}, "
-          f"PostgreSQL at {options.server}, orders in the database: {options.orders_in_db}, rules {options.rules}")
+    print(
+        f"orders per side and round: {options.orders}, parallel workers: {options.workers}, "
+        f"PostgreSQL at {options.server}, orders in the database: {options.orders_in_db}, rules {options.rules}"
+    )
     ratios, slowdowns = [], []
     complete = True
     for round_number in range(1, options.rounds + 1):
         _project_product, project_orders = _prepare(options.orders, f"project{round_number}", slot=2 * round_number)
         raw_product, raw_orders = _prepare(options.orders, f"raw{round_number}", slot=2 * round_number + 1)
-        sides = [("raw", _raw_worker, [(database_url, raw_product, c, rules) for c in chunks(raw_orders)]),
-                 ("project", _project_worker, [(database_url, options.database, c) for c in chunks(project_orders)])]
+        sides = [
+            ("raw", _raw_worker, [(database_url, raw_product, c, rules) for c in chunks(raw_orders)]),
+            ("project", _project_worker, [(database_url, options.database, c) for c in chunks(project_orders)]),
+        ]
         if options.compare_empty:
             _database_use(empty)
             _empty_product, empty_orders = _prepare(options.orders, f"project{round_number}", slot=2 * round_number)
@@ -274,17 +280,23 @@ def main() -> int:
             complete &= done == options.orders
             rates[name] = done / seconds
         ratios.append(rates["project"] / rates["raw"])
-        line = (f"round {round_number}: raw SQL {rates['raw']:7.1f} orders/s | kameng order_deliver() "
-                f"{rates['project']:7.1f} orders/s, median {medians['project']:.2f} ms | ratio {ratios[-1]:.2f}")
+        line = (
+            f"round {round_number}: raw SQL {rates['raw']:7.1f} orders/s | kameng order_deliver() "
+            f"{rates['project']:7.1f} orders/s, median {medians['project']:.2f} ms | ratio {ratios[-1]:.2f}"
+        )
         if options.compare_empty:
             slowdowns.append(rates["empty"] / rates["project"])
-            line += (f" | empty database {rates['empty']:7.1f} orders/s, median {medians['empty']:.2f} ms"
-                     f" | time here / empty {slowdowns[-1]:.2f}")
+            line += (
+                f" | empty database {rates['empty']:7.1f} orders/s, median {medians['empty']:.2f} ms"
+                f" | time here / empty {slowdowns[-1]:.2f}"
+            )
         print(line)
     print(f"median ratio (kameng / raw): {statistics.median(ratios):.2f}   (target >= 0.5)")
     if options.compare_empty:
-        print(f"median time per delivery with {options.orders_in_db} orders / on an empty database, rules "
-              f"{options.rules}: {statistics.median(slowdowns):.2f}   (target <= 1.5)")
+        print(
+            f"median time per delivery with {options.orders_in_db} orders / on an empty database, rules "
+            f"{options.rules}: {statistics.median(slowdowns):.2f}   (target <= 1.5)"
+        )
     if not complete:
         print("error: not every order was delivered", file=sys.stderr)
     return 0 if complete else 1

@@ -63,11 +63,14 @@ function request()
   return requests[((index - 1) % #requests) + 1]
 end
 """
-LUA_PACED = LUA + r"""
+LUA_PACED = (
+    LUA
+    + r"""
 function delay()
   return pause
 end
 """
+)
 
 
 def _wrk(url: str, seconds: int, connections: int, threads: int, script: list[str] | None = None) -> dict:
@@ -116,15 +119,23 @@ def shop_fill(*, keys: int, orders: int) -> tuple[list[str], list[str]]:
 
     category = Category.objects.create(slug="bench", name="点卡")
     products = Product.objects.bulk_create(
-        [Product(category=category, slug=f"bench-{n}", name=f"Steam ¥{n}", price=Decimal("9.90"), max_quantity=10)
-         for n in range(PRODUCTS)]
+        [
+            Product(category=category, slug=f"bench-{n}", name=f"Steam ¥{n}", price=Decimal("9.90"), max_quantity=10)
+            for n in range(PRODUCTS)
+        ]
     )
     with connection.cursor() as cursor:
-        cursor.execute(FILL_SQL, {"first_product": products[0].pk, "products": PRODUCTS, "orders": orders,
-                                  "available": keys - orders})
+        cursor.execute(
+            FILL_SQL,
+            {"first_product": products[0].pk, "products": PRODUCTS, "orders": orders, "available": keys - orders},
+        )
     # The orders whose pages are requested: their real link hashes and real encrypted keys.
     step = max(orders // SAMPLE_ORDERS, 1)
-    sample = list(Order.objects.filter(pk__in=range(1, orders + 1, step)[:SAMPLE_ORDERS]).values_list("pk", "number", "product_id"))
+    sample = list(
+        Order.objects.filter(pk__in=range(1, orders + 1, step)[:SAMPLE_ORDERS]).values_list(
+            "pk", "number", "product_id"
+        )
+    )
     # Table names from our models; the values go as parameters.
     order_sql = f"UPDATE {Order._meta.db_table} SET access_token_hash = %s WHERE id = %s"  # noqa: S608
     key_sql = f"UPDATE {CardKey._meta.db_table} SET ciphertext = %s, key_version = %s WHERE order_id = %s"  # noqa: S608
@@ -166,13 +177,18 @@ def main() -> int:
         started = time.monotonic()
         filled = subprocess.run(
             [sys.executable, __file__, "--fill", str(keys), str(orders), str(work / f"{size}-")],
-            env=env, capture_output=True, text=True,
+            env=env,
+            capture_output=True,
+            text=True,
         )
         if filled.returncode != 0:
             print(filled.stdout, filled.stderr, file=sys.stderr)
             return 1
-        print(f"{size}: {keys} keys, {orders} delivered orders, {PRODUCTS} products, "
-              f"filled in {time.monotonic() - started:.0f} s", flush=True)
+        print(
+            f"{size}: {keys} keys, {orders} delivered orders, {PRODUCTS} products, "
+            f"filled in {time.monotonic() - started:.0f} s",
+            flush=True,
+        )
         if options.explain:
             print(subprocess.run([sys.executable, __file__, "--plan"], env=env, capture_output=True, text=True).stdout)
         shops[size] = env
@@ -209,10 +225,16 @@ def main() -> int:
                     paths = str(work / f"{size}-orders.txt") if page == "order" else str(pages[page])
                     if page == "product":
                         paths = str(work / f"{size}-products.txt")
-                    result[(size, page)] = _wrk(base, options.seconds, options.connections, options.threads,
-                                                script=[str(scripts["rotate"]), paths, "0"])
-                    result[(size, page, "paced")] = _wrk(base, options.seconds, PACED_CONNECTIONS, 1,
-                                                         script=[str(scripts["paced"]), paths, pause])
+                    result[(size, page)] = _wrk(
+                        base,
+                        options.seconds,
+                        options.connections,
+                        options.threads,
+                        script=[str(scripts["rotate"]), paths, "0"],
+                    )
+                    result[(size, page, "paced")] = _wrk(
+                        base, options.seconds, PACED_CONNECTIONS, 1, script=[str(scripts["paced"]), paths, pause]
+                    )
             rounds.append(result)
             _round_print(len(rounds), result)
     finally:
@@ -229,8 +251,10 @@ def _round_print(number: int, result: dict) -> None:
         parts = [f"bare {bare['rps']:7.1f}/s p99 {bare['p99']:6.2f}"]
         for page in ("catalog", "product", "order"):
             fast, paced = result[(size, page)], result[(size, page, "paced")]
-            parts.append(f"{page} {fast['rps']:6.1f}/s p99 {fast['p99']:6.2f} (x{fast['rps'] / bare['rps']:.2f}),"
-                         f" at {paced['rps']:5.1f}/s p99 {paced['p99']:6.2f}")
+            parts.append(
+                f"{page} {fast['rps']:6.1f}/s p99 {fast['p99']:6.2f} (x{fast['rps'] / bare['rps']:.2f}),"
+                f" at {paced['rps']:5.1f}/s p99 {paced['p99']:6.2f}"
+            )
         print(f"round {number} {size:5}: " + " | ".join(parts), flush=True)
 
 
@@ -239,19 +263,25 @@ def _summary_print(rounds: list[dict], options) -> int:
         return median(r[(size, page, "paced") if paced else (size, page)][key] for r in rounds)
 
     print(time.strftime("%Y-%m-%d %H:%M %Z"), "python bench/storefront.py", " ".join(sys.argv[1:]))
-    print(f"gunicorn {options.workers} sync workers per shop, "
-          f"wrk {options.threads} threads x {options.connections} connections "
-          f"(paced: {PACED_CONNECTIONS} connections at about {PACED_RATE}/s), "
-          f"{options.rounds} rounds of {options.seconds} s, medians; ms")
-    print(f"{'':9} {'small req/s':>11} {'p99':>7} {'large req/s':>11} {'p99':>7} {'large/small':>11} "
-          f"{'/bare (large)':>13}   paced: small req/s, p99 | large req/s, p99")
+    print(
+        f"gunicorn {options.workers} sync workers per shop, "
+        f"wrk {options.threads} threads x {options.connections} connections "
+        f"(paced: {PACED_CONNECTIONS} connections at about {PACED_RATE}/s), "
+        f"{options.rounds} rounds of {options.seconds} s, medians; ms"
+    )
+    print(
+        f"{'':9} {'small req/s':>11} {'p99':>7} {'large req/s':>11} {'p99':>7} {'large/small':>11} "
+        f"{'/bare (large)':>13}   paced: small req/s, p99 | large req/s, p99"
+    )
     failed = 0
     for page in ("bare", "catalog", "product", "order"):
         small, large = med("small", page, "rps"), med("large", page, "rps")
         to_bare = median(r[("large", page)]["rps"] / r[("large", "bare")]["rps"] for r in rounds)
         to_small = median(r[("large", page)]["rps"] / r[("small", page)]["rps"] for r in rounds)
-        line = (f"{page:9} {small:11.1f} {med('small', page, 'p99'):7.2f} {large:11.1f} {med('large', page, 'p99'):7.2f} "
-                f"{to_small:11.2f} {to_bare:13.2f}")
+        line = (
+            f"{page:9} {small:11.1f} {med('small', page, 'p99'):7.2f} {large:11.1f} {med('large', page, 'p99'):7.2f} "
+            f"{to_small:11.2f} {to_bare:13.2f}"
+        )
         if page != "bare":
             paced = {size: (med(size, page, "rps", True), med(size, page, "p99", True)) for size in ("small", "large")}
             line += "   " + " | ".join(f"{rate:6.1f} {p99:7.2f}" for rate, p99 in paced.values())
@@ -260,8 +290,10 @@ def _summary_print(rounds: list[dict], options) -> int:
             failed += to_small < 0.5 or not kept_up or paced["large"][1] > 100 or (page == "catalog" and to_bare < 0.3)
         print(line)
     errors = sum(value["errors"] for r in rounds for value in r.values())
-    print(f"targets: large >= 0.5 of small, catalog >= 0.3 of the bare view, paced >= 80/s with p99 <= 100 ms; "
-          f"{'all met' if not failed else f'{failed} page(s) missed'}; {errors} non-2xx answers")
+    print(
+        f"targets: large >= 0.5 of small, catalog >= 0.3 of the bare view, paced >= 80/s with p99 <= 100 ms; "
+        f"{'all met' if not failed else f'{failed} page(s) missed'}; {errors} non-2xx answers"
+    )
     return 0 if errors == 0 else 1
 
 

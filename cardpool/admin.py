@@ -59,18 +59,42 @@ class ExpiringFilter(admin.SimpleListFilter):
 
 @admin.register(CardKey)
 class CardKeyAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ["id", "product", "mask", "status", "uses_display", "order", "batch", "expires_at", "created_at", "sold_at"]
+    list_display = [
+        "id",
+        "product",
+        "mask",
+        "status",
+        "uses_display",
+        "order",
+        "batch",
+        "expires_at",
+        "created_at",
+        "sold_at",
+    ]
     list_filter = ["status", ExpiringFilter, "product"]
     list_select_related = ["product", "order", "batch"]
     search_fields = ["=order__number"]
     fields = readonly_fields = (
-        "product", "mask", "reveal_link", "key_version", "index_version", "status", "max_uses", "uses", "reuse_of", "order",
-        "batch", "expires_at", "created_at", "sold_at",
+        "product",
+        "mask",
+        "reveal_link",
+        "key_version",
+        "index_version",
+        "status",
+        "max_uses",
+        "uses",
+        "reuse_of",
+        "order",
+        "batch",
+        "expires_at",
+        "created_at",
+        "sold_at",
     )
     change_list_template = "admin/cardpool/cardkey/change_list.html"
 
     class Media:
         css = {"all": ["shop/admin.css"]}
+
     actions = ["replace_defective"]
 
     def has_replace_permission(self, request) -> bool:
@@ -80,7 +104,9 @@ class CardKeyAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     def replace_defective(self, request, queryset):
         for key in queryset.filter(status="sold"):
             try:
-                status = cardkey_replace_defective(key_id=key.pk, reason="reported defective", actor=request.user.get_username())
+                status = cardkey_replace_defective(
+                    key_id=key.pk, reason="reported defective", actor=request.user.get_username()
+                )
             except DeliveryRefused as exc:
                 self.message_user(request, str(exc), messages.WARNING)
                 continue
@@ -90,9 +116,14 @@ class CardKeyAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     def get_urls(self):
         return [
             path("import/", self.admin_site.admin_view(self.import_view), name="cardpool_cardkey_import"),
-            path("import/<int:batch_id>/", self.admin_site.admin_view(self.import_batch_view), name="cardpool_cardkey_import_batch"),
             path(
-                "import/<int:batch_id>/status/", self.admin_site.admin_view(self.import_batch_status),
+                "import/<int:batch_id>/",
+                self.admin_site.admin_view(self.import_batch_view),
+                name="cardpool_cardkey_import_batch",
+            ),
+            path(
+                "import/<int:batch_id>/status/",
+                self.admin_site.admin_view(self.import_batch_status),
                 name="cardpool_cardkey_import_status",
             ),
             path("export/", self.admin_site.admin_view(self.export_view), name="cardpool_cardkey_export"),
@@ -109,7 +140,9 @@ class CardKeyAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
     @admin.display(description=_("plaintext"))
     def reveal_link(self, obj: CardKey) -> str:
-        return format_html('<a href="{}">{}</a>', reverse("admin:cardpool_cardkey_reveal", args=[obj.pk]), _("Reveal (audited)"))
+        return format_html(
+            '<a href="{}">{}</a>', reverse("admin:cardpool_cardkey_reveal", args=[obj.pk]), _("Reveal (audited)")
+        )
 
     def reveal_view(self, request, key_id: int):
         """Shows one key after the staff member states why; every reveal is logged."""
@@ -123,8 +156,12 @@ class CardKeyAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
                 key_id=key.pk, user=request.user, ip=request_client_ip(request), reason=form.cleaned_data["reason"]
             )
         context = {
-            **self.admin_site.each_context(request), "title": _("Reveal key %(mask)s") % {"mask": key.mask},
-            "key": key, "form": form, "secret": secret, "opts": self.model._meta,
+            **self.admin_site.each_context(request),
+            "title": _("Reveal key %(mask)s") % {"mask": key.mask},
+            "key": key,
+            "form": form,
+            "secret": secret,
+            "opts": self.model._meta,
         }
         response = TemplateResponse(request, "admin/cardpool/cardkey/reveal.html", context)
         response["Cache-Control"] = "no-store"
@@ -138,8 +175,11 @@ class CardKeyAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         if request.method == "POST" and form.is_valid():
             product = form.cleaned_data["product"]
             rows = cardkeys_export_unsold(
-                product_id=product.pk, user=request.user, ip=request_client_ip(request),
-                reason=form.cleaned_data["reason"], batch_id=form.cleaned_data["batch"] or None,
+                product_id=product.pk,
+                user=request.user,
+                ip=request_client_ip(request),
+                reason=form.cleaned_data["reason"],
+                batch_id=form.cleaned_data["batch"] or None,
             )
             if form.cleaned_data["format"] == "xlsx":
                 response = HttpResponse(spreadsheet_xlsx(rows), content_type=XLSX.CONTENT_TYPE)
@@ -154,7 +194,12 @@ class CardKeyAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             response["Content-Disposition"] = f'attachment; filename="keys-{product.slug}.csv"'
             response["Cache-Control"] = "no-store"
             return response
-        context = {**self.admin_site.each_context(request), "title": _("Export unsold keys"), "form": form, "opts": self.model._meta}
+        context = {
+            **self.admin_site.each_context(request),
+            "title": _("Export unsold keys"),
+            "form": form,
+            "opts": self.model._meta,
+        }
         return TemplateResponse(request, "admin/cardpool/cardkey/export.html", context)
 
     def import_view(self, request):
@@ -167,9 +212,14 @@ class CardKeyAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             source_name, raw = form.source()
             try:
                 batch = import_batch_create(
-                    product=form.cleaned_data["product"], raw=raw, layout=form.layout(source_name), created_by=request.user,
-                    source_name=source_name, supplier=form.cleaned_data["supplier"],
-                    unit_cost=form.cleaned_data["unit_cost"], note=form.cleaned_data["note"],
+                    product=form.cleaned_data["product"],
+                    raw=raw,
+                    layout=form.layout(source_name),
+                    created_by=request.user,
+                    source_name=source_name,
+                    supplier=form.cleaned_data["supplier"],
+                    unit_cost=form.cleaned_data["unit_cost"],
+                    note=form.cleaned_data["note"],
                 )
             except (ImportRefused, forms.ValidationError) as exc:
                 messages.error(request, exc.messages[0] if isinstance(exc, forms.ValidationError) else str(exc))
@@ -178,7 +228,10 @@ class CardKeyAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             # Never echo pasted keys back into the page.
             form = KeyImportForm(initial={k: v for k, v in form.cleaned_data.items() if k not in ("text", "file")})
         context = {
-            **self.admin_site.each_context(request), "title": _("Import card keys"), "form": form, "opts": self.model._meta,
+            **self.admin_site.each_context(request),
+            "title": _("Import card keys"),
+            "form": form,
+            "opts": self.model._meta,
         }
         return TemplateResponse(request, "admin/cardpool/cardkey/import.html", context)
 
@@ -198,8 +251,11 @@ class CardKeyAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
                 imports_resume(stale_seconds=0, batch_id=batch.pk)
             return redirect(request.path)
         context = {
-            **self.admin_site.each_context(request), "title": _("Import batch #%(id)s") % {"id": batch.pk},
-            "batch": batch, "progress": import_batch_progress(batch), "opts": self.model._meta,
+            **self.admin_site.each_context(request),
+            "title": _("Import batch #%(id)s") % {"id": batch.pk},
+            "batch": batch,
+            "progress": import_batch_progress(batch),
+            "opts": self.model._meta,
         }
         return TemplateResponse(request, "admin/cardpool/cardkey/import_batch.html", context)
 
@@ -217,13 +273,17 @@ class Echo:
 
 
 class ReasonForm(forms.Form):
-    reason = forms.CharField(label=_("Why do you need to see it?"), widget=forms.Textarea(attrs={"rows": 2}), max_length=2000)
+    reason = forms.CharField(
+        label=_("Why do you need to see it?"), widget=forms.Textarea(attrs={"rows": 2}), max_length=2000
+    )
 
 
 class ExportForm(ReasonForm):
     product = forms.ModelChoiceField(label=_("Product"), queryset=Product.objects.order_by("name"))
     batch = forms.IntegerField(label=_("Only import batch (id)"), required=False)
-    format = forms.ChoiceField(label=_("Format"), choices=[("csv", "CSV"), ("xlsx", "Excel (XLSX)")], initial="csv", required=False)
+    format = forms.ChoiceField(
+        label=_("Format"), choices=[("csv", "CSV"), ("xlsx", "Excel (XLSX)")], initial="csv", required=False
+    )
 
     field_order = ["product", "batch", "format", "reason"]
 
@@ -260,8 +320,19 @@ class ImportBatchAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             self.message_user(request, f"#{batch.pk}: {voided}", messages.SUCCESS)
 
     list_display = [
-        "id", "product", "status_link", "source_name", "supplier", "unit_cost", "added", "duplicates_in_file",
-        "duplicates_in_pool", "duplicates_sold", "invalid", "created_by", "created_at",
+        "id",
+        "product",
+        "status_link",
+        "source_name",
+        "supplier",
+        "unit_cost",
+        "added",
+        "duplicates_in_file",
+        "duplicates_in_pool",
+        "duplicates_sold",
+        "invalid",
+        "created_by",
+        "created_at",
     ]
     list_filter = ["status", "product", "supplier"]
     exclude = ["layout", "preview"]
@@ -270,5 +341,6 @@ class ImportBatchAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     def status_link(self, obj: ImportBatch) -> str:
         url = reverse("admin:cardpool_cardkey_import_batch", args=[obj.pk])
         return format_html('<a href="{}">{}</a>', url, obj.get_status_display())
+
     list_select_related = ["product", "created_by"]
     readonly_fields = [f.name for f in ImportBatch._meta.fields if f.name not in ("layout", "preview")]

@@ -46,7 +46,7 @@ def _decode_key(raw: str, variable: str) -> bytes:
 
 
 def _versioned_keys(setting: str, variable: str, *, bare_is_version_1: bool) -> dict[int, bytes]:
-    """"1:BASE64,2:BASE64" → {1: key, 2: key}. With ``bare_is_version_1`` a single key without
+    """ "1:BASE64,2:BASE64" → {1: key, 2: key}. With ``bare_is_version_1`` a single key without
     a version is version 1 (CARDPOOL_INDEX_KEY before it was versioned)."""
     keys: dict[int, bytes] = {}
     items = [part for part in setting.split(",") if part.strip()]

@@ -233,7 +233,9 @@ def _text_rows(text: str, layout: ImportLayout) -> Iterator[ParsedRow]:
         _length_check(number, secret)
         parts = [part.strip() for part in secret.split(SEPARATORS[layout.separator]) if part.strip()]
         if len(parts) != 2:
-            yield ParsedRow(number, secret, None, f"expected a card number and a password separated by {layout.separator!r}")
+            yield ParsedRow(
+                number, secret, None, f"expected a card number and a password separated by {layout.separator!r}"
+            )
             continue
         yield _row_make(number, CANONICAL_SEPARATOR.join(parts), None, default_expiry, now)
 
@@ -312,7 +314,9 @@ def _tabular_rows(raw: bytes, layout: ImportLayout) -> Iterator[ParsedRow]:
     default_expiry, now = _default_expiry(layout), timezone.now()
     for number, row in enumerate(rows, start=first_line):
         secret = secret_normalize(str(_cell(row, columns["key"]) or ""))
-        password = secret_normalize(str(_cell(row, columns["password"]) or "")) if columns["password"] is not None else ""
+        password = (
+            secret_normalize(str(_cell(row, columns["password"]) or "")) if columns["password"] is not None else ""
+        )
         if not secret and not password:
             continue
         if columns["password"] is not None:
@@ -356,8 +360,10 @@ def legacy_index_versions(product_id: int) -> list[int]:
     (until rebuild_blind_index has run): new keys are checked against those indexes too."""
     ring = keyring()
     return [
-        version for version in ring.index_keys
-        if version != ring.index_version and CardKey.objects.filter(product_id=product_id, index_version=version).exists()
+        version
+        for version in ring.index_keys
+        if version != ring.index_version
+        and CardKey.objects.filter(product_id=product_id, index_version=version).exists()
     ]
 
 
@@ -372,22 +378,30 @@ _PROBE_SQL = """
 """
 
 
-def _index_probe(*, product_id: int, indexes: list[str], version: int | None = None) -> list[tuple[str, str, int | None]]:
+def _index_probe(
+    *, product_id: int, indexes: list[str], version: int | None = None
+) -> list[tuple[str, str, int | None]]:
     """(blind index, status, batch id) of the pool's keys among ``indexes``."""
     if not indexes:
         return []
     return _pool_io().index_probe(product_id=product_id, indexes=indexes, version=version)
 
 
-def _index_probe_portable(*, product_id: int, indexes: list[str], version: int | None) -> list[tuple[str, str, int | None]]:
+def _index_probe_portable(
+    *, product_id: int, indexes: list[str], version: int | None
+) -> list[tuple[str, str, int | None]]:
     rows = CardKey.objects.filter(product_id=product_id, blind_index__in=indexes)
     if version is not None:
         rows = rows.filter(index_version=version)
     return list(rows.values_list("blind_index", "status", "batch_id"))
 
 
-def _index_probe_unnest(*, product_id: int, indexes: list[str], version: int | None) -> list[tuple[str, str, int | None]]:
-    sql = _PROBE_SQL.format(table=CardKey._meta.db_table, version="AND index_version = %s" if version is not None else "")
+def _index_probe_unnest(
+    *, product_id: int, indexes: list[str], version: int | None
+) -> list[tuple[str, str, int | None]]:
+    sql = _PROBE_SQL.format(
+        table=CardKey._meta.db_table, version="AND index_version = %s" if version is not None else ""
+    )
     with connection.cursor() as cursor:
         params: list[Any] = [indexes, product_id] + ([version] if version is not None else [])
         cursor.execute(sql, params)
@@ -397,7 +411,10 @@ def _index_probe_unnest(*, product_id: int, indexes: list[str], version: int | N
 def pool_matches(*, product_id: int, secrets: dict[str, str], legacy: list[int]) -> dict[str, tuple[str, int | None]]:
     """{current blind index: (status, batch id)} of the keys among ``secrets`` (index → secret)
     that the pool already holds, under the current or a legacy index key."""
-    found = {index: (status, batch_id) for index, status, batch_id in _index_probe(product_id=product_id, indexes=list(secrets))}
+    found = {
+        index: (status, batch_id)
+        for index, status, batch_id in _index_probe(product_id=product_id, indexes=list(secrets))
+    }
     for version in legacy:
         old = {secret_blind_index(secret=s, product_id=product_id, version=version): i for i, s in secrets.items()}
         for index, status, batch_id in _index_probe(product_id=product_id, indexes=list(old), version=version):
@@ -501,10 +518,14 @@ def import_commit(*, batch: ImportBatch, rows: Iterable[ParsedRow], progress=Non
         with transaction.atomic():
             locked = ImportBatch.objects.select_for_update().get(pk=batch.pk)
             if locked.rows_done != done:
-                logger.warning("import batch %s: another runner moved it to row %s; stopping", batch.pk, locked.rows_done)
+                logger.warning(
+                    "import batch %s: another runner moved it to row %s; stopping", batch.pk, locked.rows_done
+                )
                 return _batch_report(locked, problems)
             if legacy:
-                old = pool_matches(product_id=product_id, secrets={i: r.secret for i, r in fresh.items()}, legacy=legacy)
+                old = pool_matches(
+                    product_id=product_id, secrets={i: r.secret for i, r in fresh.items()}, legacy=legacy
+                )
                 for index, (status, batch_id) in old.items():
                     _classify(report, status, batch_id, batch.pk)
                     del fresh[index]
@@ -535,15 +556,29 @@ def _batch_add(batch: ImportBatch, report: ImportReport, *, rows_done: int) -> N
     batch.duplicates_sold += report.duplicates_sold
     batch.invalid += report.invalid_count
     batch.rows_done = rows_done
-    batch.save(update_fields=[
-        "lines_total", "added", "duplicates_in_file", "duplicates_in_pool", "duplicates_sold", "invalid", "rows_done", "updated_at",
-    ])
+    batch.save(
+        update_fields=[
+            "lines_total",
+            "added",
+            "duplicates_in_file",
+            "duplicates_in_pool",
+            "duplicates_sold",
+            "invalid",
+            "rows_done",
+            "updated_at",
+        ]
+    )
 
 
 def _batch_report(batch: ImportBatch, problems: list[tuple[int, str, str]]) -> ImportReport:
     return ImportReport(
-        batch_id=batch.pk, lines_total=batch.lines_total, added=batch.added, duplicates_in_file=batch.duplicates_in_file,
-        duplicates_in_pool=batch.duplicates_in_pool, duplicates_sold=batch.duplicates_sold, invalid_count=batch.invalid,
+        batch_id=batch.pk,
+        lines_total=batch.lines_total,
+        added=batch.added,
+        duplicates_in_file=batch.duplicates_in_file,
+        duplicates_in_pool=batch.duplicates_in_pool,
+        duplicates_sold=batch.duplicates_sold,
+        invalid_count=batch.invalid,
         problems=[tuple(p) for p in batch.preview.get("problems", [])] or problems,
     )
 
@@ -560,8 +595,17 @@ def _keys_bulk_create(*, product_id: int, batch_id: int, rows: dict[str, ParsedR
     rows = {index: row for index, row in rows.items() if index not in existing}
     index_version = keyring().index_version
     keys = [
-        CardKey(product_id=product_id, batch_id=batch_id, ciphertext=ciphertext, key_version=version, blind_index=index,
-                index_version=index_version, mask=mask, expires_at=expires_at, max_uses=max_uses)
+        CardKey(
+            product_id=product_id,
+            batch_id=batch_id,
+            ciphertext=ciphertext,
+            key_version=version,
+            blind_index=index,
+            index_version=index_version,
+            mask=mask,
+            expires_at=expires_at,
+            max_uses=max_uses,
+        )
         for index, version, ciphertext, mask, expires_at in _encrypted_rows(product_id=product_id, rows=rows)
     ]
     CardKey.objects.bulk_create(keys)  # SQLite: one writer at a time, nothing added since the probe
@@ -607,7 +651,8 @@ def _keys_copy(*, product_id: int, batch_id: int, rows: dict[str, ParsedRow], ma
             "COPY cardkey_import_stage (blind_index, key_version, ciphertext, mask, expires_at) FROM STDIN", buffer
         )
         cursor.execute(
-            _COPY_INSERT_SQL.format(table=CardKey._meta.db_table), [product_id, batch_id, keyring().index_version, max_uses]
+            _COPY_INSERT_SQL.format(table=CardKey._meta.db_table),
+            [product_id, batch_id, keyring().index_version, max_uses],
         )
         return {row[0] for row in cursor.fetchall()}
 
@@ -636,7 +681,9 @@ def import_upload_load(*, batch: ImportBatch) -> bytes:
     out = bytearray()
     for piece in ImportUpload.objects.filter(batch=batch).order_by("seq").iterator(chunk_size=4):
         data = bytes(piece.data)
-        out += AESGCM(ring.keys[piece.key_version]).decrypt(data[:NONCE_BYTES], data[NONCE_BYTES:], _piece_aad(batch.pk, piece.seq))
+        out += AESGCM(ring.keys[piece.key_version]).decrypt(
+            data[:NONCE_BYTES], data[NONCE_BYTES:], _piece_aad(batch.pk, piece.seq)
+        )
     return bytes(out)
 
 
@@ -644,16 +691,29 @@ def import_upload_load(*, batch: ImportBatch) -> bytes:
 
 
 def import_batch_create(
-    *, product, raw: bytes, layout: ImportLayout, created_by=None, source_name: str = "", supplier: str = "",
-    unit_cost=None, note: str = "",
+    *,
+    product,
+    raw: bytes,
+    layout: ImportLayout,
+    created_by=None,
+    source_name: str = "",
+    supplier: str = "",
+    unit_cost=None,
+    note: str = "",
 ) -> ImportBatch:
     """Start an admin import: the batch (checking the file) and its encrypted upload, with the
     preview task sent after commit. Raises ImportRefused for a file over the size limit or empty."""
     _raw_check(raw)
     with transaction.atomic():
         batch = ImportBatch.objects.create(
-            product=product, created_by=created_by, source_name=source_name[:255], supplier=supplier[:100],
-            unit_cost=unit_cost, note=note, status=ImportStatus.ANALYSING, layout=layout.as_dict(),
+            product=product,
+            created_by=created_by,
+            source_name=source_name[:255],
+            supplier=supplier[:100],
+            unit_cost=unit_cost,
+            note=note,
+            status=ImportStatus.ANALYSING,
+            layout=layout.as_dict(),
         )
         import_upload_store(batch=batch, raw=raw)
         tasks.import_batch_preview.delay_on_commit(batch.pk)
@@ -676,7 +736,8 @@ def import_batch_preview(*, batch_id: int) -> str:
     try:
         raw = import_upload_load(batch=batch)
         report = import_preview(
-            product=batch.product, rows=rows_parse(raw, ImportLayout.from_dict(batch.layout)),
+            product=batch.product,
+            rows=rows_parse(raw, ImportLayout.from_dict(batch.layout)),
             # Alive, for imports_resume: a preview of a huge file takes a while.
             progress=lambda lines: ImportBatch.objects.filter(pk=batch_id).update(updated_at=timezone.now()),
         )
@@ -701,9 +762,9 @@ def import_batch_confirm(*, batch_id: int) -> None:
 def import_batch_cancel(*, batch_id: int) -> bool:
     """Drop a previewed import that was not confirmed (and its upload)."""
     with transaction.atomic():
-        cancelled = ImportBatch.objects.filter(pk=batch_id, status__in=[ImportStatus.READY, ImportStatus.ANALYSING]).update(
-            status=ImportStatus.CANCELLED, finished_at=timezone.now(), updated_at=timezone.now()
-        )
+        cancelled = ImportBatch.objects.filter(
+            pk=batch_id, status__in=[ImportStatus.READY, ImportStatus.ANALYSING]
+        ).update(status=ImportStatus.CANCELLED, finished_at=timezone.now(), updated_at=timezone.now())
         if cancelled:
             ImportUpload.objects.filter(batch_id=batch_id).delete()
     return bool(cancelled)
@@ -740,7 +801,9 @@ def imports_resume(*, stale_seconds: int = 120, batch_id: int | None = None) -> 
     died or its task was lost): the batch goes on from ``rows_done``. Run by beat; the admin's
     "resume" button passes one batch. A second runner of the same batch stops at its first chunk."""
     cutoff = timezone.now() - timedelta(seconds=stale_seconds)
-    stale = ImportBatch.objects.filter(status__in=[ImportStatus.ANALYSING, ImportStatus.IMPORTING], updated_at__lte=cutoff)
+    stale = ImportBatch.objects.filter(
+        status__in=[ImportStatus.ANALYSING, ImportStatus.IMPORTING], updated_at__lte=cutoff
+    )
     if batch_id is not None:
         stale = stale.filter(pk=batch_id)
     resumed = []
@@ -767,8 +830,17 @@ def import_batch_progress(batch: ImportBatch, *, stale_seconds: int = 60) -> dic
 
 
 def cardkeys_import(
-    *, product, raw: bytes, layout: ImportLayout, created_by=None, source_name: str = "", supplier: str = "",
-    unit_cost=None, note: str = "", dry_run: bool = False, progress=None,
+    *,
+    product,
+    raw: bytes,
+    layout: ImportLayout,
+    created_by=None,
+    source_name: str = "",
+    supplier: str = "",
+    unit_cost=None,
+    note: str = "",
+    dry_run: bool = False,
+    progress=None,
 ) -> ImportReport:
     """The whole pipeline in this process (the command, the demo seed, scripts): preview with
     ``dry_run``, else a batch committed chunk by chunk. Raises ImportRefused."""
@@ -778,8 +850,14 @@ def cardkeys_import(
         pass  # refuse a bad file (an overlong line, the wrong layout) before writing anything
     rows = rows_parse(raw, layout)
     batch = ImportBatch.objects.create(
-        product=product, created_by=created_by, source_name=source_name[:255], supplier=supplier[:100],
-        unit_cost=unit_cost, note=note, status=ImportStatus.IMPORTING, layout=layout.as_dict(),
+        product=product,
+        created_by=created_by,
+        source_name=source_name[:255],
+        supplier=supplier[:100],
+        unit_cost=unit_cost,
+        note=note,
+        status=ImportStatus.IMPORTING,
+        layout=layout.as_dict(),
     )
     report = import_commit(batch=batch, rows=rows, progress=progress)
     if report.problems:
@@ -789,16 +867,28 @@ def cardkeys_import(
 
 
 def cardkeys_import_text(
-    *, product, text: str, created_by=None, source_name: str = "", separator: str | None = None,
-    supplier: str = "", dry_run: bool = False, max_uses: int | None = 1,
+    *,
+    product,
+    text: str,
+    created_by=None,
+    source_name: str = "",
+    separator: str | None = None,
+    supplier: str = "",
+    dry_run: bool = False,
+    max_uses: int | None = 1,
 ) -> ImportReport:
     """Import pasted text, one key (or card number + separator + password) per line."""
     if "\x00" in text:
         raise ImportRefused("the file looks binary, not text")
     layout = ImportLayout(format="text", separator=separator, max_uses=max_uses)
     return cardkeys_import(
-        product=product, raw=text.encode("utf-8"), layout=layout, created_by=created_by, source_name=source_name,
-        supplier=supplier, dry_run=dry_run,
+        product=product,
+        raw=text.encode("utf-8"),
+        layout=layout,
+        created_by=created_by,
+        source_name=source_name,
+        supplier=supplier,
+        dry_run=dry_run,
     )
 
 

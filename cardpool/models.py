@@ -85,7 +85,9 @@ class CardKey(models.Model):
     blind_index = models.CharField(max_length=64)
     index_version = models.PositiveSmallIntegerField(default=1)
     mask = models.CharField(_("key (masked)"), max_length=32)
-    status = models.CharField(_("status"), max_length=16, choices=CardKeyStatus.choices, default=CardKeyStatus.AVAILABLE)
+    status = models.CharField(
+        _("status"), max_length=16, choices=CardKeyStatus.choices, default=CardKeyStatus.AVAILABLE
+    )
     order = models.ForeignKey("shop.Order", null=True, blank=True, on_delete=models.PROTECT, related_name="card_keys")
     # Keys that expire are sold soonest-expiring first and never after expiry; NULL never expires.
     expires_at = models.DateTimeField(_("expires at"), null=True, blank=True)
@@ -94,7 +96,12 @@ class CardKey(models.Model):
     max_uses = models.PositiveIntegerField(_("max uses"), null=True, blank=True, default=1)
     uses = models.PositiveIntegerField(_("uses"), default=0)
     reuse_of = models.ForeignKey(
-        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="deliveries", verbose_name=_("reusable key")
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="deliveries",
+        verbose_name=_("reusable key"),
     )
     created_at = models.DateTimeField(_("added at"), auto_now_add=True)
     sold_at = models.DateTimeField(_("sold at"), null=True, blank=True)
@@ -152,8 +159,12 @@ class RevealLog(models.Model):
     user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, verbose_name=_("user"))
     username = models.CharField(_("username"), max_length=150)
     ip = models.GenericIPAddressField(_("IP"), null=True, blank=True)
-    key = models.ForeignKey(CardKey, null=True, blank=True, on_delete=models.SET_NULL, related_name="reveals", verbose_name=_("key"))
-    product = models.ForeignKey("shop.Product", null=True, blank=True, on_delete=models.SET_NULL, verbose_name=_("product"))
+    key = models.ForeignKey(
+        CardKey, null=True, blank=True, on_delete=models.SET_NULL, related_name="reveals", verbose_name=_("key")
+    )
+    product = models.ForeignKey(
+        "shop.Product", null=True, blank=True, on_delete=models.SET_NULL, verbose_name=_("product")
+    )
     key_count = models.PositiveIntegerField(_("keys"), default=1)
     reason = models.TextField(_("reason"))
     created_at = models.DateTimeField(_("time"), auto_now_add=True)

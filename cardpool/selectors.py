@@ -107,7 +107,8 @@ def available_counts(*, product_ids: list[int]) -> dict[int, int]:
         f" WHERE {where} GROUP BY product_id"
     )
     params: dict[str, Any] = {
-        "unlimited": UNLIMITED_STOCK, "now": connection.ops.adapt_datetimefield_value(timezone.now()),
+        "unlimited": UNLIMITED_STOCK,
+        "now": connection.ops.adapt_datetimefield_value(timezone.now()),
         **id_params,
     }
     with connection.cursor() as cursor:
@@ -132,15 +133,20 @@ def product_has_stock(*, product_id: int, quantity: int) -> bool:
         return cursor.fetchone()[0] >= quantity
 
 
-_ORDER_KEYS_SQL = "SELECT ciphertext, key_version, product_id, expires_at FROM {table} WHERE order_id = %s AND status = %s ORDER BY id"
+_ORDER_KEYS_SQL = (
+    "SELECT ciphertext, key_version, product_id, expires_at FROM {table}"
+    " WHERE order_id = %s AND status = %s ORDER BY id"
+)
 
 
 def order_keys(*, order) -> list[tuple[str, datetime | None]]:
     """(plaintext, expires_at) of the keys sold to an order. Only for the buyer's page and messages.
     Hand-written: every delivery message and order page reads it."""
     rows = values_from_sql(
-        CardKey, ("ciphertext", "key_version", "product_id", "expires_at"),
-        _ORDER_KEYS_SQL.format(table=CardKey._meta.db_table), [order.pk, CardKeyStatus.SOLD],
+        CardKey,
+        ("ciphertext", "key_version", "product_id", "expires_at"),
+        _ORDER_KEYS_SQL.format(table=CardKey._meta.db_table),
+        [order.pk, CardKeyStatus.SOLD],
     )
     return [
         (secret_decrypt(ciphertext=bytes(ciphertext), key_version=key_version, product_id=product_id), expires_at)

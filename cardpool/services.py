@@ -33,7 +33,8 @@ class StockShortfall(Exception):
 
 _SELLABLE = sellable_keys_where(product="= %s", now="%s")
 _SELL_SQL = f"""
-    UPDATE {{table}} SET status = {sql_literal(CardKeyStatus.SOLD)}, order_id = %(order_id)s, sold_at = %(now)s, uses = 1
+    UPDATE {{table}}
+       SET status = {sql_literal(CardKeyStatus.SOLD)}, order_id = %(order_id)s, sold_at = %(now)s, uses = 1
      WHERE id IN (SELECT id FROM {{table}}
                    WHERE {sellable_keys_where(product="= %(product_id)s", now="%(now)s")}
                      AND max_uses = 1
@@ -91,13 +92,13 @@ def cardkeys_sell_to_order(*, order, quantity: int | None = None, stock_probe: i
         name="sold",
     )
     if stock_probe is None:
-        (sold,), = statements_run([sell, Statement("SELECT count(*) FROM sold")])
+        ((sold,),) = statements_run([sell, Statement("SELECT count(*) FROM sold")])
         stock_left = None
     else:
         probe = Statement(
             f"SELECT (SELECT count(*) FROM sold), ({_PROBE_AFTER_SALE_SQL.format(table=table)})", {"probe": stock_probe}
         )
-        (sold, units), = statements_run([sell, probe])
+        ((sold, units),) = statements_run([sell, probe])
         stock_left = units >= stock_probe
     if sold < wanted:
         stock_left = None  # reusable keys make up the rest: the probe no longer applies
@@ -121,11 +122,21 @@ def _reusable_key_use(*, order, now) -> bool:
         return False
     shared = CardKey.objects.only("batch_id", "ciphertext", "key_version", "mask", "expires_at").get(pk=row[0])
     CardKey.objects.create(
-        product_id=order.product_id, batch_id=shared.batch_id, ciphertext=shared.ciphertext, key_version=shared.key_version,
+        product_id=order.product_id,
+        batch_id=shared.batch_id,
+        ciphertext=shared.ciphertext,
+        key_version=shared.key_version,
         # Not an HMAC of the secret (those are hex): unique per use, never matched by dedupe.
-        blind_index="u" + token_source.token_hex(32)[:63], index_version=keyring().index_version, mask=shared.mask,
-        status=CardKeyStatus.SOLD, order_id=order.pk, sold_at=timezone.now(), expires_at=shared.expires_at,
-        max_uses=1, uses=1, reuse_of_id=shared.pk,
+        blind_index="u" + token_source.token_hex(32)[:63],
+        index_version=keyring().index_version,
+        mask=shared.mask,
+        status=CardKeyStatus.SOLD,
+        order_id=order.pk,
+        sold_at=timezone.now(),
+        expires_at=shared.expires_at,
+        max_uses=1,
+        uses=1,
+        reuse_of_id=shared.pk,
     )
     return True
 
@@ -162,18 +173,31 @@ def cardkeys_add_sold_to_order(*, order, secrets: list[str], batch_note: str, cr
     if pool_matches(product_id=order.product_id, secrets=dict(zip(indexes, normalized, strict=True)), legacy=legacy):
         raise ManualKeysRefused("a key that is already in the pool")
     batch = ImportBatch.objects.create(
-        product_id=order.product_id, created_by=created_by, source_name=batch_note[:255],
-        lines_total=len(normalized), added=len(normalized),
+        product_id=order.product_id,
+        created_by=created_by,
+        source_name=batch_note[:255],
+        lines_total=len(normalized),
+        added=len(normalized),
     )
     now = timezone.now()
     rows = []
     for secret, index in zip(normalized, indexes, strict=True):
         version, ciphertext = secret_encrypt(secret=secret, product_id=order.product_id)
-        rows.append(CardKey(
-            product_id=order.product_id, batch=batch, ciphertext=ciphertext, key_version=version, blind_index=index,
-            index_version=keyring().index_version, uses=1,
-            mask=secret_mask(secret), status=CardKeyStatus.SOLD, order=order, sold_at=now,
-        ))
+        rows.append(
+            CardKey(
+                product_id=order.product_id,
+                batch=batch,
+                ciphertext=ciphertext,
+                key_version=version,
+                blind_index=index,
+                index_version=keyring().index_version,
+                uses=1,
+                mask=secret_mask(secret),
+                status=CardKeyStatus.SOLD,
+                order=order,
+                sold_at=now,
+            )
+        )
     CardKey.objects.bulk_create(rows)
     return len(rows)
 
@@ -192,8 +216,13 @@ def cardkey_reveal(*, key_id: int, user, ip: str | None, reason: str) -> str:
     with transaction.atomic():
         key = CardKey.objects.get(pk=key_id)
         RevealLog.objects.create(
-            kind=RevealKind.REVEAL, user=user, username=user.get_username(), ip=ip, key=key,
-            product_id=key.product_id, reason=reason.strip()[:2000],
+            kind=RevealKind.REVEAL,
+            user=user,
+            username=user.get_username(),
+            ip=ip,
+            key=key,
+            product_id=key.product_id,
+            reason=reason.strip()[:2000],
         )
         return secret_decrypt(ciphertext=key.ciphertext, key_version=key.key_version, product_id=key.product_id)
 
@@ -219,8 +248,13 @@ def cardkeys_export_unsold(*, product_id: int, user, ip: str | None, reason: str
     if batch_id:
         keys = keys.filter(batch_id=batch_id)
     RevealLog.objects.create(
-        kind=RevealKind.EXPORT, user=user, username=user.get_username(), ip=ip, product_id=product_id,
-        key_count=keys.count(), reason=reason.strip()[:2000],
+        kind=RevealKind.EXPORT,
+        user=user,
+        username=user.get_username(),
+        ip=ip,
+        product_id=product_id,
+        key_count=keys.count(),
+        reason=reason.strip()[:2000],
     )
 
     def rows():
@@ -284,8 +318,11 @@ def cardkeys_rebuild_blind_index() -> int:
         while True:
             with transaction.atomic():
                 rows = list(
-                    CardKey.objects.select_for_update(skip_locked=True).filter(pk__gt=last).exclude(index_version=current)
-                    .order_by("pk").only("pk", "product_id", "ciphertext", "key_version", "blind_index")[:ROTATE_CHUNK]
+                    CardKey.objects.select_for_update(skip_locked=True)
+                    .filter(pk__gt=last)
+                    .exclude(index_version=current)
+                    .order_by("pk")
+                    .only("pk", "product_id", "ciphertext", "key_version", "blind_index")[:ROTATE_CHUNK]
                 )
                 if not rows:
                     break
@@ -293,7 +330,9 @@ def cardkeys_rebuild_blind_index() -> int:
                     row.index_version = current
                     if row.blind_index.startswith("u"):
                         continue  # one use of a reusable key: its index is a random token, not an HMAC
-                    secret = secret_decrypt(ciphertext=row.ciphertext, key_version=row.key_version, product_id=row.product_id)
+                    secret = secret_decrypt(
+                        ciphertext=row.ciphertext, key_version=row.key_version, product_id=row.product_id
+                    )
                     row.blind_index = secret_blind_index(secret=secret, product_id=row.product_id)
                 CardKey.objects.bulk_update(rows, ["blind_index", "index_version"])
                 changed += len(rows)
@@ -311,6 +350,8 @@ def import_batch_void(*, batch_id: int, actor: str) -> int:
             .values_list("pk", flat=True)
         )
         voided = CardKey.objects.filter(pk__in=ids, status=CardKeyStatus.AVAILABLE).update(status=CardKeyStatus.VOID)
-        ImportBatch.objects.filter(pk=batch_id).update(note=Concat(F("note"), Value(f"\nvoided {voided} unsold keys by {actor}")))
+        ImportBatch.objects.filter(pk=batch_id).update(
+            note=Concat(F("note"), Value(f"\nvoided {voided} unsold keys by {actor}"))
+        )
     logger.info("import batch %s: %d unsold keys voided by %s", batch_id, voided, actor)
     return voided

@@ -9,7 +9,15 @@ from kameng.admin_mixins import ReadOnlyAdminMixin
 class DeliveryAttemptInline(ReadOnlyAdminMixin, admin.TabularInline):
     model = DeliveryAttempt
     extra = 0
-    fields = readonly_fields = ("number", "state", "started_at", "finished_at", "provider_message_id", "permanent", "error")
+    fields = readonly_fields = (
+        "number",
+        "state",
+        "started_at",
+        "finished_at",
+        "provider_message_id",
+        "permanent",
+        "error",
+    )
 
 
 @admin.register(DeliveryMessage)

@@ -60,9 +60,12 @@ def delivery_failed_alert(event: DispatchedEvent) -> None:
 def handlers_register() -> None:
     event_handler_register(event_type=ORDER_PAID, name="delivery.deliver", path="delivery.handlers.order_paid_deliver")
     for event_type in NOTICE_EVENTS:
-        event_handler_register(event_type=event_type, name="delivery.notice", path="delivery.handlers.order_notice_send")
+        event_handler_register(
+            event_type=event_type, name="delivery.notice", path="delivery.handlers.order_notice_send"
+        )
     event_handler_register(
-        event_type=order_exception_event(ExceptionReason.DELIVERY_FAILED), name="delivery.staff_alert",
+        event_type=order_exception_event(ExceptionReason.DELIVERY_FAILED),
+        name="delivery.staff_alert",
         path="delivery.handlers.delivery_failed_alert",
     )
 

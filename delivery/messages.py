@@ -93,7 +93,10 @@ def order_notice_record(*, order: Order, notice: str) -> None:
     if channel is None:
         return
     message, created = DeliveryMessage.objects.get_or_create(
-        order=order, channel=channel, notice=notice, defaults={"recipient": order.contact, "state": MessageState.PENDING}
+        order=order,
+        channel=channel,
+        notice=notice,
+        defaults={"recipient": order.contact, "state": MessageState.PENDING},
     )
     if created:
         _message_schedule(message_id=message.pk)
@@ -111,7 +114,9 @@ def order_messages_send(*, order: Order) -> int | None:
         order=order, channel=channel, notice="", defaults={"recipient": order.contact, "state": MessageState.PENDING}
     )
     if not created:
-        DeliveryMessage.objects.filter(pk=message.pk).update(state=MessageState.PENDING, tries=0, next_try_at=None, last_error="")
+        DeliveryMessage.objects.filter(pk=message.pk).update(
+            state=MessageState.PENDING, tries=0, next_try_at=None, last_error=""
+        )
     _message_schedule(message_id=message.pk)
     return message.pk
 
@@ -155,7 +160,10 @@ def delivery_resend(*, order_id: int) -> None:
         if message.state in (MessageState.PENDING, MessageState.SENDING):
             raise ResendRefused("already on its way")
         hour_ago = timezone.now() - timedelta(hours=1)
-        if order.events.filter(type="delivery.resend", created_at__gte=hour_ago).count() >= settings.DELIVERY_RESEND_PER_ORDER_PER_HOUR:
+        if (
+            order.events.filter(type="delivery.resend", created_at__gte=hour_ago).count()
+            >= settings.DELIVERY_RESEND_PER_ORDER_PER_HOUR
+        ):
             raise ResendRefused("limit reached")
         # Counted through the contact index. Only this order is locked, so two of the same
         # buyer's orders resent at the same instant may both pass: the cap is off by at most the
@@ -180,8 +188,10 @@ def shop_brand() -> ShopBrand:
         # Absolute for mail readers: a storage URL that is only a path hangs off SITE_URL.
         logo_url = urljoin(settings.SITE_URL + "/", shop.logo.url)
     contacts = [
-        (_lazy("Email"), shop.support_email), (_lazy("QQ"), shop.support_qq),
-        (_lazy("WeChat"), shop.support_wechat), (_lazy("Telegram"), shop.support_telegram),
+        (_lazy("Email"), shop.support_email),
+        (_lazy("QQ"), shop.support_qq),
+        (_lazy("WeChat"), shop.support_wechat),
+        (_lazy("Telegram"), shop.support_telegram),
     ]
     return ShopBrand(
         name=shop.name, logo_url=logo_url, support=tuple((label, value) for label, value in contacts if value)
@@ -258,27 +268,34 @@ _ATTEMPT_INSERT_SQL = """
     VALUES (%s, %s, %s, '', '', false, %s)
     RETURNING id
 """
+
+
 def _message_sent(*, message: DeliveryMessage, attempt_id: int, provider_message_id: str) -> None:
     """Record a sent message: its attempt, its state and the order's event, as one batch."""
     at = timezone.now()
-    statements_run([
-        Statement(
-            f"UPDATE {DeliveryAttempt._meta.db_table} SET state = {sql_literal(AttemptState.SENT)}, finished_at = %(at)s,"
-            " provider_message_id = %(provider_message_id)s WHERE id = %(attempt_id)s",
-            {"at": at, "provider_message_id": provider_message_id, "attempt_id": attempt_id},
-        ),
-        Statement(
-            f"UPDATE {DeliveryMessage._meta.db_table} SET state = {sql_literal(MessageState.SENT)}, sent_at = %(at)s,"
-            " last_error = '' WHERE id = %(message_id)s",
-            {"at": at, "message_id": message.pk},
-        ),
-        row_source("target", order_id=message.order_id),
-        order_event_insert(
-            event_type=f"delivery.{message.channel}.{'notice_sent' if message.notice else 'sent'}",
-            message=f"{message.notice} to {message.recipient}" if message.notice else message.recipient,
-            actor="system", at=at,
-        ),
-    ])
+    statements_run(
+        [
+            Statement(
+                f"UPDATE {DeliveryAttempt._meta.db_table} SET state = {sql_literal(AttemptState.SENT)},"
+                " finished_at = %(at)s,"
+                " provider_message_id = %(provider_message_id)s WHERE id = %(attempt_id)s",
+                {"at": at, "provider_message_id": provider_message_id, "attempt_id": attempt_id},
+            ),
+            Statement(
+                f"UPDATE {DeliveryMessage._meta.db_table} SET state = {sql_literal(MessageState.SENT)},"
+                " sent_at = %(at)s,"
+                " last_error = '' WHERE id = %(message_id)s",
+                {"at": at, "message_id": message.pk},
+            ),
+            row_source("target", order_id=message.order_id),
+            order_event_insert(
+                event_type=f"delivery.{message.channel}.{'notice_sent' if message.notice else 'sent'}",
+                message=f"{message.notice} to {message.recipient}" if message.notice else message.recipient,
+                actor="system",
+                at=at,
+            ),
+        ]
+    )
 
 
 def message_send(*, message_id: int) -> str:
@@ -346,7 +363,8 @@ def _message_skipped(*, message: DeliveryMessage, attempt: DeliveryAttempt) -> s
         )
         DeliveryMessage.objects.filter(pk=message.pk).update(state=MessageState.SKIPPED)
         OrderEvent.objects.create(
-            order_id=message.order_id, type=f"delivery.{message.channel}.notice_skipped",
+            order_id=message.order_id,
+            type=f"delivery.{message.channel}.notice_skipped",
             message=f"{message.notice}: the order is {message.order.status} now",
         )
     return MessageState.SKIPPED
@@ -367,7 +385,9 @@ def _message_failed(*, message: DeliveryMessage, attempt: DeliveryAttempt, failu
         delay = round(base * 2 ** (message.tries - 1) * random.uniform(0.8, 1.2))  # noqa: S311 - jitter, not a secret
         with transaction.atomic():
             DeliveryMessage.objects.filter(pk=message.pk).update(
-                state=MessageState.PENDING, next_try_at=timezone.now() + timedelta(seconds=delay), last_error=str(failure)
+                state=MessageState.PENDING,
+                next_try_at=timezone.now() + timedelta(seconds=delay),
+                last_error=str(failure),
             )
             OrderEvent.objects.create(
                 order_id=message.order_id,
@@ -383,7 +403,8 @@ def _message_failed(*, message: DeliveryMessage, attempt: DeliveryAttempt, failu
         with transaction.atomic():
             DeliveryMessage.objects.filter(pk=message.pk).update(state=MessageState.FAILED, last_error=str(failure))
             OrderEvent.objects.create(
-                order_id=message.order_id, type=f"delivery.{message.channel}.notice_failed",
+                order_id=message.order_id,
+                type=f"delivery.{message.channel}.notice_failed",
                 message=f"{message.notice} to {message.recipient} failed after {message.tries} tries: {failure}",
             )
         return MessageState.FAILED
@@ -397,5 +418,3 @@ def _message_failed(*, message: DeliveryMessage, attempt: DeliveryAttempt, failu
         else:
             OrderEvent.objects.create(order=order, type=f"delivery.{message.channel}.failed", message=note)
     return MessageState.FAILED
-
-

@@ -101,15 +101,22 @@ class DeliveryRules(models.Model):
     """Shop-wide delivery rules, edited by operators in admin. One row (pk=1)."""
 
     auto_delivery = models.BooleanField(
-        _("deliver automatically"), default=True,
+        _("deliver automatically"),
+        default=True,
         help_text=_("Off: paid orders wait in the exception queue as held for review."),
     )
     review_amount = models.DecimalField(
-        _("hold orders from this total"), max_digits=12, decimal_places=2, null=True, blank=True,
+        _("hold orders from this total"),
+        max_digits=12,
+        decimal_places=2,
+        null=True,
+        blank=True,
         help_text=_("Orders whose total is at or above this wait for a person. Empty: no limit."),
     )
     review_orders_per_hour = models.PositiveIntegerField(
-        _("hold after this many orders an hour"), null=True, blank=True,
+        _("hold after this many orders an hour"),
+        null=True,
+        blank=True,
         help_text=_("Hold an order when its contact or IP placed more paid orders than this in the last hour."),
     )
     updated_at = models.DateTimeField(_("updated at"), auto_now=True)

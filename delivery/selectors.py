@@ -24,7 +24,10 @@ def sales_figures(*, now: datetime) -> dict:
         "today": totals(start_of_day),
         "week": totals(now - timedelta(days=7)),
         "queue": list(
-            Order.objects.filter(status=OrderStatus.EXCEPTION).values("exception_reason").annotate(n=Count("id")).order_by("-n")
+            Order.objects.filter(status=OrderStatus.EXCEPTION)
+            .values("exception_reason")
+            .annotate(n=Count("id"))
+            .order_by("-n")
         ),
         "failed_sends_week": DeliveryAttempt.objects.filter(
             state=AttemptState.FAILED, started_at__gte=now - timedelta(days=7)

@@ -60,8 +60,12 @@ def _order_fulfil(*, order: Order, actor: str, claim_messages: bool = False) -> 
     sale = cardkeys_sell_to_order(order=order, stock_probe=threshold + 1)
     at = timezone.now()
     move = order_move(
-        order=order, to=OrderStatus.DELIVERED, event_type="shop.order.delivered", message=f"{order.quantity} key(s)",
-        actor=actor, at=at,
+        order=order,
+        to=OrderStatus.DELIVERED,
+        event_type="shop.order.delivered",
+        message=f"{order.quantity} key(s)",
+        actor=actor,
+        at=at,
     )
     channel = message_channel(order=order) if claim_messages else None
     first_try = message_first_try(channel=channel, recipient=order.contact, at=at) if channel else ()
@@ -70,7 +74,9 @@ def _order_fulfil(*, order: Order, actor: str, claim_messages: bool = False) -> 
     sends: tuple[ClaimedSend, ...] = ()
     if channel:
         sends = tuple(
-            ClaimedSend(message_id=message_id, attempt_id=attempt_id, channel=channel, recipient=order.contact, order=order)
+            ClaimedSend(
+                message_id=message_id, attempt_id=attempt_id, channel=channel, recipient=order.contact, order=order
+            )
             for message_id, attempt_id in rows
         )
     if not sends:
@@ -130,8 +136,11 @@ def delivery_hold_reason(*, order: Order) -> str:
     limit = rules.review_orders_per_hour
     if limit:
         recent = orders_paid_since_count(
-            contact=order.contact, client_ip=order.client_ip, since=timezone.now() - timedelta(hours=1),
-            exclude_id=order.pk, up_to=limit,
+            contact=order.contact,
+            client_ip=order.client_ip,
+            since=timezone.now() - timedelta(hours=1),
+            exclude_id=order.pk,
+            up_to=limit,
         )
         if recent.by_contact >= limit:
             return f"{order.contact} placed more than {limit} orders in the last hour"
@@ -180,7 +189,9 @@ def order_deliver(*, order_id: int) -> Delivery:
                 return Delivery(status=order.status)
             sends = _order_fulfil(order=order, actor="system", claim_messages=True)
     except StockShortfall:
-        return Delivery(status=_order_short_of_stock(order_id=order_id, expected_status=OrderStatus.PAID, actor="system"))
+        return Delivery(
+            status=_order_short_of_stock(order_id=order_id, expected_status=OrderStatus.PAID, actor="system")
+        )
     return Delivery(status=order.status, sends=sends)
 
 
@@ -249,10 +260,15 @@ def order_deliver_manually(*, order_id: int, secrets: list[str], actor: str, use
         held = CardKey.objects.filter(order=order, status=CardKeyStatus.SOLD).count()
         if held + len([s for s in secrets if s.strip()]) != order.quantity:
             raise DeliveryRefused(f"order {order.number} needs exactly {order.quantity - held} more key(s)")
-        cardkeys_add_sold_to_order(order=order, secrets=secrets, batch_note=f"manual delivery {order.number}", created_by=user)
+        cardkeys_add_sold_to_order(
+            order=order, secrets=secrets, batch_note=f"manual delivery {order.number}", created_by=user
+        )
         order_transition(
-            order=order, to=OrderStatus.DELIVERED, event_type="shop.order.delivered_manually",
-            message=f"{order.quantity - held} key(s) typed by staff", actor=actor,
+            order=order,
+            to=OrderStatus.DELIVERED,
+            event_type="shop.order.delivered_manually",
+            message=f"{order.quantity - held} key(s) typed by staff",
+            actor=actor,
         )
         order_messages_send(order=order)
     return order
@@ -271,7 +287,9 @@ def cardkey_replace_defective(*, key_id: int, reason: str, actor: str) -> str:
             order = order_lock(key.order_id)
             if not CardKey.objects.filter(pk=key.pk, status=CardKeyStatus.SOLD).update(status=CardKeyStatus.VOID):
                 raise DeliveryRefused(f"key {key.mask} was already replaced")
-            OrderEvent.objects.create(order=order, type="cardpool.key.defective", message=f"{key.mask}: {reason}", actor=actor)
+            OrderEvent.objects.create(
+                order=order, type="cardpool.key.defective", message=f"{key.mask}: {reason}", actor=actor
+            )
             cardkeys_sell_to_order(order=order, quantity=1)
             OrderEvent.objects.create(order=order, type="cardpool.key.replaced", message=key.mask, actor=actor)
             if order.status == OrderStatus.EXCEPTION and order.exception_reason == ExceptionReason.DEFECTIVE_KEY:
@@ -281,10 +299,14 @@ def cardkey_replace_defective(*, key_id: int, reason: str, actor: str) -> str:
         with transaction.atomic(durable=True):
             order = order_lock(key.order_id)
             CardKey.objects.filter(pk=key.pk, status=CardKeyStatus.SOLD).update(status=CardKeyStatus.VOID)
-            OrderEvent.objects.create(order=order, type="cardpool.key.defective", message=f"{key.mask}: {reason}", actor=actor)
+            OrderEvent.objects.create(
+                order=order, type="cardpool.key.defective", message=f"{key.mask}: {reason}", actor=actor
+            )
             note = f"{key.mask} defective ({reason}); no replacement in stock"
             if order.status == OrderStatus.EXCEPTION:
-                OrderEvent.objects.create(order=order, type="cardpool.key.replacement_missing", message=note, actor=actor)
+                OrderEvent.objects.create(
+                    order=order, type="cardpool.key.replacement_missing", message=note, actor=actor
+                )
             else:
                 order_exception_enter(order=order, reason=ExceptionReason.DEFECTIVE_KEY, note=note, actor=actor)
     return order.status

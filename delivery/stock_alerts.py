@@ -49,7 +49,10 @@ def stock_alert_check(*, product_id: int, threshold: int) -> None:
 def staff_alert_email(*, order_id: int) -> None:
     """Tell ALERT_EMAILS that an order's delivery failed for good and waits in the exception queue."""
     order = Order.objects.select_related("product").get(pk=order_id)
-    context = {"order": order, "admin_url": settings.SITE_URL + reverse("admin:shop_exceptionorder_change", args=[order.pk])}
+    context = {
+        "order": order,
+        "admin_url": settings.SITE_URL + reverse("admin:shop_exceptionorder_change", args=[order.pk]),
+    }
     with translation.override(settings.LANGUAGE_CODE):
         subject = " ".join(render_to_string("delivery/email/staff_alert_subject.txt", context).split())
         body = render_to_string("delivery/email/staff_alert_body.txt", context)

@@ -42,11 +42,15 @@ def delivery_sweep() -> SweepReport:
     order_ids = paid_orders_send(cutoff=cutoff)
     # A worker that died mid-send leaves its try in "sending"; give it back to the queue (the
     # retry is a new attempt; the dead one is closed as failed).
-    stuck = list(DeliveryMessage.objects.filter(state=MessageState.SENDING, updated_at__lte=cutoff).values_list("pk", flat=True))
+    stuck = list(
+        DeliveryMessage.objects.filter(state=MessageState.SENDING, updated_at__lte=cutoff).values_list("pk", flat=True)
+    )
     DeliveryAttempt.objects.filter(message_id__in=stuck, state=AttemptState.SENDING).update(
         state=AttemptState.FAILED, finished_at=now, error="the worker stopped during the send"
     )
-    DeliveryMessage.objects.filter(pk__in=stuck, state=MessageState.SENDING).update(state=MessageState.PENDING, next_try_at=now)
+    DeliveryMessage.objects.filter(pk__in=stuck, state=MessageState.SENDING).update(
+        state=MessageState.PENDING, next_try_at=now
+    )
     message_ids = list(
         DeliveryMessage.objects.filter(state=MessageState.PENDING)
         .filter(Q(next_try_at__isnull=True, updated_at__lte=cutoff) | Q(next_try_at__lte=cutoff) | Q(next_try_at=now))
@@ -57,5 +61,3 @@ def delivery_sweep() -> SweepReport:
     if order_ids or message_ids:
         logger.info("sweeper re-drove %d orders and %d messages", len(order_ids), len(message_ids))
     return SweepReport(orders=len(order_ids), messages=len(message_ids))
-
-

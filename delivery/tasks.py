@@ -24,7 +24,9 @@ def contention_backoff() -> float:
     return random.uniform(0.05, 0.5)  # noqa: S311 - jitter, not a secret
 
 
-@shared_task(base=KamengTask, bind=True, acks_late=True, autoretry_for=(OperationalError,), retry_backoff=True, max_retries=8)
+@shared_task(
+    base=KamengTask, bind=True, acks_late=True, autoretry_for=(OperationalError,), retry_backoff=True, max_retries=8
+)
 def order_deliver(self, order_id: int) -> str:
     try:
         return order_deliver_and_send(order_id)

@@ -270,7 +270,8 @@ DELIVERY_MAX_COUNTDOWN_SECONDS = env.int("DELIVERY_MAX_COUNTDOWN_SECONDS", defau
 # (shop/outbox.py): "listen" (PostgreSQL NOTIFY, one listener thread in the workers; the default
 # on PostgreSQL) or "broker" (the request sends the task after commit; the only choice on SQLite).
 DELIVERY_DISPATCH = env.str(
-    "DELIVERY_DISPATCH", default="broker" if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3" else "listen"
+    "DELIVERY_DISPATCH",
+    default="broker" if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3" else "listen",
 )
 if DELIVERY_DISPATCH not in ("listen", "broker"):
     raise ImproperlyConfigured("DELIVERY_DISPATCH: use listen or broker")
@@ -339,7 +340,11 @@ LOGGING = {
     "filters": {"secret_paths": {"()": "kameng.log_redaction.SecretPathFilter"}},
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
-        "django.server": {"()": "django.utils.log.ServerFormatter", "format": "[{server_time}] {message}", "style": "{"},
+        "django.server": {
+            "()": "django.utils.log.ServerFormatter",
+            "format": "[{server_time}] {message}",
+            "style": "{",
+        },
     },
     "handlers": {
         "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["secret_paths"]},

@@ -284,7 +284,8 @@ def values_from_sql(model: type[Model], fields: tuple[str, ...], sql: str, param
     if not any(converters):
         return rows
     return [
-        tuple(_converted(value, functions, db) for value, functions in zip(row, converters, strict=True)) for row in rows
+        tuple(_converted(value, functions, db) for value, functions in zip(row, converters, strict=True))
+        for row in rows
     ]
 
 
@@ -300,7 +301,10 @@ def _field_converters(model: type[Model], fields: tuple[str, ...], _vendor: str)
     for name in fields:
         expression = cast(Field, model._meta.get_field(name)).get_col(model._meta.db_table)
         converters.append(
-            tuple((f, expression) for f in connection.ops.get_db_converters(expression) + expression.get_db_converters(connection))
+            tuple(
+                (f, expression)
+                for f in connection.ops.get_db_converters(expression) + expression.get_db_converters(connection)
+            )
         )
     return tuple(converters)
 

@@ -18,4 +18,6 @@ urlpatterns = [
 
 if settings.MEDIA_SERVE:
     # Uploads served by Django itself (make run, tests); in production the proxy serves MEDIA_ROOT.
-    urlpatterns.insert(0, re_path(rf"^{settings.MEDIA_URL.strip('/')}/(?P<path>.*)$", serve, {"document_root": settings.MEDIA_ROOT}))
+    urlpatterns.insert(
+        0, re_path(rf"^{settings.MEDIA_URL.strip('/')}/(?P<path>.*)$", serve, {"document_root": settings.MEDIA_ROOT})
+    )

@@ -21,7 +21,16 @@ class PaymentNotificationAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 @admin.register(Refund)
 class RefundAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ["out_refund_no", "payment", "amount", "state", "requested_by", "created_at", "completed_at", "error"]
+    list_display = [
+        "out_refund_no",
+        "payment",
+        "amount",
+        "state",
+        "requested_by",
+        "created_at",
+        "completed_at",
+        "error",
+    ]
     list_filter = ["state"]
     list_select_related = ["payment"]
     search_fields = ["=out_refund_no", "=payment__out_trade_no", "=payment__order__number"]

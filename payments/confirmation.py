@@ -61,7 +61,13 @@ class Confirmation:
 
 
 def payment_confirmation(
-    *, payment: PaymentLike, order: OrderState, notice: VerifiedNotification, raw: str, actor: str, at: datetime,
+    *,
+    payment: PaymentLike,
+    order: OrderState,
+    notice: VerifiedNotification,
+    raw: str,
+    actor: str,
+    at: datetime,
     source: str = "target",
 ) -> Confirmation:
     """Confirm ``payment`` (awaiting money) from a verified paid ``notice``, for ``order`` as
@@ -84,8 +90,13 @@ def payment_confirmation(
         f"INSERT INTO {PaymentNotification._meta.db_table} ({LEDGER_COLUMNS})"
         f" SELECT %(gateway)s, %(transaction_id)s, TRUE, %(out_trade_no)s, payment_id, %(raw)s,"
         f" {sql_literal(NotificationVerdict.ACCEPTED)}, '', 1, %(at)s, %(at)s FROM {source}",
-        {"gateway": payment.gateway, "transaction_id": notice.transaction_id, "out_trade_no": notice.out_trade_no,
-         "raw": raw, "at": at},
+        {
+            "gateway": payment.gateway,
+            "transaction_id": notice.transaction_id,
+            "out_trade_no": notice.out_trade_no,
+            "raw": raw,
+            "at": at,
+        },
     )
     table = Payment._meta.db_table
     confirmed = Statement(
@@ -134,6 +145,13 @@ def ledger_upsert(*, gateway: str, notice: VerifiedNotification, payment_id: int
         f" ON CONFLICT (gateway, transaction_id, paid) DO UPDATE"
         f" SET times_received = {table}.times_received + 1, last_received_at = EXCLUDED.last_received_at"
         " RETURNING times_received",
-        {"gateway": gateway, "transaction_id": notice.transaction_id, "paid": notice.paid,
-         "out_trade_no": notice.out_trade_no, "payment_id": payment_id, "raw": raw, "at": at},
+        {
+            "gateway": gateway,
+            "transaction_id": notice.transaction_id,
+            "paid": notice.paid,
+            "out_trade_no": notice.out_trade_no,
+            "payment_id": payment_id,
+            "raw": raw,
+            "at": at,
+        },
     )

@@ -47,7 +47,9 @@ class StorefrontCSPMiddleware(CSPMiddleware):
             return response
         return super().process_response(request, response)
 
-    def get_policy_parts(self, request: HttpRequest, response: HttpResponseBase, report_only: bool = False) -> PolicyParts:
+    def get_policy_parts(
+        self, request: HttpRequest, response: HttpResponseBase, report_only: bool = False
+    ) -> PolicyParts:
         parts = super().get_policy_parts(request, response, report_only)
         origins = () if report_only else payment_redirect_origins()
         if origins:

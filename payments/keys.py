@@ -56,7 +56,9 @@ def _body(pem: bytes) -> str:
 def private_key_pkcs1_body(key: rsa.RSAPrivateKey) -> str:
     """The base64 body of a PKCS#1 PEM, as alipay-sdk-python signs with."""
     return _body(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption())
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+        )
     )
 
 

@@ -86,7 +86,9 @@ class PaymentNotification(models.Model):
         verbose_name = _("payment notification")
         verbose_name_plural = _("payment notifications")
         constraints = [
-            models.UniqueConstraint(fields=["gateway", "transaction_id", "paid"], name="notification_unique_transaction"),
+            models.UniqueConstraint(
+                fields=["gateway", "transaction_id", "paid"], name="notification_unique_transaction"
+            ),
         ]
 
     def __str__(self) -> str:

@@ -112,7 +112,9 @@ def payment_start(
             cache.delete(lock_key)
 
 
-def _payment_start_turn(*, order: Order, gateway: PaymentGateway, mobile: bool, client_ip: str) -> tuple[Payment, PaymentAction]:
+def _payment_start_turn(
+    *, order: Order, gateway: PaymentGateway, mobile: bool, client_ip: str
+) -> tuple[Payment, PaymentAction]:
     with transaction.atomic():
         # Re-checked under the order's lock: the order may have been paid, cancelled or expired
         # while this click waited. Nothing else is locked, so the lock order (payment, order) holds.
@@ -121,7 +123,10 @@ def _payment_start_turn(*, order: Order, gateway: PaymentGateway, mobile: bool, 
         if locked.status != OrderStatus.PENDING or locked.expires_at <= now:
             raise PaymentRefused(locked.status)
         recent = Payment.objects.filter(
-            order=locked, gateway=gateway.identifier, mobile=mobile, state=PaymentState.CREATED,
+            order=locked,
+            gateway=gateway.identifier,
+            mobile=mobile,
+            state=PaymentState.CREATED,
             created_at__gt=now - timedelta(seconds=settings.PAYMENT_REUSE_SECONDS),
         ).order_by("-created_at", "-id")
         for candidate in recent[:5]:
@@ -137,7 +142,9 @@ def _payment_start_turn(*, order: Order, gateway: PaymentGateway, mobile: bool, 
             amount=order.total,
             mobile=mobile,
         )
-        OrderEvent.objects.create(order=order, type="payments.payment.started", message=gateway.identifier, actor="buyer")
+        OrderEvent.objects.create(
+            order=order, type="payments.payment.started", message=gateway.identifier, actor="buyer"
+        )
     action = gateway.create_payment(
         PaymentRequest(
             out_trade_no=payment.out_trade_no,
@@ -216,7 +223,9 @@ def notification_receive(
     return _notice_apply(gateway=gateway, notice=notice, raw=raw)
 
 
-def _notice_apply(*, gateway: PaymentGateway, notice: VerifiedNotification, raw: str, actor: str = "system") -> NotificationOutcome:
+def _notice_apply(
+    *, gateway: PaymentGateway, notice: VerifiedNotification, raw: str, actor: str = "system"
+) -> NotificationOutcome:
     """Apply a verified notice (from a notification or a platform query) exactly once.
 
     With row locks (PostgreSQL), a paid notice of an enabled gateway is tried first as one
@@ -241,7 +250,9 @@ def payment_confirm_guarded(*, gateway: PaymentGateway, notice: VerifiedNotifica
     nothing was written and the caller decides under ``payment_lock``. As the request's first
     statement it also stands in for the connection's health
     check (``first_statement``): run twice, the second run finds the payment confirmed."""
-    statements = guarded_confirmation(gateway=gateway.identifier, notice=notice, raw=raw, actor=actor, at=timezone.now())
+    statements = guarded_confirmation(
+        gateway=gateway.identifier, notice=notice, raw=raw, actor=actor, at=timezone.now()
+    )
     rows = first_statement(lambda: statements_run(statements))
     if not rows:
         return False
@@ -416,17 +427,24 @@ def refund_request(*, payment_id: int, actor: str, reason: str = "") -> Refund:
             requested_by=actor,
         )
         OrderEvent.objects.create(
-            order_id=payment.order_id, type="payments.refund.requested",
-            message=f"{payment.gateway} {refund.amount} ({refund.out_refund_no}) {reason}".strip(), actor=actor,
+            order_id=payment.order_id,
+            type="payments.refund.requested",
+            message=f"{payment.gateway} {refund.amount} ({refund.out_refund_no}) {reason}".strip(),
+            actor=actor,
         )
     try:
         result = gateway_get(payment.gateway).refund(
-            out_trade_no=payment.out_trade_no, out_refund_no=refund.out_refund_no,
-            amount=refund.amount, total=paid_amount, reason=reason,
+            out_trade_no=payment.out_trade_no,
+            out_refund_no=refund.out_refund_no,
+            amount=refund.amount,
+            total=paid_amount,
+            reason=reason,
         )
     except (GatewayError, GatewayNotFound) as exc:
         with transaction.atomic(durable=True):
-            Refund.objects.filter(pk=refund.pk).update(state=RefundState.FAILED, error=str(exc)[:2000], completed_at=timezone.now())
+            Refund.objects.filter(pk=refund.pk).update(
+                state=RefundState.FAILED, error=str(exc)[:2000], completed_at=timezone.now()
+            )
             OrderEvent.objects.create(
                 order_id=payment.order_id, type="payments.refund.failed", message=str(exc)[:500], actor=actor
             )
@@ -444,7 +462,9 @@ def refund_request(*, payment_id: int, actor: str, reason: str = "") -> Refund:
         order = order_lock(payment.order_id)
         if order.status == OrderStatus.EXCEPTION:
             if was_duplicate and order.exception_reason == ExceptionReason.DUPLICATE_PAYMENT:
-                order_resolve(order_id=order.pk, note=f"duplicate payment refunded ({refund.out_refund_no})", actor=actor)
+                order_resolve(
+                    order_id=order.pk, note=f"duplicate payment refunded ({refund.out_refund_no})", actor=actor
+                )
             elif not was_duplicate:
                 order_refunded(order_id=order.pk, note=refund.out_refund_no, actor=actor)
     refund.refresh_from_db()
@@ -457,9 +477,11 @@ def order_refund(*, order_id: int, actor: str, reason: str = "") -> Refund:
     order = Order.objects.get(pk=order_id)
     if order.status != OrderStatus.EXCEPTION:
         raise RefundRefused(f"order {order.number} is {order.status}; only exception-queue orders are refunded here")
-    wanted = [PaymentState.DUPLICATE] if order.exception_reason == ExceptionReason.DUPLICATE_PAYMENT else [
-        PaymentState.SUCCEEDED, PaymentState.MISMATCHED
-    ]
+    wanted = (
+        [PaymentState.DUPLICATE]
+        if order.exception_reason == ExceptionReason.DUPLICATE_PAYMENT
+        else [PaymentState.SUCCEEDED, PaymentState.MISMATCHED]
+    )
     payment = order.payments.filter(state__in=wanted).order_by("confirmed_at").first()
     if payment is None:
         raise RefundRefused(f"order {order.number} has no payment to refund")
@@ -484,6 +506,8 @@ def order_cancel_by_buyer(*, order_id: int) -> bool:
     """Cancel an unpaid order and close its trades at the platforms (best effort)."""
     if not order_cancel(order_id=order_id, actor="buyer"):
         return False
-    for payment_id in Payment.objects.filter(order_id=order_id, state=PaymentState.CREATED).values_list("pk", flat=True):
+    for payment_id in Payment.objects.filter(order_id=order_id, state=PaymentState.CREATED).values_list(
+        "pk", flat=True
+    ):
         payment_close(payment_id=payment_id)
     return True

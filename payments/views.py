@@ -97,7 +97,9 @@ def sandbox_pay(request: HttpRequest, out_trade_no: str) -> HttpResponse:
     expected = sandbox_pay_page_signature(out_trade_no=out_trade_no, return_url=return_url)
     if not return_url or not constant_time_compare(expected, request.GET.get("sign", "")):
         raise Http404("no such payment")
-    payment = get_object_or_404(Payment.objects.select_related("order__product"), out_trade_no=out_trade_no, gateway="sandbox")
+    payment = get_object_or_404(
+        Payment.objects.select_related("order__product"), out_trade_no=out_trade_no, gateway="sandbox"
+    )
     if not gateway.is_enabled() and not payment.order.is_test:
         raise Http404("the sandbox gateway is disabled")
     payable = payment.state == PaymentState.CREATED and payment.order.status == OrderStatus.PENDING
@@ -106,7 +108,9 @@ def sandbox_pay(request: HttpRequest, out_trade_no: str) -> HttpResponse:
         "order": payment.order,
         "return_url": return_url,
         "payable": payable,
-        "fields": gateway.notification_fields(out_trade_no=payment.out_trade_no, amount=payment.amount) if payable else {},
+        "fields": gateway.notification_fields(out_trade_no=payment.out_trade_no, amount=payment.amount)
+        if payable
+        else {},
     }
     response = render(request, "payments/sandbox_pay.html", context)
     response["Referrer-Policy"] = "same-origin"  # its URL holds the return URL, token and all

@@ -112,12 +112,28 @@ class ProductForm(RenderedImagesForm):
         model = Product
         # What staff may write; ProductAdmin.fieldsets lays the same fields out.
         fields = [
-            "category", "name", "slug", "price", "is_active", "sort_order", "image", "description", "usage_instructions",
-            "min_quantity", "max_quantity", "low_stock_threshold",
-            "delivery_delay_minutes", "delivery_max_tries", "delivery_retry_base_seconds",
-            "email_subject", "email_text", "email_html",
+            "category",
+            "name",
+            "slug",
+            "price",
+            "is_active",
+            "sort_order",
+            "image",
+            "description",
+            "usage_instructions",
+            "min_quantity",
+            "max_quantity",
+            "low_stock_threshold",
+            "delivery_delay_minutes",
+            "delivery_max_tries",
+            "delivery_retry_base_seconds",
+            "email_subject",
+            "email_text",
+            "email_html",
         ]
-        help_texts = {"description": _("Markdown: **bold**, lists, [links](https://…), tables. HTML and scripts are removed.")}
+        help_texts = {
+            "description": _("Markdown: **bold**, lists, [links](https://…), tables. HTML and scripts are removed.")
+        }
 
     def _template(self, name: str) -> str:
         source = self.cleaned_data.get(name, "")
@@ -149,16 +165,36 @@ class ProductAdmin(admin.ModelAdmin):
     search_fields = ["name", "slug"]
     prepopulated_fields = {"slug": ["name"]}
     fieldsets = [
-        (None, {"fields": ["category", "name", "slug", "price", "is_active", "sort_order", "image", "description", "usage_instructions"]}),
+        (
+            None,
+            {
+                "fields": [
+                    "category",
+                    "name",
+                    "slug",
+                    "price",
+                    "is_active",
+                    "sort_order",
+                    "image",
+                    "description",
+                    "usage_instructions",
+                ]
+            },
+        ),
         (_("Limits and stock"), {"fields": ["min_quantity", "max_quantity", "low_stock_threshold"]}),
         (_("Delivery"), {"fields": ["delivery_delay_minutes", "delivery_max_tries", "delivery_retry_base_seconds"]}),
-        (_("Delivery email"), {
-            "classes": ["collapse"],
-            "description": _("Optional, in Django template syntax. Variables: content.order_number, content.product_name, "
-                             "content.quantity, content.keys (each with .secret and .expires_at), content.usage_instructions, "
-                             "content.order_url. Empty fields use the shop's default email."),
-            "fields": ["email_subject", "email_text", "email_html"],
-        }),
+        (
+            _("Delivery email"),
+            {
+                "classes": ["collapse"],
+                "description": _(
+                    "Optional, in Django template syntax. Variables: content.order_number, content.product_name, "
+                    "content.quantity, content.keys (each with .secret and .expires_at), content.usage_instructions, "
+                    "content.order_url. Empty fields use the shop's default email."
+                ),
+                "fields": ["email_subject", "email_text", "email_html"],
+            },
+        ),
     ]
 
     def get_changelist_instance(self, request):
@@ -185,9 +221,17 @@ class ShopSettingsForm(RenderedImagesForm):
         model = ShopSettings
         # What staff may write; ShopSettingsAdmin.fieldsets lays the same fields out.
         fields = [
-            "name", "logo", "favicon", "footer_text",
-            "support_qq", "support_wechat", "support_telegram", "support_email",
-            "notice", "notice_starts_at", "notice_ends_at",
+            "name",
+            "logo",
+            "favicon",
+            "footer_text",
+            "support_qq",
+            "support_wechat",
+            "support_telegram",
+            "support_email",
+            "notice",
+            "notice_starts_at",
+            "notice_ends_at",
             "order_note",
         ]
         help_texts = {
@@ -204,14 +248,22 @@ class ShopSettingsAdmin(admin.ModelAdmin):
     formfield_overrides = IMAGE_UPLOAD_OVERRIDES
     fieldsets = [
         (None, {"fields": ["name", "logo", "favicon", "footer_text"]}),
-        (_("Support contacts"), {
-            "description": _("Shown at the foot of every storefront page. Leave empty what you do not offer."),
-            "fields": ["support_qq", "support_wechat", "support_telegram", "support_email"],
-        }),
-        (_("Notice banner"), {
-            "description": _("Markdown. Shown at the top of every storefront page between the two times (empty: no limit)."),
-            "fields": ["notice", "notice_starts_at", "notice_ends_at"],
-        }),
+        (
+            _("Support contacts"),
+            {
+                "description": _("Shown at the foot of every storefront page. Leave empty what you do not offer."),
+                "fields": ["support_qq", "support_wechat", "support_telegram", "support_email"],
+            },
+        ),
+        (
+            _("Notice banner"),
+            {
+                "description": _(
+                    "Markdown. Shown at the top of every storefront page between the two times (empty: no limit)."
+                ),
+                "fields": ["notice", "notice_starts_at", "notice_ends_at"],
+            },
+        ),
         (_("After purchase"), {"fields": ["order_note"]}),
     ]
 
@@ -227,7 +279,9 @@ class ShopSettingsAdmin(admin.ModelAdmin):
     def get_object(self, request, object_id, from_field=None):
         if str(object_id) != str(ShopSettings.SINGLETON_PK):
             return None
-        return ShopSettings.objects.filter(pk=ShopSettings.SINGLETON_PK).first() or ShopSettings(pk=ShopSettings.SINGLETON_PK)
+        return ShopSettings.objects.filter(pk=ShopSettings.SINGLETON_PK).first() or ShopSettings(
+            pk=ShopSettings.SINGLETON_PK
+        )
 
     def response_change(self, request, obj):
         if "_continue" not in request.POST:
@@ -248,13 +302,28 @@ class OrderEventInline(admin.TabularInline):
 
 class ManualDeliveryForm(forms.Form):
     keys = forms.CharField(
-        label=_("Keys, one per line"), widget=SecretTextarea(attrs={"rows": 6, "autocomplete": "off", "spellcheck": "false"})
+        label=_("Keys, one per line"),
+        widget=SecretTextarea(attrs={"rows": 6, "autocomplete": "off", "spellcheck": "false"}),
     )
 
 
 ORDER_READONLY: tuple[str, ...] = (
-    "number", "product", "quantity", "unit_price", "total", "contact", "contact_kind", "client_ip", "status",
-    "exception_reason", "exception_note", "created_at", "expires_at", "paid_at", "delivered_at", "exception_at",
+    "number",
+    "product",
+    "quantity",
+    "unit_price",
+    "total",
+    "contact",
+    "contact_kind",
+    "client_ip",
+    "status",
+    "exception_reason",
+    "exception_note",
+    "created_at",
+    "expires_at",
+    "paid_at",
+    "delivered_at",
+    "exception_at",
     "is_test",
 )
 
@@ -273,7 +342,9 @@ class OrderAdmin(admin.ModelAdmin):
 
     @admin.action(description=_("Query the payment platform now"), permissions=["change"])
     def query_platform(self, request, queryset):
-        for order, outcome in orders_query_platform(order_ids=list(queryset.values_list("pk", flat=True)), actor=request.user.get_username()):
+        for order, outcome in orders_query_platform(
+            order_ids=list(queryset.values_list("pk", flat=True)), actor=request.user.get_username()
+        ):
             self.message_user(request, f"{order.number}: {outcome}", messages.INFO)
 
     def has_add_permission(self, request) -> bool:
@@ -285,7 +356,18 @@ class OrderAdmin(admin.ModelAdmin):
 
 @admin.register(ExceptionOrder)
 class ExceptionQueueAdmin(OrderAdmin):
-    list_display = ["number", "exception_reason", "age", "assignee", "product", "quantity", "total", "contact", "exception_note", "manual_delivery"]
+    list_display = [
+        "number",
+        "exception_reason",
+        "age",
+        "assignee",
+        "product",
+        "quantity",
+        "total",
+        "contact",
+        "exception_note",
+        "manual_delivery",
+    ]
     list_filter = ["exception_reason", "assignee", "product"]
     list_select_related = ["product", "assignee"]
     date_hierarchy = None
@@ -323,26 +405,37 @@ class ExceptionQueueAdmin(OrderAdmin):
         if request.method == "POST" and form.is_valid():
             try:
                 order_deliver_manually(
-                    order_id=order.pk, secrets=form.cleaned_data["keys"].splitlines(),
-                    actor=request.user.get_username(), user=request.user,
+                    order_id=order.pk,
+                    secrets=form.cleaned_data["keys"].splitlines(),
+                    actor=request.user.get_username(),
+                    user=request.user,
                 )
             except (DeliveryRefused, ManualKeysRefused) as exc:
                 form = ManualDeliveryForm()
                 self.message_user(request, str(exc), messages.ERROR)
             else:
-                self.message_user(request, _("Order %(number)s delivered.") % {"number": order.number}, messages.SUCCESS)
+                self.message_user(
+                    request, _("Order %(number)s delivered.") % {"number": order.number}, messages.SUCCESS
+                )
                 return redirect("admin:shop_exceptionorder_changelist")
         context = {
-            **self.admin_site.each_context(request), "title": _("Deliver %(number)s manually") % {"number": order.number},
-            "form": form, "order": order, "opts": self.model._meta,
+            **self.admin_site.each_context(request),
+            "title": _("Deliver %(number)s manually") % {"number": order.number},
+            "form": form,
+            "order": order,
+            "opts": self.model._meta,
         }
         return TemplateResponse(request, "admin/shop/exceptionorder/deliver_manually.html", context)
 
     @admin.display(description=_("history"))
     def history(self, obj: Order) -> str:
         return format_html_join(
-            "", "<div>{} · {} · {} {}</div>",
-            ((timezone.localtime(e.created_at).strftime("%Y-%m-%d %H:%M:%S"), e.type, e.actor, e.message) for e in obj.events.all()),
+            "",
+            "<div>{} · {} · {} {}</div>",
+            (
+                (timezone.localtime(e.created_at).strftime("%Y-%m-%d %H:%M:%S"), e.type, e.actor, e.message)
+                for e in obj.events.all()
+            ),
         )
 
     @admin.display(description=_("waiting"), ordering="exception_at")
@@ -357,14 +450,18 @@ class ExceptionQueueAdmin(OrderAdmin):
     def save_model(self, request, obj, form, change):
         # Only the staff fields are editable here, and they go through the service (logged).
         order_exception_assign(
-            order_id=obj.pk, assignee=form.cleaned_data.get("assignee"), note=form.cleaned_data.get("staff_note", ""),
+            order_id=obj.pk,
+            assignee=form.cleaned_data.get("assignee"),
+            note=form.cleaned_data.get("staff_note", ""),
             actor=request.user.get_username(),
         )
 
     @admin.action(description=_("Assign to me"), permissions=["change"])
     def assign_to_me(self, request, queryset):
         for order in queryset:
-            order_exception_assign(order_id=order.pk, assignee=request.user, note=order.staff_note, actor=request.user.get_username())
+            order_exception_assign(
+                order_id=order.pk, assignee=request.user, note=order.staff_note, actor=request.user.get_username()
+            )
 
     @admin.action(description=_("Resolve (keys already with the buyer)"), permissions=["change"])
     def resolve(self, request, queryset):
@@ -375,7 +472,12 @@ class ExceptionQueueAdmin(OrderAdmin):
                 self.message_user(request, str(exc), messages.WARNING)
 
     def get_queryset(self, request):
-        return super().get_queryset(request).filter(status=OrderStatus.EXCEPTION).order_by(F("exception_at").asc(nulls_first=True))
+        return (
+            super()
+            .get_queryset(request)
+            .filter(status=OrderStatus.EXCEPTION)
+            .order_by(F("exception_at").asc(nulls_first=True))
+        )
 
     @admin.action(description=_("Retry delivery (deliver anyway)"), permissions=["change"])
     def retry_delivery(self, request, queryset):
@@ -398,11 +500,15 @@ class ExceptionQueueAdmin(OrderAdmin):
     def refund(self, request, queryset):
         for order in queryset:
             try:
-                refund = order_refund(order_id=order.pk, actor=request.user.get_username(), reason=order.get_exception_reason_display())
+                refund = order_refund(
+                    order_id=order.pk, actor=request.user.get_username(), reason=order.get_exception_reason_display()
+                )
             except Exception as exc:  # noqa: BLE001 - RefundRefused, GatewayError: tell staff, change nothing
                 self.message_user(request, f"{order.number}: {exc}", messages.ERROR)
             else:
-                self.message_user(request, f"{order.number}: {refund.get_state_display()} ({refund.out_refund_no})", messages.SUCCESS)
+                self.message_user(
+                    request, f"{order.number}: {refund.get_state_display()} ({refund.out_refund_no})", messages.SUCCESS
+                )
 
     def has_change_permission(self, request, obj=None) -> bool:
         return request.user.has_perm("shop.change_order")

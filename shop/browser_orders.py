@@ -1,4 +1,4 @@
-""""Orders from this browser": the order ids a browser opened, in a signed cookie.
+""" "Orders from this browser": the order ids a browser opened, in a signed cookie.
 
 The cookie holds order ids only, signed with SECRET_KEY (django.core.signing), HttpOnly,
 SameSite=Lax and Secure like the session cookie. A cookie from another browser is simply absent;

@@ -57,7 +57,9 @@ class OrderLookupForm(forms.Form):
     number = forms.CharField(
         label=_("Order number, email or mobile number"),
         max_length=254,
-        widget=forms.TextInput(attrs={"autocomplete": "email", "inputmode": "email", "autocapitalize": "off", "spellcheck": "false"}),
+        widget=forms.TextInput(
+            attrs={"autocomplete": "email", "inputmode": "email", "autocapitalize": "off", "spellcheck": "false"}
+        ),
     )
     query_password = forms.CharField(label=_("Query password"), max_length=64, widget=forms.PasswordInput)
 

@@ -54,14 +54,16 @@ def image_open_checked(upload) -> Image.Image:
     if size is not None and size > MAX_UPLOAD_BYTES:
         raise forms.ValidationError(
             _("The file is %(size)s; images may be at most %(max)s."),
-            code="too_big", params={"size": filesizeformat(size), "max": filesizeformat(MAX_UPLOAD_BYTES)},
+            code="too_big",
+            params={"size": filesizeformat(size), "max": filesizeformat(MAX_UPLOAD_BYTES)},
         )
     upload.seek(0)
     head = upload.read(512)
     upload.seek(0)
     if b"<svg" in head.lower() or head.lstrip().startswith(b"<"):
         raise forms.ValidationError(
-            _("SVG and HTML files are not accepted (they can carry scripts). Upload a PNG, JPEG or WebP image."), code="svg"
+            _("SVG and HTML files are not accepted (they can carry scripts). Upload a PNG, JPEG or WebP image."),
+            code="svg",
         )
     try:
         image = Image.open(upload)
@@ -73,7 +75,9 @@ def image_open_checked(upload) -> Image.Image:
         ) from exc
     if image.format not in ACCEPTED_FORMATS:
         raise forms.ValidationError(
-            _("%(format)s images are not accepted. Upload a PNG, JPEG or WebP image."), code="format", params={"format": image.format}
+            _("%(format)s images are not accepted. Upload a PNG, JPEG or WebP image."),
+            code="format",
+            params={"format": image.format},
         )
     width, height = image.size
     if width < 1 or height < 1 or max(width, height) > MAX_SIDE_PIXELS or width * height > MAX_TOTAL_PIXELS:
@@ -88,7 +92,8 @@ def _too_many_pixels(width: int = 0, height: int = 0) -> forms.ValidationError:
                 "The image has far too many pixels; "
                 "at most %(side)d pixels a side and %(megapixels)d megapixels are accepted."
             ),
-            code="too_many_pixels", params={"side": MAX_SIDE_PIXELS, "megapixels": MAX_TOTAL_PIXELS // 1_000_000},
+            code="too_many_pixels",
+            params={"side": MAX_SIDE_PIXELS, "megapixels": MAX_TOTAL_PIXELS // 1_000_000},
         )
     return forms.ValidationError(
         _(

@@ -37,7 +37,9 @@ class Product(models.Model):
     stock: int
     stock_unlimited: bool
 
-    category = models.ForeignKey(Category, on_delete=models.PROTECT, related_name="products", verbose_name=_("category"))
+    category = models.ForeignKey(
+        Category, on_delete=models.PROTECT, related_name="products", verbose_name=_("category")
+    )
     name = models.CharField(_("name"), max_length=200)
     slug = models.SlugField(_("slug"), unique=True)
     description = models.TextField(_("description"), blank=True)
@@ -59,15 +61,26 @@ class Product(models.Model):
         _("deliver after (minutes)"), default=0, help_text=_("Delay delivery this long after payment.")
     )
     delivery_max_tries = models.PositiveSmallIntegerField(
-        _("delivery tries"), null=True, blank=True, help_text=_("Email/SMS tries before the exception queue; empty: the shop's default.")
+        _("delivery tries"),
+        null=True,
+        blank=True,
+        help_text=_("Email/SMS tries before the exception queue; empty: the shop's default."),
     )
     delivery_retry_base_seconds = models.PositiveIntegerField(
-        _("first retry after (seconds)"), null=True, blank=True, help_text=_("Doubles each try; empty: the shop's default.")
+        _("first retry after (seconds)"),
+        null=True,
+        blank=True,
+        help_text=_("Doubles each try; empty: the shop's default."),
     )
     sort_order = models.PositiveIntegerField(_("sort order"), default=0)
     # Both drawn by shop.images from the operator's upload when the product is saved in admin
     # (re-encoded, metadata dropped): the product page's picture and the catalog card's 4:3 cut.
-    image = models.ImageField(_("image"), upload_to="products/", blank=True, help_text=_("PNG, JPEG or WebP; shown on the catalog card and the product page."))
+    image = models.ImageField(
+        _("image"),
+        upload_to="products/",
+        blank=True,
+        help_text=_("PNG, JPEG or WebP; shown on the catalog card and the product page."),
+    )
     image_thumbnail = models.ImageField(upload_to="products/", blank=True, editable=False)
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)
 
@@ -140,7 +153,9 @@ class Order(models.Model):
     status = models.CharField(
         _("status"), max_length=16, choices=OrderStatus.choices, default=OrderStatus.PENDING
     )  # indexed only inside the partial indexes below
-    exception_reason = models.CharField(_("exception reason"), max_length=32, choices=ExceptionReason.choices, blank=True)
+    exception_reason = models.CharField(
+        _("exception reason"), max_length=32, choices=ExceptionReason.choices, blank=True
+    )
     exception_note = models.TextField(_("exception note"), blank=True)
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)
     expires_at = models.DateTimeField(_("expires at"))
@@ -149,7 +164,12 @@ class Order(models.Model):
     exception_at = models.DateTimeField(_("exception since"), null=True, blank=True)
     # Exception-queue work by staff.
     assignee = models.ForeignKey(
-        "auth.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+", verbose_name=_("assignee"),
+        "auth.User",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        verbose_name=_("assignee"),
         db_index=False,  # a partial index below: almost every order has none
     )
     staff_note = models.TextField(_("staff notes"), blank=True)
@@ -178,7 +198,8 @@ class Order(models.Model):
             # The same rule's count by IP. Only paid orders with an IP: an unpaid order (most
             # are never paid) costs this index nothing when checkout creates it.
             models.Index(
-                fields=["client_ip", "paid_at"], condition=models.Q(paid_at__isnull=False, client_ip__isnull=False),
+                fields=["client_ip", "paid_at"],
+                condition=models.Q(paid_at__isnull=False, client_ip__isnull=False),
                 name="order_paid_client_ip_paid_at",
             ),
             models.Index(fields=["lookup_digest"], name="order_lookup_digest"),
@@ -187,7 +208,8 @@ class Order(models.Model):
             models.UniqueConstraint(fields=["number"], name="order_number_unique"),
             models.UniqueConstraint(fields=["access_token_hash"], name="order_access_token_hash_unique"),
             models.UniqueConstraint(
-                fields=["previous_token_hash"], condition=models.Q(previous_token_hash__isnull=False),
+                fields=["previous_token_hash"],
+                condition=models.Q(previous_token_hash__isnull=False),
                 name="order_previous_token_hash_unique",
             ),
             models.CheckConstraint(condition=models.Q(quantity__gte=1), name="order_quantity_positive"),
@@ -222,12 +244,20 @@ class OrderEvent(models.Model):
         verbose_name_plural = _("order events")
         indexes = [
             # The outbox: the few events still waiting for their handlers, by order and by age.
-            models.Index(fields=["order"], name="orderevent_undispatched", condition=models.Q(dispatched_at__isnull=True)),
-            models.Index(fields=["created_at"], name="orderevent_undispatched_age", condition=models.Q(dispatched_at__isnull=True)),
+            models.Index(
+                fields=["order"], name="orderevent_undispatched", condition=models.Q(dispatched_at__isnull=True)
+            ),
+            models.Index(
+                fields=["created_at"],
+                name="orderevent_undispatched_age",
+                condition=models.Q(dispatched_at__isnull=True),
+            ),
             # The resend limit per recipient counts the last hour's resends of a contact's
             # orders: through this index it reads the shop's resends of that hour (few) instead
             # of every event of a buyer who placed thousands of orders. Other events skip it.
-            models.Index(fields=["created_at"], condition=models.Q(type="delivery.resend"), name="orderevent_resend_created_at"),
+            models.Index(
+                fields=["created_at"], condition=models.Q(type="delivery.resend"), name="orderevent_resend_created_at"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -279,7 +309,9 @@ class ShopSettings(models.Model):
     support_wechat = models.CharField(_("support WeChat"), max_length=40, blank=True)
     support_telegram = models.CharField(_("support Telegram"), max_length=40, blank=True)
     support_email = models.EmailField(_("support email"), blank=True)
-    notice = models.TextField(_("notice banner (公告)"), blank=True, help_text=_("Markdown; shown on every storefront page."))
+    notice = models.TextField(
+        _("notice banner (公告)"), blank=True, help_text=_("Markdown; shown on every storefront page.")
+    )
     notice_starts_at = models.DateTimeField(_("notice from"), null=True, blank=True)
     notice_ends_at = models.DateTimeField(_("notice until"), null=True, blank=True)
     order_note = models.TextField(
@@ -294,14 +326,16 @@ class ShopSettings(models.Model):
     def __str__(self) -> str:
         return str(self.name or _("Shop settings"))
 
-    def notice_showing(self, *, now) -> bool:
-        """Whether the notice banner is up at ``now``: it has text and ``now`` is inside its
-        schedule (an empty end means until further notice)."""
-        return bool(self.notice.strip()) and (self.notice_starts_at is None or self.notice_starts_at <= now) and (
-            self.notice_ends_at is None or now < self.notice_ends_at
-        )
-
     def save(self, *args, **kwargs):
         self.pk = self.SINGLETON_PK
         super().save(*args, **kwargs)
         cache.delete(SHOP_SETTINGS_CACHE_KEY)
+
+    def notice_showing(self, *, now) -> bool:
+        """Whether the notice banner is up at ``now``: it has text and ``now`` is inside its
+        schedule (an empty end means until further notice)."""
+        return (
+            bool(self.notice.strip())
+            and (self.notice_starts_at is None or self.notice_starts_at <= now)
+            and (self.notice_ends_at is None or now < self.notice_ends_at)
+        )

@@ -67,7 +67,9 @@ def order_events_dispatch(*, order_ids: list[int]) -> int:
     )
     if not events:
         return 0
-    ran = set(EventReceipt.objects.filter(event_id__in=[pk for pk, _o, _t in events]).values_list("event_id", "handler"))
+    ran = set(
+        EventReceipt.objects.filter(event_id__in=[pk for pk, _o, _t in events]).values_list("event_id", "handler")
+    )
     completed = 0
     for pk, order_id, event_type in events:
         event = DispatchedEvent(id=pk, order_id=order_id, type=event_type)

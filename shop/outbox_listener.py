@@ -43,7 +43,12 @@ class OutboxListener(threading.Thread):
     sends their orders' dispatch tasks. Reconnects after a database error; gives the lock up when stopped."""
 
     def __init__(
-        self, *, concurrency: int = 1, poll_seconds: float = 1.0, retry_seconds: float = 2.0, batch_window_seconds: float = 0.02
+        self,
+        *,
+        concurrency: int = 1,
+        poll_seconds: float = 1.0,
+        retry_seconds: float = 2.0,
+        batch_window_seconds: float = 0.02,
     ) -> None:
         super().__init__(name="kameng-outbox-listener", daemon=True)
         self.concurrency = max(concurrency, 1)

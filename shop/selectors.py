@@ -50,7 +50,9 @@ def product_for_sale(*, slug: str) -> Product | None:
     product = Product.objects.filter(slug=slug, is_active=True).select_related("category").first()
     if product is not None:
         up_to = max(STOCK_SHOWN_UP_TO, product.max_quantity)
-        _stock_set(product, fulfilment().units_shown(product_ids=[product.pk], up_to=up_to).get(product.pk, 0), up_to=up_to)
+        _stock_set(
+            product, fulfilment().units_shown(product_ids=[product.pk], up_to=up_to).get(product.pk, 0), up_to=up_to
+        )
     return product
 
 
@@ -130,7 +132,9 @@ def orders_paid_due_ids(*, cutoff: datetime, limit: int = 1000) -> list[int]:
     than ``cutoff``, however many of them wait out a delay. (Each delay's cutoff is computed
     here, one condition per distinct delay, rather than in SQL: SQLite cannot multiply an
     interval by a column. The product table is small.)"""
-    delays = Product.objects.filter(delivery_delay_minutes__gt=0).order_by().values_list("delivery_delay_minutes", flat=True)
+    delays = (
+        Product.objects.filter(delivery_delay_minutes__gt=0).order_by().values_list("delivery_delay_minutes", flat=True)
+    )
     due = Q(product__delivery_delay_minutes=0)
     for delay in sorted(set(delays)):
         due |= Q(product__delivery_delay_minutes=delay, paid_at__lte=cutoff - timedelta(minutes=delay))
@@ -147,7 +151,9 @@ def shop_settings() -> ShopSettings:
     cache: every storefront page and message reads it."""
     found = cache.get(SHOP_SETTINGS_CACHE_KEY)
     if found is None:
-        found = ShopSettings.objects.filter(pk=ShopSettings.SINGLETON_PK).first() or ShopSettings(pk=ShopSettings.SINGLETON_PK)
+        found = ShopSettings.objects.filter(pk=ShopSettings.SINGLETON_PK).first() or ShopSettings(
+            pk=ShopSettings.SINGLETON_PK
+        )
         cache.set(SHOP_SETTINGS_CACHE_KEY, found, timeout=300)
     return found
 
@@ -155,7 +161,11 @@ def shop_settings() -> ShopSettings:
 def orders_by_lookup_digests(*, digests: tuple[str, ...] | list[str]) -> QuerySet[Order]:
     """The orders a contact and query password found (``shop.services.order_lookup_digests``),
     newest first: one probe of the lookup-digest index, whether or not the contact exists."""
-    return Order.objects.filter(lookup_digest__in=[d for d in digests if d]).select_related("product").order_by("-created_at", "-id")
+    return (
+        Order.objects.filter(lookup_digest__in=[d for d in digests if d])
+        .select_related("product")
+        .order_by("-created_at", "-id")
+    )
 
 
 def orders_by_ids(*, order_ids: list[int]) -> list[Order]:

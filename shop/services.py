@@ -95,7 +95,9 @@ def contact_classify(contact: str) -> str:
     try:
         validate_email(contact)
     except ValidationError as exc:
-        raise ValidationError(_("Enter an email address or an 11-digit mainland mobile number."), code="contact") from exc
+        raise ValidationError(
+            _("Enter an email address or an 11-digit mainland mobile number."), code="contact"
+        ) from exc
     return ContactKind.EMAIL
 
 
@@ -112,7 +114,12 @@ def order_language(language: str | None = None) -> str:
 
 
 def order_create(
-    *, product: Product, quantity: int, contact: str, query_password: str, client_ip: str | None,
+    *,
+    product: Product,
+    quantity: int,
+    contact: str,
+    query_password: str,
+    client_ip: str | None,
     language: str | None = None,
 ) -> Order:
     """Create a pending order at the product's current price. Moves no keys and no money.
@@ -125,7 +132,8 @@ def order_create(
         raise OrderRejected(_("This product is not on sale."), code="inactive")
     if quantity < product.min_quantity or quantity > product.max_quantity:
         raise OrderRejected(
-            _("Choose between %(min)d and %(max)d per order.") % {"min": product.min_quantity, "max": product.max_quantity},
+            _("Choose between %(min)d and %(max)d per order.")
+            % {"min": product.min_quantity, "max": product.max_quantity},
             code="quantity",
         )
     if not fulfilment().units_available(product_id=product.pk, quantity=quantity):
@@ -228,7 +236,9 @@ def order_lookup_digests(*, contact: str, password: str) -> tuple[str, ...]:
     the order's own PBKDF2 hash (``query_password_hash``) still guards lookups by number."""
     value = f"{contact}\x00{password}"
     secrets_ = [settings.SECRET_KEY, *getattr(settings, "SECRET_KEY_FALLBACKS", [])]
-    return tuple(salted_hmac(LOOKUP_DIGEST_SALT, value, secret=secret, algorithm="sha256").hexdigest() for secret in secrets_)
+    return tuple(
+        salted_hmac(LOOKUP_DIGEST_SALT, value, secret=secret, algorithm="sha256").hexdigest() for secret in secrets_
+    )
 
 
 def order_lookup(*, number: str, password: str) -> Order | None:
@@ -291,7 +301,9 @@ def order_exception_assign(*, order_id: int, assignee, note: str, actor: str) ->
             changes.append("notes updated")
         if changes:
             Order.objects.filter(pk=order.pk).update(assignee=assignee, staff_note=note)
-            OrderEvent.objects.create(order=order, type="shop.order.exception.worked", message="; ".join(changes), actor=actor)
+            OrderEvent.objects.create(
+                order=order, type="shop.order.exception.worked", message="; ".join(changes), actor=actor
+            )
     return order
 
 
@@ -306,5 +318,9 @@ def order_exception_resolve(*, order_id: int, actor: str, note: str = "") -> Ord
         if not fulfilment().order_holds_goods(order_id=order.pk):
             raise InvalidTransition(f"order {order.number} has no keys: deliver or refund it instead")
         return order_transition(
-            order=order, to=S.DELIVERED, event_type="shop.order.resolved", message=note or "resolved by staff", actor=actor
+            order=order,
+            to=S.DELIVERED,
+            event_type="shop.order.resolved",
+            message=note or "resolved by staff",
+            actor=actor,
         )

@@ -135,7 +135,9 @@ def order_event_insert(
     is written undispatched, and on PostgreSQL in listen mode announces itself in the same
     statement (``shop.outbox``); the announcement commits or rolls back with it."""
     return Statement(
-        _event_insert_sql(announce_returning(event_has_handlers(event_type)), event_has_handlers(event_type), key, source),
+        _event_insert_sql(
+            announce_returning(event_has_handlers(event_type)), event_has_handlers(event_type), key, source
+        ),
         {f"{key}_type": event_type, f"{key}_message": message, f"{key}_actor": actor, "at": at},
     )
 
@@ -192,10 +194,16 @@ def order_payment(*, order: OrderState, amount: Decimal, gateway: str, actor: st
     if order.status == S.PENDING:
         reason, message = ExceptionReason.AMOUNT_MISMATCH, f"paid {amount}, expected {order.total} ({gateway})"
     elif order.status in (S.EXPIRED, S.CANCELLED):
-        reason, message = ExceptionReason.PAID_AFTER_EXPIRY, f"paid {amount} after the order was {order.status} ({gateway})"
+        reason, message = (
+            ExceptionReason.PAID_AFTER_EXPIRY,
+            f"paid {amount} after the order was {order.status} ({gateway})",
+        )
     else:
         event = order_event_insert(
-            event_type=ORDER_PAYMENT_DUPLICATE_EVENT, message=f"another payment of {note}; refund it", actor=actor, at=at,
+            event_type=ORDER_PAYMENT_DUPLICATE_EVENT,
+            message=f"another payment of {note}; refund it",
+            actor=actor,
+            at=at,
             key="duplicate",
         )
         moves: tuple[OrderMove, ...] = ()
@@ -205,7 +213,12 @@ def order_payment(*, order: OrderState, amount: Decimal, gateway: str, actor: st
             duplicate=True, paid=False, writes=(event, *(st for move in moves for st in move.writes)), moves=moves
         )
     move = order_move(
-        order=order, to=S.EXCEPTION, event_type=order_exception_event(reason), message=message, actor=actor, at=at,
+        order=order,
+        to=S.EXCEPTION,
+        event_type=order_exception_event(reason),
+        message=message,
+        actor=actor,
+        at=at,
         reason=reason,
     )
     return PaymentOutcome(duplicate=False, paid=False, writes=move.writes, moves=(move,))
@@ -215,6 +228,11 @@ def order_duplicate_payment_move(*, order: OrderState, note: str, at: datetime, 
     """A delivered order paid twice enters the exception queue, so staff refund the extra."""
     reason = ExceptionReason.DUPLICATE_PAYMENT
     return order_move(
-        order=order, to=S.EXCEPTION, event_type=order_exception_event(reason), message=note, actor=actor, at=at,
+        order=order,
+        to=S.EXCEPTION,
+        event_type=order_exception_event(reason),
+        message=note,
+        actor=actor,
+        at=at,
         reason=reason,
     )

@@ -88,7 +88,8 @@ def catalog(request: HttpRequest, category: str | None = None) -> HttpResponse:
             if not shown:
                 raise Http404("no such category")
         body = render_to_string(
-            "shop/catalog_products.html", {"categories": categories, "shown_categories": shown, "current_category": category}
+            "shop/catalog_products.html",
+            {"categories": categories, "shown_categories": shown, "current_category": category},
         )
         if settings.CATALOG_CACHE_SECONDS:
             cache.set(key, body, timeout=settings.CATALOG_CACHE_SECONDS)
@@ -126,7 +127,9 @@ def product_detail(request: HttpRequest, slug: str) -> HttpResponse:
         limited = _rate_limited(request, group="order-create-ip", rate=settings.ORDER_CREATE_RATE_IP)
         if form.is_valid() and not limited:
             limited = _rate_limited(
-                request, group="order-create-contact", rate=settings.ORDER_CREATE_RATE_CONTACT,
+                request,
+                group="order-create-contact",
+                rate=settings.ORDER_CREATE_RATE_CONTACT,
                 key=form.cleaned_data["contact"].lower(),
             )
         if limited:
@@ -164,16 +167,23 @@ def order_pay(request: HttpRequest, token: str) -> HttpResponse:
         return redirect("shop:order", token=token)
     limited, sold_out = False, None
     if request.method == "POST":
-        limited = _rate_limited(request, group="payment-start-ip", rate=settings.PAYMENT_START_RATE_IP) or _rate_limited(
+        limited = _rate_limited(
+            request, group="payment-start-ip", rate=settings.PAYMENT_START_RATE_IP
+        ) or _rate_limited(
             request, group="payment-start-order", rate=settings.PAYMENT_START_RATE_ORDER, key=str(order.pk)
         )
     if limited:
-        messages.error(request, _("Too many payment attempts in a short time. Please wait a few minutes and try again."))
+        messages.error(
+            request, _("Too many payment attempts in a short time. Please wait a few minutes and try again.")
+        )
     elif request.method == "POST":
         try:
             gateway = gateway_get(request.POST.get("gateway", ""), staff_test=request.user.is_staff)
             payment, action = payment_start(
-                order=order, gateway=gateway, mobile=is_mobile_browser(request), client_ip=request_client_ip(request) or ""
+                order=order,
+                gateway=gateway,
+                mobile=is_mobile_browser(request),
+                client_ip=request_client_ip(request) or "",
             )
         except GatewayNotFound:
             messages.error(request, _("Choose a payment method."))
@@ -196,7 +206,11 @@ def order_pay(request: HttpRequest, token: str) -> HttpResponse:
     response = render(
         request,
         "shop/order_pay.html",
-        {"order": order, "sold_out": sold_out, "gateways": [] if sold_out else gateways_enabled(staff_test=request.user.is_staff)},
+        {
+            "order": order,
+            "sold_out": sold_out,
+            "gateways": [] if sold_out else gateways_enabled(staff_test=request.user.is_staff),
+        },
         status=429 if limited else 200,
     )
     browser_orders_remember(request=request, response=response, order=order)
@@ -225,7 +239,12 @@ def order_detail(request: HttpRequest, token: str) -> HttpResponse:
     response = render(
         request,
         "shop/order.html",
-        {"order": order, "keys": keys, "secrets": [secret for secret, _expires in keys], "events": selectors.order_events(order=order)},
+        {
+            "order": order,
+            "keys": keys,
+            "secrets": [secret for secret, _expires in keys],
+            "events": selectors.order_events(order=order),
+        },
     )
     response["Cache-Control"] = "no-store"
     # The URL holds the order's access token: no Referer may carry it to another site, but the
@@ -329,13 +348,20 @@ def order_lookup_view(request: HttpRequest) -> HttpResponse:
             form.add_error(None, _("No order matches these details and query password."))
         elif form.is_valid():
             contact = form.cleaned_data["number"]
-            limited = _rate_limited(request, group="order-lookup-contact", rate=settings.ORDER_LOOKUP_RATE_CONTACT, key=contact)
+            limited = _rate_limited(
+                request, group="order-lookup-contact", rate=settings.ORDER_LOOKUP_RATE_CONTACT, key=contact
+            )
             if limited:
-                form.add_error(None, _("Too many lookups for this email or mobile number. Please try again in an hour."))
+                form.add_error(
+                    None, _("Too many lookups for this email or mobile number. Please try again in an hour.")
+                )
             else:
                 digests = order_lookup_digests(contact=contact, password=form.cleaned_data["query_password"])
                 if selectors.orders_by_lookup_digests(digests=digests).exists():
-                    request.session[LOOKUP_SESSION_KEY] = {"digests": list(digests), "until": time.time() + LOOKUP_RESULTS_SECONDS}
+                    request.session[LOOKUP_SESSION_KEY] = {
+                        "digests": list(digests),
+                        "until": time.time() + LOOKUP_RESULTS_SECONDS,
+                    }
                     return redirect(reverse("shop:lookup") + "?page=1")
                 form.add_error(None, _("No order matches these details and query password."))
     found = None

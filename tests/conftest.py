@@ -15,9 +15,9 @@ def _missing_service(node) -> str | None:
         missing = browser_missing()
         if missing:
             return missing
-    if node.get_closest_marker("postgres") or node.get_closest_marker("redis") or node.get_closest_marker("browser"):
-        if connection.vendor != "postgresql":
-            return "needs PostgreSQL (set DATABASE_URL or start it on 127.0.0.1:5432)"
+    needs_postgres = any(node.get_closest_marker(name) for name in ("postgres", "redis", "browser"))
+    if needs_postgres and connection.vendor != "postgresql":
+        return "needs PostgreSQL (set DATABASE_URL or start it on 127.0.0.1:5432)"
     if (node.get_closest_marker("redis") or node.get_closest_marker("browser")) and not REDIS_URL:
         return "needs Redis on 127.0.0.1:6379"
     return None
@@ -41,7 +41,9 @@ def _shop_settings(settings, request):
     settings.DELIVERY_MAX_TRIES = 3
     settings.SECURE_SSL_REDIRECT = False
     settings.CATALOG_CACHE_SECONDS = 0  # tests of the cached catalog turn it on
-    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": request.node.nodeid}}
+    settings.CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": request.node.nodeid}
+    }
     from delivery.services import delivery_rules_forget
 
     delivery_rules_forget()  # a memo from another test's (rolled back) rules must not leak in

@@ -61,9 +61,7 @@ def _imports(tree: ast.AST) -> list[tuple[str, int, bool]]:
 
 
 def _app_modules() -> list[Path]:
-    return sorted(
-        path for app in APPS for path in (ROOT / app).rglob("*.py") if "migrations" not in path.parts
-    )
+    return sorted(path for app in APPS for path in (ROOT / app).rglob("*.py") if "migrations" not in path.parts)
 
 
 def _violations() -> list[str]:

@@ -106,7 +106,9 @@ def test_buyer_buys_pays_and_manages_the_order(live_shop, browser_in, language):
     other = next(code for code, _name in settings.LANGUAGES if code != language)
     _css(driver, f'form.lang button[value="{other}"]').click()
     _wait(driver, lambda d: _page_language(d) == other, "the other language")
-    assert driver.find_elements(By.CSS_SELECTOR, "code.secret") and f"/order/{order.access_token}/" in driver.current_url
+    assert (
+        driver.find_elements(By.CSS_SELECTOR, "code.secret") and f"/order/{order.access_token}/" in driver.current_url
+    )
     _css(driver, f'form.lang button[value="{language}"]').click()
     _wait(driver, lambda d: _page_language(d) == language, "the language back")
     errors += console_errors(driver)

@@ -29,7 +29,9 @@ def _submit_and_wait(driver, button) -> None:
     driver.execute_script("document.documentElement.dataset.before = 'submit'")
     button.click()
     WebDriverWait(driver, 20, ignored_exceptions=(WebDriverException,)).until(
-        lambda d: d.execute_script("return document.readyState === 'complete' && !document.documentElement.dataset.before")
+        lambda d: d.execute_script(
+            "return document.readyState === 'complete' && !document.documentElement.dataset.before"
+        )
     )
 
 
@@ -102,8 +104,11 @@ def strict_shop(tmp_path_factory, django_db_setup, django_db_blocker):
     per-process cache counts every request)."""
     with django_db_blocker.unblock():
         shop = shop_start(
-            tmp_path_factory.mktemp("strict-shop"), beat=False, web_workers=1,
-            ORDER_LOOKUP_RATE="2/h", PAYMENT_START_RATE_ORDER="1/h",
+            tmp_path_factory.mktemp("strict-shop"),
+            beat=False,
+            web_workers=1,
+            ORDER_LOOKUP_RATE="2/h",
+            PAYMENT_START_RATE_ORDER="1/h",
         )
     yield shop
     shop.stop()

@@ -45,13 +45,17 @@ def test_sold_out_order_says_why_on_the_pay_page_and_can_be_cancelled(live_shop,
     assert "this product sold out while your order was waiting for payment" in notice.text
     assert "Nothing was charged" in notice.text
     assert not driver.find_elements(By.CSS_SELECTOR, "button[name=gateway]")
-    assert notice.find_element(By.LINK_TEXT, "Back to the product").get_attribute("href").endswith(f"/p/{product.slug}/")
+    assert (
+        notice.find_element(By.LINK_TEXT, "Back to the product").get_attribute("href").endswith(f"/p/{product.slug}/")
+    )
     screenshot(driver, "pay-sold-out")
     assert no_console_errors(driver) == []
 
     driver.find_element(By.CSS_SELECTOR, "form.cancel button").click()
 
-    WebDriverWait(driver, 15).until(expected_conditions.text_to_be_present_in_element((By.ID, "order"), "Nothing was charged"))
+    WebDriverWait(driver, 15).until(
+        expected_conditions.text_to_be_present_in_element((By.ID, "order"), "Nothing was charged")
+    )
     order.refresh_from_db()
     assert order.status == OrderStatus.CANCELLED and not Payment.objects.filter(order=order).exists()
     assert driver.find_element(By.LINK_TEXT, "Back to the product").is_displayed()
@@ -63,15 +67,21 @@ def test_order_paid_just_after_the_last_key_went_tells_the_buyer_what_happens_ne
     stock_product(product, 1)
     order = browser_checkout(browser, live_shop.url, product)
     browser.find_element(By.CSS_SELECTOR, "button[name=gateway][value=sandbox]").click()
-    pay = WebDriverWait(browser, 15).until(expected_conditions.element_to_be_clickable((By.CSS_SELECTOR, "#sandbox-pay button")))
+    pay = WebDriverWait(browser, 15).until(
+        expected_conditions.element_to_be_clickable((By.CSS_SELECTOR, "#sandbox-pay button"))
+    )
     CardKey.objects.filter(product=product).update(status=CardKeyStatus.VOID)  # the last key went while paying
 
     pay.click()
 
-    wait_until(lambda: Order.objects.get(pk=order.pk).status == OrderStatus.EXCEPTION, message="the worker to queue the order")
+    wait_until(
+        lambda: Order.objects.get(pk=order.pk).status == OrderStatus.EXCEPTION, message="the worker to queue the order"
+    )
     assert Order.objects.get(pk=order.pk).exception_reason == ExceptionReason.OUT_OF_STOCK
     browser.get(f"{live_shop.url}/order/{order.access_token}/")
-    steps = WebDriverWait(browser, 15).until(expected_conditions.visibility_of_element_located((By.CSS_SELECTOR, ".next-steps")))
+    steps = WebDriverWait(browser, 15).until(
+        expected_conditions.visibility_of_element_located((By.CSS_SELECTOR, ".next-steps"))
+    )
     assert "售罄" in steps.text and "无需再次付款" in steps.text
     screenshot(browser, "order-out-of-stock")
     assert no_console_errors(browser) == []

@@ -60,21 +60,27 @@ class AlipayGatewayPage:
         page = self
 
         class Handler(_QuietHandler):
-            def do_GET(self):  # noqa: N802
+            def do_GET(self):
                 parts = urlsplit(self.path)
                 page.platform._handle("GET", parts.path, dict(parse_qsl(parts.query)), b"", {})
                 request = page.platform.requests[-1]
                 page.visits.append(request)
-                cashier = "mclient.alipay.com" if request["method"] == "alipay.trade.wap.pay" else "excashier.alipay.com"
+                cashier = (
+                    "mclient.alipay.com" if request["method"] == "alipay.trade.wap.pay" else "excashier.alipay.com"
+                )
                 self.send_response(302)
-                self.send_header("Location", f"https://{cashier}/cashier?out_trade_no={request['biz'].get('out_trade_no', '')}")
+                self.send_header(
+                    "Location", f"https://{cashier}/cashier?out_trade_no={request['biz'].get('out_trade_no', '')}"
+                )
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
-            def do_POST(self):  # noqa: N802
+            def do_POST(self):
                 parts = urlsplit(self.path)
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                status, headers, payload = page.platform._handle("POST", parts.path, dict(parse_qsl(parts.query)), body, {})
+                status, headers, payload = page.platform._handle(
+                    "POST", parts.path, dict(parse_qsl(parts.query)), body, {}
+                )
                 self.send_response(status)
                 for name, value in {**headers, "Content-Length": str(len(payload))}.items():
                     self.send_header(name, value)
@@ -96,22 +102,28 @@ class CashierPages:
         self.visits: list[str] = []
         key = ec.generate_private_key(ec.SECP256R1())
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "cashier stand-in")])
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         certificate = (
-            x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(days=1))
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(days=1))
             .not_valid_after(now + dt.timedelta(days=1))
             .add_extension(x509.SubjectAlternativeName([x509.DNSName(host) for host in CASHIER_HOSTS]), critical=False)
             .sign(key, hashes.SHA256())
         )
         (tmp_path / "cashier.pem").write_bytes(
-            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
             + certificate.public_bytes(serialization.Encoding.PEM)
         )
         pages = self
 
         class Handler(_QuietHandler):
-            def do_GET(self):  # noqa: N802
+            def do_GET(self):
                 if self.path != "/favicon.ico":
                     pages.visits.append(f"https://{self.headers['Host']}{self.path}")
                 body = b"<!doctype html><title>cashier</title><p>cashier" if self.path != "/favicon.ico" else b""

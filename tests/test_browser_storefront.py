@@ -4,6 +4,7 @@ icons, the note beside the keys. Every page is screenshotted (var/screenshots/) 
 
 from __future__ import annotations
 
+import contextlib
 from datetime import timedelta
 from decimal import Decimal
 
@@ -43,21 +44,32 @@ def shop_front(admin_client, media):
     games = CategoryFactory(name="游戏点卡", slug="games", sort_order=1)
     video = CategoryFactory(name="视频会员", slug="video", sort_order=2)
     software = CategoryFactory(name="软件激活", slug="software", sort_order=3)
-    steam = ProductFactory(name="Steam 钱包充值卡 ¥50", slug="steam-50", category=games, price=Decimal("48.50"), description=DESCRIPTION)
+    steam = ProductFactory(
+        name="Steam 钱包充值卡 ¥50", slug="steam-50", category=games, price=Decimal("48.50"), description=DESCRIPTION
+    )
     netease = ProductFactory(name="网易一卡通 100 元", slug="netease-100", category=games, price=Decimal("96.00"))
-    iqiyi = ProductFactory(name="爱奇艺黄金会员月卡", slug="iqiyi-month", category=video, price=Decimal("19.80"), max_quantity=5)
+    iqiyi = ProductFactory(
+        name="爱奇艺黄金会员月卡", slug="iqiyi-month", category=video, price=Decimal("19.80"), max_quantity=5
+    )
     ProductFactory(name="腾讯视频 VIP 季卡（售罄）", slug="tencent-video", category=video, price=Decimal("58.00"))
-    office = ProductFactory(name="Office 2021 专业增强版 激活码", slug="office-2021", category=software, price=Decimal("9.90"))
+    office = ProductFactory(
+        name="Office 2021 专业增强版 激活码", slug="office-2021", category=software, price=Decimal("9.90")
+    )
     for product, count in ((steam, 30), (netease, 8), (iqiyi, 3), (office, 120)):
         stock_product(product, count)
     product_image_upload(admin_client, steam, card_art_upload("STEAM", (27, 40, 56), (42, 71, 94)))
     product_image_upload(admin_client, iqiyi, card_art_upload("爱奇艺", (0, 190, 6), (0, 120, 60)))
     shop_settings_save(
-        admin_client, name="星河数字卡铺", logo=png_upload(size=(96, 96)),
+        admin_client,
+        name="星河数字卡铺",
+        logo=png_upload(size=(96, 96)),
         notice="**公告**：春节期间（2月9日–17日）自动发货不停，人工客服 10:00–22:00。",
         notice_starts_at_0=(timezone.localtime() - timedelta(hours=1)).strftime("%Y-%m-%d"),
         notice_starts_at_1=(timezone.localtime() - timedelta(hours=1)).strftime("%H:%M:%S"),
-        support_qq="800012345", support_wechat="xinghe_kefu", support_telegram="@xinghe_help", support_email="help@xinghe.example",
+        support_qq="800012345",
+        support_wechat="xinghe_kefu",
+        support_telegram="@xinghe_help",
+        support_email="help@xinghe.example",
         footer_text="本店所售卡密均来自官方授权渠道。",
         order_note="**请尽快兑换**：卡密已同时发送到你的邮箱。如遇问题，请带上订单号联系客服。",
     )
@@ -69,10 +81,8 @@ def images_loaded(driver, css: str) -> list[bool]:
     script = "return Array.from(document.querySelectorAll(arguments[0])).map(i => i.complete && i.naturalWidth > 0);"
     for image in driver.find_elements(By.CSS_SELECTOR, css):
         driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", image)
-    try:
+    with contextlib.suppress(TimeoutException):  # the caller asserts on what loaded
         WebDriverWait(driver, 10).until(lambda d: all(d.execute_script(script, css)))
-    except TimeoutException:
-        pass
     driver.execute_script("window.scrollTo(0, 0);")
     return driver.execute_script(script, css)
 
@@ -90,7 +100,9 @@ def test_catalog_has_category_chips_product_images_and_the_shop_face(live_shop, 
     assert len(browser.find_elements(By.CSS_SELECTOR, ".product-card .placeholder")) == 3
     assert browser.find_element(By.CSS_SELECTOR, ".product-card.sold-out .badge-sold-out").text == "已售罄"
     assert "春节期间" in browser.find_element(By.ID, "shop-notice").text
-    assert browser.find_element(By.CSS_SELECTOR, ".brand-name").text == "星河数字卡铺" and browser.title == "星河数字卡铺"
+    assert (
+        browser.find_element(By.CSS_SELECTOR, ".brand-name").text == "星河数字卡铺" and browser.title == "星河数字卡铺"
+    )
     assert images_loaded(browser, ".brand .logo") == [True]
     footer = browser.find_element(By.ID, "support-contacts").text
     assert all(c in footer for c in ("800012345", "xinghe_kefu", "@xinghe_help", "help@xinghe.example"))

@@ -42,7 +42,9 @@ def test_admin_import_of_a_gbk_text_file(admin_client, on_commit):
 def test_admin_import_preview_lists_invalid_lines_masked(admin_client, on_commit):
     product = ProductFactory()
 
-    page, _batch = import_upload(admin_client, on_commit, {"product": product.pk, "text": "GOOD-1\nBAD\x07SECRET-123\n"})
+    page, _batch = import_upload(
+        admin_client, on_commit, {"product": product.pk, "text": "GOOD-1\nBAD\x07SECRET-123\n"}
+    )
 
     html = page.content.decode()
     assert "BAD\x07SECRET-123" not in html and "SECRET" not in html
@@ -88,14 +90,24 @@ def test_admin_import_preview_counts_and_writes_nothing(admin_client, on_commit)
 def test_admin_import_of_card_numbers_and_passwords_from_a_supplier(admin_client, on_commit):
     product = ProductFactory()
 
-    batch = admin_import(admin_client, on_commit, {
-        "product": product.pk, "text": "8888 0001\tpw1\n8888 0002\tpw2\n", "separator": "tab", "supplier": "盛大",
-        "unit_cost": "9.50",
-    })
+    batch = admin_import(
+        admin_client,
+        on_commit,
+        {
+            "product": product.pk,
+            "text": "8888 0001\tpw1\n8888 0002\tpw2\n",
+            "separator": "tab",
+            "supplier": "盛大",
+            "unit_cost": "9.50",
+        },
+    )
 
     assert batch.added == 2 and batch.supplier == "盛大" and str(batch.unit_cost) == "9.50"
     key = CardKey.objects.order_by("id").first()
-    assert secret_decrypt(ciphertext=key.ciphertext, key_version=key.key_version, product_id=product.pk) == "8888 0001----pw1"
+    assert (
+        secret_decrypt(ciphertext=key.ciphertext, key_version=key.key_version, product_id=product.pk)
+        == "8888 0001----pw1"
+    )
 
 
 def test_reveal_and_import_pages_of_a_key_or_batch_that_does_not_exist_are_404(admin_client):
@@ -105,5 +117,12 @@ def test_reveal_and_import_pages_of_a_key_or_batch_that_does_not_exist_are_404(a
         reverse("admin:cardpool_cardkey_import_status", args=[999999]),
     ):
         assert admin_client.get(url).status_code == 404, url
-    assert admin_client.post(reverse("admin:cardpool_cardkey_reveal", args=[999999]), {"reason": "x"}).status_code == 404
-    assert admin_client.post(reverse("admin:cardpool_cardkey_import_batch", args=[999999]), {"action": "confirm"}).status_code == 404
+    assert (
+        admin_client.post(reverse("admin:cardpool_cardkey_reveal", args=[999999]), {"reason": "x"}).status_code == 404
+    )
+    assert (
+        admin_client.post(
+            reverse("admin:cardpool_cardkey_import_batch", args=[999999]), {"action": "confirm"}
+        ).status_code
+        == 404
+    )

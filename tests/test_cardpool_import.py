@@ -56,12 +56,22 @@ def test_supplier_csv_with_named_columns_and_expiry_dates_in_gbk(admin_client, o
     upload = io.BytesIO(csv_text.encode("gbk"))
     upload.name = "supplier.csv"
 
-    batch = admin_import(admin_client, on_commit, {
-        "product": product.pk, "file": upload, "secret_column": "卡号", "password_column": "密码", "expiry_column": "有效期",
-    })
+    batch = admin_import(
+        admin_client,
+        on_commit,
+        {
+            "product": product.pk,
+            "file": upload,
+            "secret_column": "卡号",
+            "password_column": "密码",
+            "expiry_column": "有效期",
+        },
+    )
 
     assert (batch.added, batch.invalid) == (2, 1)
-    assert batch.preview["problems"] == [[4, "a card number or password cell is empty", "1000 0003"[:2] + "*****" + "03"]]
+    assert batch.preview["problems"] == [
+        [4, "a card number or password cell is empty", "1000 0003"[:2] + "*****" + "03"]
+    ]
     assert _secrets(product) == ["1000 0001----pw-1", "1000 0002----pw-2"]
     expiry = CardKey.objects.order_by("id").first().expires_at
     assert timezone.localtime(expiry).date().isoformat() == "2030-06-30"
@@ -69,12 +79,26 @@ def test_supplier_csv_with_named_columns_and_expiry_dates_in_gbk(admin_client, o
 
 def test_xlsx_with_numeric_card_numbers_and_date_cells(admin_client, on_commit):
     product = ProductFactory()
-    upload = _xlsx([["Card", "PIN", "Valid until"], [88880001, "0042", datetime(2031, 1, 31)], [88880002, "0043", None]])
+    upload = _xlsx(
+        [
+            ["Card", "PIN", "Valid until"],
+            [88880001, "0042", datetime(2031, 1, 31)],  # noqa: DTZ001 - a spreadsheet date cell has no zone
+            [88880002, "0043", None],
+        ]
+    )
     upload.name = "cards.xlsx"
 
-    batch = admin_import(admin_client, on_commit, {
-        "product": product.pk, "file": upload, "secret_column": "1", "password_column": "2", "expiry_column": "Valid until",
-    })
+    batch = admin_import(
+        admin_client,
+        on_commit,
+        {
+            "product": product.pk,
+            "file": upload,
+            "secret_column": "1",
+            "password_column": "2",
+            "expiry_column": "Valid until",
+        },
+    )
 
     assert batch.added == 2
     assert _secrets(product) == ["88880001----0042", "88880002----0043"]
@@ -97,8 +121,18 @@ def test_xlsx_without_a_header_row(tmp_path):
 @pytest.mark.parametrize(
     "name, content, args, message",
     [
-        ("keys.csv", "卡号,密码\nA,1\n".encode(), ["--key-column", "card"], "no column 'card' for the key; its columns are: 卡号, 密码"),
-        ("keys.csv", b"a,b\n1,2\n", ["--password-column", "5"], "the password column is number 5, but the file has 2 columns"),
+        (
+            "keys.csv",
+            "卡号,密码\nA,1\n".encode(),
+            ["--key-column", "card"],
+            "no column 'card' for the key; its columns are: 卡号, 密码",
+        ),
+        (
+            "keys.csv",
+            b"a,b\n1,2\n",
+            ["--password-column", "5"],
+            "the password column is number 5, but the file has 2 columns",
+        ),
         ("keys.xlsx", b"PK\x03\x04 not really a workbook", [], "not a readable .xlsx workbook"),
         ("keys.csv", "卡号\n".encode(), [], "the input is empty"),
         ("keys.csv", b"key,expiry\nA,someday\n", ["--expiry-column", "expiry"], "no keys"),
@@ -125,13 +159,24 @@ def test_preview_tells_new_keys_from_unsold_sold_and_in_file_duplicates(client, 
     cardkeys_import_text(product=product, text="SOLD-1\nUNSOLD-1\n")
     _buy(client, on_commit, product)  # sells SOLD-1, the oldest
 
-    page, batch = import_upload(admin_client, on_commit, {
-        "product": product.pk, "text": "SOLD-1\nUNSOLD-1\nNEW-1\nNEW-1\nNEW-2\nbad\x01key\n",
-    })
+    page, batch = import_upload(
+        admin_client,
+        on_commit,
+        {
+            "product": product.pk,
+            "text": "SOLD-1\nUNSOLD-1\nNEW-1\nNEW-1\nNEW-2\nbad\x01key\n",
+        },
+    )
 
     assert batch.status == ImportStatus.READY
     p = batch.preview
-    assert (p["added"], p["duplicates_in_file"], p["duplicates_in_pool"], p["duplicates_sold"], p["invalid_count"]) == (2, 1, 1, 1, 1)
+    assert (p["added"], p["duplicates_in_file"], p["duplicates_in_pool"], p["duplicates_sold"], p["invalid_count"]) == (
+        2,
+        1,
+        1,
+        1,
+        1,
+    )
     html = page.content.decode()
     assert "Import 2 keys" in html and "NEW-1" not in html
     assert ImportUpload.objects.filter(batch=batch).exists()
@@ -154,7 +199,14 @@ def test_progress_survives_a_reload_and_the_status_endpoint_reports_it(admin_cli
     status = admin_client.get(reverse("admin:cardpool_cardkey_import_status", args=[batch.pk])).json()
 
     assert "Importing…" in page and 'id="import-progress"' in page
-    assert status == {"status": "importing", "rows_done": 0, "rows_total": 2, "percent": 0, "added": 0, "stalled": False}
+    assert status == {
+        "status": "importing",
+        "rows_done": 0,
+        "rows_total": 2,
+        "percent": 0,
+        "added": 0,
+        "stalled": False,
+    }
 
 
 def test_an_interrupted_import_resumes_from_its_last_chunk_without_duplicates(monkeypatch, settings):
@@ -162,7 +214,9 @@ def test_an_interrupted_import_resumes_from_its_last_chunk_without_duplicates(mo
     product = ProductFactory()
     raw = "\n".join(f"KEY-{n:03d}" for n in range(35)).encode()
     layout = ImportLayout()
-    batch = ImportBatch.objects.create(product=product, status=ImportStatus.IMPORTING, layout=layout.as_dict(), lines_total=35)
+    batch = ImportBatch.objects.create(
+        product=product, status=ImportStatus.IMPORTING, layout=layout.as_dict(), lines_total=35
+    )
     importing.import_upload_store(batch=batch, raw=raw)
 
     class WorkerKilled(Exception):
@@ -239,8 +293,12 @@ def test_unique_keys_are_sold_before_reusable_ones_and_never_more_than_paid_for(
 
     assert "UNIQUE-1" in page and "SHARED-1" in page
     sold = CardKey.objects.filter(status=CardKeyStatus.SOLD)
-    assert sorted(secret_decrypt(ciphertext=k.ciphertext, key_version=k.key_version, product_id=k.product_id) for k in sold) == [
-        "SHARED-1", "SHARED-1", "UNIQUE-1",
+    assert sorted(
+        secret_decrypt(ciphertext=k.ciphertext, key_version=k.key_version, product_id=k.product_id) for k in sold
+    ) == [
+        "SHARED-1",
+        "SHARED-1",
+        "UNIQUE-1",
     ]
     assert sold.values("order").distinct().count() == 1
     assert CardKey.objects.get(reuse_of__isnull=True, max_uses=5).uses == 2
@@ -252,7 +310,9 @@ def test_default_expiry_applies_to_keys_without_their_own_and_expired_rows_are_i
     path.write_text("key,until\nA-1,\nA-2,2020-01-01\nA-3,2032年3月1日\n")
     out = io.StringIO()
 
-    call_command("import_keys", str(path), "--product", "exp", "--expiry-column", "until", "--expires", "2031-12-31", stdout=out)
+    call_command(
+        "import_keys", str(path), "--product", "exp", "--expiry-column", "until", "--expires", "2031-12-31", stdout=out
+    )
 
     assert "added 2" in out.getvalue() and "line 3: already expired" in out.getvalue()
     dates = [timezone.localtime(k.expires_at).date().isoformat() for k in CardKey.objects.order_by("id")]
@@ -269,7 +329,7 @@ def test_export_of_unsold_keys_as_xlsx_is_logged_and_formula_safe(admin_client):
 
     assert response["Content-Disposition"].endswith('.xlsx"')
     sheet = openpyxl.load_workbook(io.BytesIO(response.content)).active
-    values = [row for row in sheet.iter_rows(values_only=True)]
+    values = list(sheet.iter_rows(values_only=True))
     assert values[0] == ("id", "key", "batch", "added_at")
     assert sorted(row[1] for row in values[1:]) == ["'=CMD()", "PLAIN-KEY"]
     from cardpool.models import RevealLog
@@ -290,9 +350,17 @@ def test_an_overlong_line_refuses_the_whole_file_in_the_admin_too(admin_client, 
 def test_import_batch_records_supplier_cost_and_who(admin_client, on_commit):
     product = ProductFactory()
 
-    batch = admin_import(admin_client, on_commit, {
-        "product": product.pk, "text": "C-1\nC-2\n", "supplier": "卡商甲", "unit_cost": "4.20", "note": "双十一备货",
-    })
+    batch = admin_import(
+        admin_client,
+        on_commit,
+        {
+            "product": product.pk,
+            "text": "C-1\nC-2\n",
+            "supplier": "卡商甲",
+            "unit_cost": "4.20",
+            "note": "双十一备货",
+        },
+    )
 
     listing = admin_client.get(reverse("admin:cardpool_importbatch_changelist")).content.decode()
     assert batch.created_by.username == "admin" and batch.note == "双十一备货"
@@ -316,7 +384,8 @@ def test_admin_refuses_a_file_over_the_size_limit(admin_client, settings):
     upload.name = "keys.txt"
 
     response = admin_client.post(
-        reverse("admin:cardpool_cardkey_import"), {"product": product.pk, "file": upload, "max_uses": "1"},
+        reverse("admin:cardpool_cardkey_import"),
+        {"product": product.pk, "file": upload, "max_uses": "1"},
         headers={"accept-language": "en"},
     )
 
@@ -341,13 +410,22 @@ def test_error_texts_never_carry_a_key_from_a_mis_read_file(admin_client, on_com
     upload.name = "no-header.csv"
 
     # Read as if the first row were a header, with a column name the file does not have.
-    page, batch = import_upload(admin_client, on_commit, {"product": product.pk, "file": upload, "secret_column": "卡号"})
+    page, batch = import_upload(
+        admin_client, on_commit, {"product": product.pk, "file": upload, "secret_column": "卡号"}
+    )
     # The expiry column pointed at the keys themselves.
     upload = io.BytesIO(f"key,until\n{secret},{secret}\n".encode())
     upload.name = "swapped.csv"
-    second_page, second = import_upload(admin_client, on_commit, {
-        "product": product.pk, "file": upload, "secret_column": "key", "expiry_column": "until",
-    })
+    second_page, second = import_upload(
+        admin_client,
+        on_commit,
+        {
+            "product": product.pk,
+            "file": upload,
+            "secret_column": "key",
+            "expiry_column": "until",
+        },
+    )
 
     batch.refresh_from_db()
     assert batch.status == "refused" and "PL**" in batch.error

@@ -18,7 +18,8 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.mark.parametrize(
-    "encoding", ["utf-8", "utf-8-sig", "gbk", "gb18030", "utf-16", "utf-16-le", "utf-16-be"],
+    "encoding",
+    ["utf-8", "utf-8-sig", "gbk", "gb18030", "utf-16", "utf-16-le", "utf-16-be"],
 )
 def test_import_command_reads_every_encoding_suppliers_send(tmp_path, encoding):
     product = ProductFactory(slug="steam-50")

@@ -56,7 +56,10 @@ def test_voiding_a_batch_voids_its_unsold_keys_only(admin_client, client, on_com
     with on_commit():
         post_notification(client, sandbox_notification(out_trade_no=payment.out_trade_no, amount=order.total))
 
-    admin_client.post(reverse("admin:cardpool_importbatch_changelist"), {"action": "void_unsold", "_selected_action": [first.batch_id]})
+    admin_client.post(
+        reverse("admin:cardpool_importbatch_changelist"),
+        {"action": "void_unsold", "_selected_action": [first.batch_id]},
+    )
 
     statuses = sorted(CardKey.objects.filter(batch_id=first.batch_id).values_list("status", flat=True))
     assert statuses == ["sold", "void", "void"]

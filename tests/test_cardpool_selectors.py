@@ -13,9 +13,9 @@ from django.utils import timezone
 from cardpool.importing import cardkeys_import_text
 from cardpool.models import CardKey, CardKeyStatus
 from cardpool.selectors import available_counts, product_has_stock, stock_counts, stock_counts_sql
-from shop.fulfilment import UNLIMITED_STOCK
 from delivery.models import StockAlert
 from shop import selectors
+from shop.fulfilment import UNLIMITED_STOCK
 from shop.models import ExceptionReason, Order, OrderStatus
 from tests.support.factories import OrderFactory, ProductFactory, stock_product
 from tests.support.platforms import sandbox_notification
@@ -25,7 +25,9 @@ pytestmark = pytest.mark.django_db
 
 
 def _expire(product, count: int) -> None:
-    ids = list(CardKey.objects.filter(product=product, status=CardKeyStatus.AVAILABLE).values_list("pk", flat=True)[:count])
+    ids = list(
+        CardKey.objects.filter(product=product, status=CardKeyStatus.AVAILABLE).values_list("pk", flat=True)[:count]
+    )
     CardKey.objects.filter(pk__in=ids).update(expires_at=timezone.now() - timedelta(minutes=1))
 
 
@@ -56,7 +58,8 @@ def test_expired_and_sold_keys_are_not_stock_anywhere(client):
     assert "2 in stock" in client.get(reverse("shop:catalog"), **english).content.decode()
     assert "2 in stock" in client.get(reverse("shop:product", args=[product.slug]), **english).content.decode()
     response = client.post(
-        reverse("shop:product", args=[product.slug]), {"quantity": 3, "contact": "buyer@example.com", "query_password": "secret-pw"},
+        reverse("shop:product", args=[product.slug]),
+        {"quantity": 3, "contact": "buyer@example.com", "query_password": "secret-pw"},
         **english,
     )
     assert response.status_code == 200 and "Not enough stock" in response.content.decode()
@@ -73,7 +76,8 @@ def test_a_product_whose_only_key_expired_is_sold_out_everywhere(client, on_comm
     assert "Sold out" in client.get(reverse("shop:catalog"), **english).content.decode()
     assert "Sold out" in client.get(reverse("shop:product", args=[product.slug]), **english).content.decode()
     refused = client.post(
-        reverse("shop:product", args=[product.slug]), {"quantity": 1, "contact": "b@example.com", "query_password": "pw-123456"},
+        reverse("shop:product", args=[product.slug]),
+        {"quantity": 1, "contact": "b@example.com", "query_password": "pw-123456"},
         **english,
     )
     assert refused.status_code == 200 and "This product is sold out for now" in refused.content.decode()
@@ -176,13 +180,17 @@ def test_stock_counts_probes_and_the_sale_can_use_the_available_index_under_a_ge
     plans = {
         "stock_counts": _generic_plan(counts_sql, {"now": now, "ids": [p.pk for p in products]}),
         "product_has_stock": _generic_plan(SELLABLE_UNITS_SQL.format(table=table), [5, products[0].pk, now, 5]),
-        "sale": _generic_plan(_SELL_SQL.format(table=table, lock="FOR UPDATE SKIP LOCKED"),
-                              {"order_id": order.pk, "now": now, "product_id": products[0].pk, "wanted": 1}),
+        "sale": _generic_plan(
+            _SELL_SQL.format(table=table, lock="FOR UPDATE SKIP LOCKED"),
+            {"order_id": order.pk, "now": now, "product_id": products[0].pk, "wanted": 1},
+        ),
     }
 
     for name, plan in plans.items():
         assert "cardkey_available_idx" in plan, (name, plan)
         assert "JIT" not in plan, (name, plan)
     assert stock_counts(product_ids=[p.pk for p in products], up_to=100) == {
-        products[0].pk: 100, products[1].pk: 30, products[2].pk: 0,
+        products[0].pk: 100,
+        products[1].pk: 30,
+        products[2].pk: 0,
     }

@@ -45,7 +45,13 @@ def test_reveal_needs_the_permission_and_a_reason_and_is_logged(staff_client):
 
     assert keys[0] in shown.content.decode() and "no-store" in shown["Cache-Control"]
     log = RevealLog.objects.get()
-    assert (log.username, log.kind, log.key_id, log.ip, log.reason) == ("cs-li", "reveal", key.pk, "10.1.2.3", "buyer says the key is rejected")
+    assert (log.username, log.kind, log.key_id, log.ip, log.reason) == (
+        "cs-li",
+        "reveal",
+        key.pk,
+        "10.1.2.3",
+        "buyer says the key is rejected",
+    )
 
 
 def test_reveal_log_can_be_read_but_not_edited(admin_client, staff_client):
@@ -58,7 +64,9 @@ def test_reveal_log_can_be_read_but_not_edited(admin_client, staff_client):
 
     assert admin_client.get(reverse("admin:cardpool_reveallog_changelist")).status_code == 200
     admin_client.post(reverse("admin:cardpool_reveallog_change", args=[log.pk]), {"reason": "nothing happened"})
-    assert admin_client.post(reverse("admin:cardpool_reveallog_delete", args=[log.pk]), {"post": "yes"}).status_code == 403
+    assert (
+        admin_client.post(reverse("admin:cardpool_reveallog_delete", args=[log.pk]), {"post": "yes"}).status_code == 403
+    )
     assert RevealLog.objects.get().reason == "audit"
 
 
@@ -68,7 +76,7 @@ def test_export_of_unsold_keys_is_logged_and_formula_safe(staff_client):
     from cardpool.models import RevealLog
 
     product = ProductFactory()
-    cardkeys_import_text(product=product, text="=HYPERLINK(\"http://evil\")\n+SUM(A1)\n-1+1\n@cmd\nPLAIN-KEY\n")
+    cardkeys_import_text(product=product, text='=HYPERLINK("http://evil")\n+SUM(A1)\n-1+1\n@cmd\nPLAIN-KEY\n')
     url = reverse("admin:cardpool_cardkey_export")
     assert staff_client.post(url, {"product": product.pk, "reason": "move stock"}).status_code == 403
     grant(staff_client.user, "export_cardkey")
@@ -78,6 +86,8 @@ def test_export_of_unsold_keys_is_logged_and_formula_safe(staff_client):
     text = b"".join(response.streaming_content).decode("utf-8-sig")
     rows = list(csv_module.reader(text.splitlines()))
     assert rows[0] == ["id", "key", "batch", "added_at"]
-    assert sorted(row[1] for row in rows[1:]) == sorted(["'=HYPERLINK(\"http://evil\")", "'+SUM(A1)", "'-1+1", "'@cmd", "PLAIN-KEY"])
+    assert sorted(row[1] for row in rows[1:]) == sorted(
+        ['\'=HYPERLINK("http://evil")', "'+SUM(A1)", "'-1+1", "'@cmd", "PLAIN-KEY"]
+    )
     log = RevealLog.objects.get()
     assert (log.kind, log.key_count, log.product_id) == ("export", 5, product.pk)

@@ -65,7 +65,7 @@ def test_an_unusable_peer_address_gives_none_and_one_shared_rate_key(settings):
 
     assert request_client_ip(_request("")) is None
     assert request_client_ip(_request(None)) is None
-    assert client_ip_for_rate_limit(_request("")) == "0.0.0.0"
+    assert client_ip_for_rate_limit(_request("")) == "0.0.0.0"  # noqa: S104 - the key of requests with no address
 
 
 def test_an_ipv4_mapped_peer_is_its_ipv4_address(settings):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -31,7 +32,9 @@ pytestmark = [pytest.mark.django_db(transaction=True)]
 
 
 def _pending_payment(product, *, quantity=1, contact="13800138000") -> Payment:
-    order = OrderFactory(product=product, quantity=quantity, contact=contact, contact_kind="mobile" if contact[0].isdigit() else "email")
+    order = OrderFactory(
+        product=product, quantity=quantity, contact=contact, contact_kind="mobile" if contact[0].isdigit() else "email"
+    )
     payment, _action = payment_start(order=order, gateway=gateway_get("sandbox"))
     return payment
 
@@ -40,10 +43,8 @@ def _post_from_threads(notifications: list[dict], clients: int) -> list[bytes]:
     barrier = threading.Barrier(min(clients, len(notifications)))
 
     def post(fields):
-        try:
+        with contextlib.suppress(threading.BrokenBarrierError):
             barrier.wait(timeout=10)
-        except threading.BrokenBarrierError:
-            pass
         try:
             return post_notification(Client(), fields).content
         finally:
@@ -151,7 +152,9 @@ def test_worker_killed_mid_delivery_delivers_exactly_once_after_restart(worker_e
     blocker = psycopg2.connect(worker_database_url())
     blocker.cursor().execute("BEGIN; LOCK TABLE delivery_deliverymessage IN SHARE MODE")
     try:
-        response = post_notification(Client(), sandbox_notification(out_trade_no=payment.out_trade_no, amount=payment.amount))
+        response = post_notification(
+            Client(), sandbox_notification(out_trade_no=payment.out_trade_no, amount=payment.amount)
+        )
         assert response.content == b"success"
         with blocker.cursor() as cursor:
 
@@ -180,7 +183,9 @@ def test_worker_killed_mid_delivery_delivers_exactly_once_after_restart(worker_e
             timeout=60,
             message="the sweeper to re-drive the order",
         )
-        wait_until(lambda: DeliveryMessage.objects.filter(order=order, state="sent").exists(), timeout=30, message="the email")
+        wait_until(
+            lambda: DeliveryMessage.objects.filter(order=order, state="sent").exists(), timeout=30, message="the email"
+        )
     finally:
         survivor.stop()
 
@@ -200,7 +205,9 @@ def test_forty_concurrent_orders_never_use_a_reusable_key_beyond_its_cap():
     stock_product(product, 5)
     payments = [_pending_payment(product) for _ in range(40)]
 
-    answers = _post_from_threads([sandbox_notification(out_trade_no=p.out_trade_no, amount=p.amount) for p in payments], clients=8)
+    answers = _post_from_threads(
+        [sandbox_notification(out_trade_no=p.out_trade_no, amount=p.amount) for p in payments], clients=8
+    )
 
     assert answers == [b"success"] * 40
     statuses = Counter(Order.objects.values_list("status", "exception_reason"))
@@ -225,17 +232,22 @@ def test_import_worker_killed_mid_file_resumes_from_its_last_chunk_without_dupli
     # the worker's second chunk waits on it, so it is caught after committing the first chunk.
     blocker = psycopg2.connect(worker_database_url())
     blocker.cursor().execute(
-        "BEGIN; INSERT INTO cardpool_cardkey (product_id, ciphertext, key_version, blind_index, index_version, mask, status,"
-        " max_uses, uses, created_at) VALUES (%s, '\\x00', 1, %s, 1, 'x', 'void', 1, 0, now())",
+        "BEGIN; INSERT INTO cardpool_cardkey"
+        " (product_id, ciphertext, key_version, blind_index, index_version, mask, status, max_uses, uses, created_at)"
+        " VALUES (%s, '\\x00', 1, %s, 1, 'x', 'void', 1, 0, now())",
         [product.pk, secret_blind_index(secret=lines[3000], product_id=product.pk)],
     )
     try:
-        admin.post("/admin/cardpool/cardkey/import/", {"product": product.pk, "text": "\n".join(lines), "max_uses": "1"})
+        admin.post(
+            "/admin/cardpool/cardkey/import/", {"product": product.pk, "text": "\n".join(lines), "max_uses": "1"}
+        )
         batch = ImportBatch.objects.get(product=product)
         wait_until(lambda: ImportBatch.objects.get(pk=batch.pk).status == "ready", timeout=60, message="the preview")
         batch_url = f"/admin/cardpool/cardkey/import/{batch.pk}/"
         admin.post(batch_url, {"action": "confirm"})
-        wait_until(lambda: ImportBatch.objects.get(pk=batch.pk).rows_done == 2000, timeout=60, message="the first chunk")
+        wait_until(
+            lambda: ImportBatch.objects.get(pk=batch.pk).rows_done == 2000, timeout=60, message="the first chunk"
+        )
         with blocker.cursor() as cursor:
 
             def worker_is_waiting():
@@ -255,7 +267,9 @@ def test_import_worker_killed_mid_file_resumes_from_its_last_chunk_without_dupli
         ImportBatch.objects.filter(pk=batch.pk).update(updated_at=timezone.now() - timedelta(minutes=5))
         assert b"Resume" in admin.get(batch_url, headers={"accept-language": "en"}).content
         admin.post(batch_url, {"action": "resume"})
-        wait_until(lambda: ImportBatch.objects.get(pk=batch.pk).status == "done", timeout=60, message="the resumed import")
+        wait_until(
+            lambda: ImportBatch.objects.get(pk=batch.pk).status == "done", timeout=60, message="the resumed import"
+        )
     finally:
         survivor.stop()
 
@@ -281,12 +295,21 @@ def test_an_order_paid_while_no_worker_runs_is_delivered_as_soon_as_one_starts(w
     payment = _pending_payment(product)
 
     # Announced to nobody: no worker listens yet.
-    assert post_notification(Client(), sandbox_notification(out_trade_no=payment.out_trade_no, amount=payment.amount)).content == b"success"
+    assert (
+        post_notification(
+            Client(), sandbox_notification(out_trade_no=payment.out_trade_no, amount=payment.amount)
+        ).content
+        == b"success"
+    )
     assert Order.objects.get(pk=payment.order_id).status == OrderStatus.PAID
 
     worker = start_worker(worker_env, tmp_path, name="late", concurrency=1)  # no beat, so no sweeper
     try:
-        wait_until(lambda: Order.objects.get(pk=payment.order_id).status == OrderStatus.DELIVERED, timeout=30, message="delivery")
+        wait_until(
+            lambda: Order.objects.get(pk=payment.order_id).status == OrderStatus.DELIVERED,
+            timeout=30,
+            message="delivery",
+        )
     finally:
         worker.stop()
 
@@ -302,12 +325,16 @@ def test_when_the_listening_worker_dies_another_worker_takes_over(worker_env, tm
         wait_until(lambda: _listener_count() == 1, timeout=30, message="the first worker to listen")
         standby = start_worker(worker_env, tmp_path, name="standby", concurrency=1)
         post_notification(Client(), sandbox_notification(out_trade_no=first.out_trade_no, amount=first.amount))
-        wait_until(lambda: Order.objects.get(pk=first.order_id).status == OrderStatus.DELIVERED, timeout=30, message="order 1")
+        wait_until(
+            lambda: Order.objects.get(pk=first.order_id).status == OrderStatus.DELIVERED, timeout=30, message="order 1"
+        )
         assert _listener_count() == 1  # one listener, however many workers
 
         leader.kill()
         post_notification(Client(), sandbox_notification(out_trade_no=second.out_trade_no, amount=second.amount))
-        wait_until(lambda: Order.objects.get(pk=second.order_id).status == OrderStatus.DELIVERED, timeout=30, message="order 2")
+        wait_until(
+            lambda: Order.objects.get(pk=second.order_id).status == OrderStatus.DELIVERED, timeout=30, message="order 2"
+        )
         assert _listener_count() == 1
     finally:
         leader.stop()

@@ -63,7 +63,7 @@ def test_importing_keys_delivers_out_of_stock_orders_oldest_first(admin_client, 
     orders = [checkout(client, product) for _ in range(3)]
     payments = [start_sandbox_payment(client, order) for order in orders]
     CardKey.objects.update(status=CardKeyStatus.VOID)  # sold out while the buyers were paying
-    for order, payment in zip(orders, payments):
+    for order, payment in zip(orders, payments, strict=True):
         with on_commit():
             post_notification(client, sandbox_notification(out_trade_no=payment.out_trade_no, amount=order.total))
     assert set(Order.objects.values_list("exception_reason", flat=True)) == {ExceptionReason.OUT_OF_STOCK}
@@ -72,7 +72,9 @@ def test_importing_keys_delivers_out_of_stock_orders_oldest_first(admin_client, 
 
     statuses = [Order.objects.get(pk=o.pk).status for o in orders]
     assert statuses == [OrderStatus.DELIVERED, OrderStatus.DELIVERED, OrderStatus.EXCEPTION]
-    assert Order.objects.get(pk=orders[0].pk).events.filter(type="shop.order.delivered", actor="system:restock").exists()
+    assert (
+        Order.objects.get(pk=orders[0].pk).events.filter(type="shop.order.delivered", actor="system:restock").exists()
+    )
 
 
 def test_staff_take_an_entry_keep_notes_and_see_its_age(admin_client, admin_user, client, on_commit, settings):
@@ -93,7 +95,8 @@ def test_staff_take_an_entry_keep_notes_and_see_its_age(admin_client, admin_user
     assert order.assignee == admin_user and order.staff_note == "supplier restocks at 18:00"
     assert order.status == OrderStatus.EXCEPTION
     assert list(order.events.filter(type="shop.order.exception.worked").values_list("message", flat=True)) == [
-        "assigned to admin", "notes updated",
+        "assigned to admin",
+        "notes updated",
     ]
 
 
@@ -105,7 +108,8 @@ def test_resolve_only_takes_orders_that_hold_their_keys(admin_client, client, on
     _product, sold_out = paid_while_sold_out(client, on_commit)
 
     admin_client.post(
-        reverse("admin:shop_exceptionorder_changelist"), {"action": "resolve", "_selected_action": [failed_email.pk, sold_out.pk]}
+        reverse("admin:shop_exceptionorder_changelist"),
+        {"action": "resolve", "_selected_action": [failed_email.pk, sold_out.pk]},
     )
 
     assert Order.objects.get(pk=failed_email.pk).status == OrderStatus.DELIVERED
@@ -173,7 +177,9 @@ def test_defective_key_is_replaced_from_the_pool_and_emailed(admin_client, clien
     bad = CardKey.objects.get(order=order, status=CardKeyStatus.SOLD)
 
     with on_commit():
-        admin_client.post(reverse("admin:cardpool_cardkey_changelist"), {"action": "replace_defective", "_selected_action": [bad.pk]})
+        admin_client.post(
+            reverse("admin:cardpool_cardkey_changelist"), {"action": "replace_defective", "_selected_action": [bad.pk]}
+        )
 
     page = order_page(client, order)
     sold = CardKey.objects.filter(order=order, status=CardKeyStatus.SOLD)
@@ -182,7 +188,8 @@ def test_defective_key_is_replaced_from_the_pool_and_emailed(admin_client, clien
     assert sum(k in page for k in keys) == 1
     assert len(mail.outbox) == 2 and all(k not in mail.outbox[-1].body for k in keys if k not in page)
     assert list(order.events.filter(type__startswith="cardpool.key").values_list("type", flat=True)) == [
-        "cardpool.key.defective", "cardpool.key.replaced",
+        "cardpool.key.defective",
+        "cardpool.key.replaced",
     ]
 
 
@@ -193,7 +200,9 @@ def test_defective_key_with_nothing_in_stock_goes_to_the_queue_and_imports_fix_i
     bad = CardKey.objects.get(order=order)
 
     with on_commit():
-        admin_client.post(reverse("admin:cardpool_cardkey_changelist"), {"action": "replace_defective", "_selected_action": [bad.pk]})
+        admin_client.post(
+            reverse("admin:cardpool_cardkey_changelist"), {"action": "replace_defective", "_selected_action": [bad.pk]}
+        )
 
     order.refresh_from_db()
     assert order.status == OrderStatus.EXCEPTION and order.exception_reason == ExceptionReason.DEFECTIVE_KEY

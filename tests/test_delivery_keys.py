@@ -54,7 +54,9 @@ def test_not_enough_keys_delivers_nothing_and_queues_the_order(client, on_commit
     assert order.status == OrderStatus.EXCEPTION and order.exception_reason == ExceptionReason.OUT_OF_STOCK
     assert not CardKey.objects.filter(order=order).exists()
     assert CardKey.objects.filter(status=CardKeyStatus.AVAILABLE).count() == 1
-    assert [m.subject for m in mail.outbox] == [f"您的订单 {order.number} 已付款，发货还需要一点时间"]  # a notice, no key
+    assert [m.subject for m in mail.outbox] == [
+        f"您的订单 {order.number} 已付款，发货还需要一点时间"
+    ]  # a notice, no key
 
 
 def test_mobile_contact_gets_keys_on_the_page_and_an_sms_link(client, on_commit, capsys, settings):
@@ -108,7 +110,9 @@ def test_delivery_task_for_an_unknown_order_is_dropped():
 def test_product_email_template_and_key_validity(admin_client, client, on_commit):
     product = ProductFactory(
         email_subject="【{{ content.product_name }}】卡密到了",
-        email_text="{% for key in content.keys %}KEY={{ key.secret }} until {{ key.expires_at|date:'Y-m-d' }}\n{% endfor %}",
+        email_text=(
+            "{% for key in content.keys %}KEY={{ key.secret }} until {{ key.expires_at|date:'Y-m-d' }}\n{% endfor %}"
+        ),
     )
     keys = stock_product(product, 1)
     CardKey.objects.filter(product=product).update(expires_at=timezone.now() + timedelta(days=30))
@@ -128,9 +132,19 @@ def test_product_email_template_with_a_syntax_error_is_refused_in_admin(admin_cl
 
     response = admin_client.post(
         reverse("admin:shop_product_change", args=[product.pk]),
-        {"category": product.category_id, "name": product.name, "slug": product.slug, "price": "10.00", "sort_order": 0,
-         "min_quantity": 1, "max_quantity": 10, "low_stock_threshold": 0, "delivery_delay_minutes": 0,
-         "email_text": "{% for key in content.keys %}", "is_active": "on"},
+        {
+            "category": product.category_id,
+            "name": product.name,
+            "slug": product.slug,
+            "price": "10.00",
+            "sort_order": 0,
+            "min_quantity": 1,
+            "max_quantity": 10,
+            "low_stock_threshold": 0,
+            "delivery_delay_minutes": 0,
+            "email_text": "{% for key in content.keys %}",
+            "is_active": "on",
+        },
         headers={"accept-language": "en"},
     )
 

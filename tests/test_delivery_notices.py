@@ -57,7 +57,12 @@ def paid_after_selling_out(client, on_commit, *, language: str = "zh-hans", cont
     payment = start_sandbox_payment(client, order)
     CardKey.objects.filter(product=product).update(status=CardKeyStatus.VOID)
     with on_commit():
-        assert post_notification(client, sandbox_notification(out_trade_no=payment.out_trade_no, amount=order.total)).content == b"success"
+        assert (
+            post_notification(
+                client, sandbox_notification(out_trade_no=payment.out_trade_no, amount=order.total)
+            ).content
+            == b"success"
+        )
     order.refresh_from_db()
     assert order.status == OrderStatus.EXCEPTION and order.exception_reason == ExceptionReason.OUT_OF_STOCK
     return product, order
@@ -132,7 +137,8 @@ def test_replayed_notification_and_retries_while_sold_out_notify_once(admin_clie
             post_notification(client, notification)
         with on_commit():
             admin_client.post(
-                reverse("admin:shop_exceptionorder_changelist"), {"action": "retry_delivery", "_selected_action": [order.pk]}
+                reverse("admin:shop_exceptionorder_changelist"),
+                {"action": "retry_delivery", "_selected_action": [order.pk]},
             )
 
     for _ in range(5):  # the buyer's "send again" is for keys only
@@ -158,7 +164,9 @@ def test_paid_twice_notice_by_sms_carries_no_key_even_when_sms_carry_keys(client
         assert order.exception_reason == ExceptionReason.DUPLICATE_PAYMENT
         texts = [sent["params"]["content"] for sent in server.sent]
         assert len(texts) == 2 and sum(key in texts[0] for key in keys) == 1  # the delivery itself
-        assert not any(key in texts[1] for key in keys) and texts[1].startswith("We received a second payment for your order")
+        assert not any(key in texts[1] for key in keys) and texts[1].startswith(
+            "We received a second payment for your order"
+        )
     finally:
         server.close()
 
@@ -203,7 +211,10 @@ def test_held_order_released_by_staff_gets_its_keys_with_an_apology(admin_client
     assert "checked by a person before delivery" in mail.outbox[0].body and keys[0] not in mail.outbox[0].body
 
     with on_commit():
-        admin_client.post(reverse("admin:shop_exceptionorder_changelist"), {"action": "retry_delivery", "_selected_action": [order.pk]})
+        admin_client.post(
+            reverse("admin:shop_exceptionorder_changelist"),
+            {"action": "retry_delivery", "_selected_action": [order.pk]},
+        )
 
     assert len(mail.outbox) == 2 and keys[0] in mail.outbox[1].body and "Sorry for the wait" in mail.outbox[1].body
 
@@ -216,19 +227,28 @@ def test_refund_texts_the_buyer_a_short_link_in_their_language(admin_client, cli
         _product, order = paid_after_selling_out(client, on_commit, language="zh-hant", contact="13800138000")
 
         with on_commit():
-            admin_client.post(reverse("admin:shop_exceptionorder_changelist"), {"action": "refund", "_selected_action": [order.pk]})
+            admin_client.post(
+                reverse("admin:shop_exceptionorder_changelist"), {"action": "refund", "_selected_action": [order.pk]}
+            )
 
         order.refresh_from_db()
         assert order.status == OrderStatus.REFUNDED
         assert len(server.sent) == 2  # the sold-out notice, then the refund
-        sent = [(s["params"]["order"], s["params"]["content"]) if flavour == "aliyun" else tuple(s["params"]) for s in server.sent]
+        sent = [
+            (s["params"]["order"], s["params"]["content"]) if flavour == "aliyun" else tuple(s["params"])
+            for s in server.sent
+        ]
         assert sent[0][0] == sent[1][0] == order.number
         assert sent[0][1].startswith("已收到付款，出貨還需要一點時間")
         assert sent[1][1].startswith("您的訂單已退款，詳情：")
         link = sent[1][1].split()[-1]
         assert link.startswith(f"http://testserver/s/{order.number}.")
-        assert client.get(link.removeprefix("http://testserver"))["Location"] == reverse("shop:order", args=[order.access_token])
-        page = client.get(reverse("shop:order", args=[order.access_token]), headers={"accept-language": "en"}).content.decode()
+        assert client.get(link.removeprefix("http://testserver"))["Location"] == reverse(
+            "shop:order", args=[order.access_token]
+        )
+        page = client.get(
+            reverse("shop:order", args=[order.access_token]), headers={"accept-language": "en"}
+        ).content.decode()
         assert "This order was refunded. The money goes back to the account you paid with" in page
     finally:
         server.close()
@@ -238,7 +258,9 @@ def test_refund_emails_the_buyer(admin_client, client, on_commit):
     _product, order = paid_after_selling_out(client, on_commit, language="en")
 
     with on_commit():
-        admin_client.post(reverse("admin:shop_exceptionorder_changelist"), {"action": "refund", "_selected_action": [order.pk]})
+        admin_client.post(
+            reverse("admin:shop_exceptionorder_changelist"), {"action": "refund", "_selected_action": [order.pk]}
+        )
 
     refund = mail.outbox[-1]
     assert refund.subject == f"Your order {order.number} was refunded"
@@ -279,13 +301,17 @@ def test_notice_overtaken_by_a_restock_is_not_sent(admin_client, client, on_comm
         delivery_sweep()
 
     assert DeliveryMessage.objects.get(pk=notice.pk).state == MessageState.SKIPPED
-    assert [m.subject for m in mail.outbox] == [f"您购买的 Steam 50 卡密（订单 {Order.objects.get(pk=order.pk).number}）"]
+    assert [m.subject for m in mail.outbox] == [
+        f"您购买的 Steam 50 卡密（订单 {Order.objects.get(pk=order.pk).number}）"
+    ]
 
 
 def test_delivery_emails_are_branded_with_the_shop(client, on_commit, settings, tmp_path):
     settings.MEDIA_ROOT = tmp_path
     shop = ShopSettings(name="星河卡铺", support_qq="12345678", support_email="help@example.com")
-    shop.logo.save("logo.png", SimpleUploadedFile("logo.png", b"\x89PNG\r\n\x1a\n", content_type="image/png"), save=False)
+    shop.logo.save(
+        "logo.png", SimpleUploadedFile("logo.png", b"\x89PNG\r\n\x1a\n", content_type="image/png"), save=False
+    )
     shop.save()
     product = ProductFactory()
     keys = stock_product(product, 1)
@@ -322,7 +348,9 @@ def test_sold_out_order_is_not_sent_to_a_platform_and_the_pay_page_says_so(clien
 def test_payment_started_before_the_stock_ran_out_still_lands_in_the_queue(client, on_commit):
     _product, order = paid_after_selling_out(client, on_commit)
 
-    assert order.exception_reason == ExceptionReason.OUT_OF_STOCK and Payment.objects.get(order=order).state == "succeeded"
+    assert (
+        order.exception_reason == ExceptionReason.OUT_OF_STOCK and Payment.objects.get(order=order).state == "succeeded"
+    )
 
 
 @pytest.mark.parametrize(
@@ -347,13 +375,20 @@ def test_order_page_says_what_happens_next(client, status, reason, expected):
     order = OrderFactory(status=status, exception_reason=reason)
     url = reverse("shop:order", args=[order.access_token])
 
-    pages = {language: client.get(url, headers={"accept-language": language}).content.decode() for language in ("en", "zh-hans", "zh-hant")}
+    pages = {
+        language: client.get(url, headers={"accept-language": language}).content.decode()
+        for language in ("en", "zh-hans", "zh-hant")
+    }
 
     assert expected in pages["en"]
-    assert all(page.count('class="waiting next-steps"') + page.count('class="next-steps"') == 1 for page in pages.values())
+    assert all(
+        page.count('class="waiting next-steps"') + page.count('class="next-steps"') == 1 for page in pages.values()
+    )
     assert expected not in pages["zh-hans"] and expected not in pages["zh-hant"]  # translated
     shown = strip_tags("<section" + pages["en"].split("<section", 1)[1].split("</section>")[0])
-    assert not [jargon for jargon in ("exception", "_", "queue", "mismatch", "your fault") if jargon in shown.lower()], shown
+    assert not [
+        jargon for jargon in ("exception", "_", "queue", "mismatch", "your fault") if jargon in shown.lower()
+    ], shown
 
 
 def test_payment_of_another_amount_tells_the_buyer_staff_will_check_it(client, on_commit):

@@ -18,7 +18,12 @@ def test_buyer_has_the_email_sent_again_three_times_an_hour(client, on_commit):
     keys = stock_product(product, 1)
     order = pay(client, on_commit, product)
     resend_url = reverse("shop:order-resend", args=[order.access_token])
-    assert "Email the keys again" in client.get(reverse("shop:order", args=[order.access_token]), headers={"accept-language": "en"}).content.decode()
+    assert (
+        "Email the keys again"
+        in client.get(
+            reverse("shop:order", args=[order.access_token]), headers={"accept-language": "en"}
+        ).content.decode()
+    )
 
     for _ in range(3):
         with on_commit():
@@ -37,7 +42,9 @@ def test_resend_before_delivery_sends_nothing(client):
     stock_product(product, 1)
     order = checkout(client, product)
 
-    page = client.post(reverse("shop:order-resend", args=[order.access_token]), follow=True, headers={"accept-language": "en"})
+    page = client.post(
+        reverse("shop:order-resend", args=[order.access_token]), follow=True, headers={"accept-language": "en"}
+    )
 
     assert "nothing to send yet" in page.content.decode()
     assert not mail.outbox
@@ -53,7 +60,13 @@ def test_resend_is_limited_per_recipient_across_their_orders(client, on_commit, 
     pages = []
     for order in orders:
         with on_commit():
-            pages.append(client.post(reverse("shop:order-resend", args=[order.access_token]), follow=True, headers={"accept-language": "en"}).content.decode())
+            pages.append(
+                client.post(
+                    reverse("shop:order-resend", args=[order.access_token]),
+                    follow=True,
+                    headers={"accept-language": "en"},
+                ).content.decode()
+            )
 
     assert "on its way to buyer@example.com" in pages[0] and "on its way to buyer@example.com" in pages[1]
     assert "We have sent several messages to buyer@example.com in the last hour" in pages[2]

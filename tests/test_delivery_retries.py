@@ -44,7 +44,9 @@ def test_email_failing_temporarily_is_retried_with_backoff_then_sent(client, on_
     assert order.status == OrderStatus.DELIVERED
 
 
-def test_email_failing_every_try_lands_in_the_exception_queue_with_keys_kept(client, on_commit, scripted_smtp, settings):
+def test_email_failing_every_try_lands_in_the_exception_queue_with_keys_kept(
+    client, on_commit, scripted_smtp, settings
+):
     settings.DELIVERY_RETRY_BASE_SECONDS = 0
     product = ProductFactory()
     keys = stock_product(product, 1)
@@ -137,7 +139,9 @@ def test_every_try_is_an_attempt_row_visible_to_staff(admin_client, client, on_c
     assert "Connection unexpectedly closed" in page
 
 
-def test_retry_policy_comes_from_the_product_and_long_waits_stay_in_the_database(client, on_commit, scripted_smtp, settings):
+def test_retry_policy_comes_from_the_product_and_long_waits_stay_in_the_database(
+    client, on_commit, scripted_smtp, settings
+):
     settings.DELIVERY_RETRY_BASE_SECONDS = 300
     settings.DELIVERY_MAX_COUNTDOWN_SECONDS = 600
     product = ProductFactory(delivery_max_tries=5, delivery_retry_base_seconds=1000)

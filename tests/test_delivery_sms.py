@@ -39,7 +39,9 @@ def test_sms_carries_the_keys_when_the_operator_chooses_so(client, on_commit, se
         assert len(server.sent) == 1
         sent = server.sent[0]
         assert sent["phone"] in ("13800138000", "+8613800138000")
-        order_param, content = (sent["params"]["order"], sent["params"]["content"]) if flavour == "aliyun" else sent["params"]
+        order_param, content = (
+            (sent["params"]["order"], sent["params"]["content"]) if flavour == "aliyun" else sent["params"]
+        )
         assert order_param == order.number and sum(k in content for k in keys) == 1
         assert message.attempts.get().provider_message_id
     finally:

@@ -75,8 +75,15 @@ def test_malformed_paths_answer_404_through_gunicorn(shop):
     assert requests.post(shop.url + "/payments/nosuchgateway/notify/", timeout=10).status_code == 404
     assert requests.get(shop.url + "/", headers={"Host": "evil.example"}, timeout=10).status_code == 400
     too_big = b"a=" + b"x" * (3 * 1024 * 1024)
-    assert requests.post(shop.url + "/payments/sandbox/notify/", data=too_big, timeout=30,
-                         headers={"Content-Type": "application/x-www-form-urlencoded"}).status_code == 400
+    assert (
+        requests.post(
+            shop.url + "/payments/sandbox/notify/",
+            data=too_big,
+            timeout=30,
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        ).status_code
+        == 400
+    )
     # Longer than gunicorn's request line: refused before Django.
     assert requests.get(shop.url + "/order/" + "A" * 5000 + "/", timeout=10).status_code == 414
     _no_server_errors(shop)
@@ -89,7 +96,9 @@ def test_forged_replayed_and_foreign_requests_through_gunicorn_change_nothing(sh
     stock_product(product, 2)
     order = OrderFactory(product=product)
     other = OrderFactory(product=product)
-    payment = Payment.objects.create(order=order, gateway="sandbox", out_trade_no=order.number + "AB12CD34", amount=order.total)
+    payment = Payment.objects.create(
+        order=order, gateway="sandbox", out_trade_no=order.number + "AB12CD34", amount=order.total
+    )
     notify = shop.url + "/payments/sandbox/notify/"
     fields = sandbox_notification(out_trade_no=payment.out_trade_no, amount=order.total)
 
@@ -97,10 +106,23 @@ def test_forged_replayed_and_foreign_requests_through_gunicorn_change_nothing(sh
         requests.post(notify, data={**fields, "sign": "0" * 64}, timeout=10),  # forged signature
         requests.post(notify, data={**fields, "sign": "签名" * 32}, timeout=10),  # not even ASCII (was a 500)
         requests.post(notify, data={**fields, "total_amount": "0.01"}, timeout=10),  # changed after signing
-        requests.post(notify, data=sandbox_notification(out_trade_no=payment.out_trade_no, amount=order.total, secret="guess"), timeout=10),
-        requests.post(notify, data=sandbox_notification(out_trade_no=payment.out_trade_no, amount=order.total, timestamp=1), timeout=10),
+        requests.post(
+            notify,
+            data=sandbox_notification(out_trade_no=payment.out_trade_no, amount=order.total, secret="guess"),
+            timeout=10,
+        ),
+        requests.post(
+            notify,
+            data=sandbox_notification(out_trade_no=payment.out_trade_no, amount=order.total, timestamp=1),
+            timeout=10,
+        ),
         requests.post(notify, data=sandbox_notification(out_trade_no="NOSUCHTRADE", amount="1.00"), timeout=10),
-        requests.post(notify, data=b"\xff\xfe\x00garbage", headers={"Content-Type": "application/x-www-form-urlencoded"}, timeout=10),
+        requests.post(
+            notify,
+            data=b"\xff\xfe\x00garbage",
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+            timeout=10,
+        ),
         requests.post(notify, json={"out_trade_no": payment.out_trade_no}, timeout=10),
         requests.post(notify, files={"sign": ("x", b"\x00")}, timeout=10),
     ]
@@ -134,8 +156,9 @@ def test_forged_replayed_and_foreign_requests_through_gunicorn_change_nothing(sh
         ("/i18n/setlang/", {"language": "en"}),
         (f"/p/{product.slug}/", {"quantity": 1, "contact": "a@example.com", "query_password": "pw"}),
     ):
-        response = requests.post(shop.url + path, data=data, headers={"Origin": "https://evil.example"}, timeout=10,
-                                 allow_redirects=False)
+        response = requests.post(
+            shop.url + path, data=data, headers={"Origin": "https://evil.example"}, timeout=10, allow_redirects=False
+        )
         assert response.status_code == 403, (path, response.status_code)
     assert Order.objects.get(pk=other.pk).status == OrderStatus.PENDING
     assert not Payment.objects.filter(order=other).exists()

@@ -30,7 +30,12 @@ def _buyer_visits(base: str, product) -> tuple[str, list[str]]:
     page = browser.get(f"{base}/p/{product.slug}/")
     checkout = browser.post(
         f"{base}/p/{product.slug}/",
-        data={"csrfmiddlewaretoken": _csrf(page.text), "quantity": 1, "contact": "13800138000", "query_password": "pw1234"},
+        data={
+            "csrfmiddlewaretoken": _csrf(page.text),
+            "quantity": 1,
+            "contact": "13800138000",
+            "query_password": "pw1234",
+        },
         headers={"Referer": f"{base}/p/{product.slug}/"},
         allow_redirects=False,
     )
@@ -78,20 +83,35 @@ def test_runserver_log_never_carries_an_order_token(tmp_path, settings):
     port = free_port()
     env = service_env(
         # runserver is the development server: DEBUG on, as ``make run`` runs it.
-        tmp_path, KAMENG_ENV_FILE="", DEBUG="true", SECRET_KEY=settings.SECRET_KEY, CARDPOOL_KEYS=settings.CARDPOOL_KEYS,
-        CARDPOOL_INDEX_KEY=settings.CARDPOOL_INDEX_KEY, ALLOWED_HOSTS="127.0.0.1", SITE_URL=f"http://127.0.0.1:{port}",
-        SECURE_SSL_REDIRECT="false", SESSION_COOKIE_SECURE="false", CSRF_COOKIE_SECURE="false", LOG_LEVEL="INFO",
-        CELERY_BROKER_URL="memory://", CELERY_TASK_ALWAYS_EAGER="false",
+        tmp_path,
+        KAMENG_ENV_FILE="",
+        DEBUG="true",
+        SECRET_KEY=settings.SECRET_KEY,
+        CARDPOOL_KEYS=settings.CARDPOOL_KEYS,
+        CARDPOOL_INDEX_KEY=settings.CARDPOOL_INDEX_KEY,
+        ALLOWED_HOSTS="127.0.0.1",
+        SITE_URL=f"http://127.0.0.1:{port}",
+        SECURE_SSL_REDIRECT="false",
+        SESSION_COOKIE_SECURE="false",
+        CSRF_COOKIE_SECURE="false",
+        LOG_LEVEL="INFO",
+        CELERY_BROKER_URL="memory://",
+        CELERY_TASK_ALWAYS_EAGER="false",
     )
     server = ServiceProcess(
-        "runserver", [sys.executable, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload", "--nothreading"], env, tmp_path
+        "runserver",
+        [sys.executable, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload", "--nothreading"],
+        env,
+        tmp_path,
     )
     try:
-        wait_until(lambda: "Quit the server" in server.log() or server.proc.poll() is not None, timeout=60, message="runserver")
+        wait_until(
+            lambda: "Quit the server" in server.log() or server.proc.poll() is not None, timeout=60, message="runserver"
+        )
         _token, secret = _buyer_visits(f"http://127.0.0.1:{port}", product)
         wait_until(lambda: server.log().count("/order/[redacted]/") >= 8, timeout=20, message="the request log lines")
     except Exception:
-        print(server.log()[-4000:])
+        print(server.log()[-4000:])  # noqa: T201 - the server log, shown with the failure
         raise
     finally:
         server.stop()
@@ -116,8 +136,17 @@ def test_runserver_log_never_carries_an_order_token(tmp_path, settings):
         ("/admin/shop/order/12/change/", "/admin/shop/order/12/change/"),
         ("/static/s.css /orders/1/", "/static/s.css /orders/1/"),
     ],
-    ids=["request-line", "no-slash", "short-link-uppercase", "encoded-slashes", "double-slash", "decoded-space",
-         "referer", "admin-order-id", "not-a-secret-prefix"],
+    ids=[
+        "request-line",
+        "no-slash",
+        "short-link-uppercase",
+        "encoded-slashes",
+        "double-slash",
+        "decoded-space",
+        "referer",
+        "admin-order-id",
+        "not-a-secret-prefix",
+    ],
 )
 def test_secret_paths_redact(line, expected):
     assert secret_paths_redact(line) == expected

@@ -23,7 +23,9 @@ from tests.support.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 
-pytestmark = pytest.mark.skipif(shutil.which("make") is None or shutil.which("git") is None, reason="needs make and git")
+pytestmark = pytest.mark.skipif(
+    shutil.which("make") is None or shutil.which("git") is None, reason="needs make and git"
+)
 
 
 def _tracked_tree_copy(target: Path) -> None:
@@ -68,13 +70,20 @@ def test_make_run_links_carry_its_port_and_ctrl_c_stops_everything(tmp_path):
     with open(log_path, "wb") as log:
         # -o: the shared venv is never reinstalled into from a test.
         make = subprocess.Popen(
-            ["make", "-o", ".venv/.installed", "run", f"PORT={port}"], cwd=tree, env=env, stdout=log, stderr=subprocess.STDOUT,
+            ["make", "-o", ".venv/.installed", "run", f"PORT={port}"],
+            cwd=tree,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
     try:
         wait_until(lambda: make.poll() is not None or _answers(url), timeout=180, message="make run to serve")
-        wait_until(lambda: make.poll() is not None or "ready." in log_path.read_text(errors="replace"), timeout=60,
-                   message="the worker")
+        wait_until(
+            lambda: make.poll() is not None or "ready." in log_path.read_text(errors="replace"),
+            timeout=60,
+            message="the worker",
+        )
         assert make.poll() is None, log_path.read_text(errors="replace")[-4000:]
 
         buyer = requests.Session()
@@ -82,18 +91,33 @@ def test_make_run_links_carry_its_port_and_ctrl_c_stops_everything(tmp_path):
         product_path = re.search(r'href="(/p/[^"/]+/)"', catalog).group(1)
         form = buyer.get(url + product_path, timeout=10).text
         pay_page = buyer.post(
-            url + product_path, timeout=10, headers={"Referer": url + product_path},
-            data={"csrfmiddlewaretoken": _csrf(form), "quantity": 1, "contact": "buyer@example.com", "query_password": "pw-1234"},
+            url + product_path,
+            timeout=10,
+            headers={"Referer": url + product_path},
+            data={
+                "csrfmiddlewaretoken": _csrf(form),
+                "quantity": 1,
+                "contact": "buyer@example.com",
+                "query_password": "pw-1234",
+            },
         )
         token = re.search(r"/order/([^/]+)/pay/", pay_page.url).group(1)
-        sandbox = buyer.post(pay_page.url, data={"csrfmiddlewaretoken": _csrf(pay_page.text), "gateway": "sandbox"},
-                             headers={"Referer": pay_page.url}, timeout=10)
+        sandbox = buyer.post(
+            pay_page.url,
+            data={"csrfmiddlewaretoken": _csrf(pay_page.text), "gateway": "sandbox"},
+            headers={"Referer": pay_page.url},
+            timeout=10,
+        )
         assert "/payments/sandbox/pay/" in sandbox.url, sandbox.text[:2000]
         fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', sandbox.text))
         assert buyer.post(url + "/payments/sandbox/notify/", data=fields, timeout=10).text == "success"
 
         order_link = f"{url}/order/{token}/"
-        wait_until(lambda: order_link in log_path.read_text(errors="replace"), timeout=60, message="the email with the order link")
+        wait_until(
+            lambda: order_link in log_path.read_text(errors="replace"),
+            timeout=60,
+            message="the email with the order link",
+        )
     finally:
         if make.poll() is None:
             os.killpg(make.pid, signal.SIGINT)  # what a terminal's Ctrl-C does

@@ -19,7 +19,14 @@ from payments.services import payment_start
 from shop.models import Order, OrderStatus
 from tests.support.factories import OrderFactory, ProductFactory, stock_product
 from tests.support.platforms import sandbox_notification
-from tests.support.processes import BIN, ServiceProcess, database_connections_cut, flush_test_broker, service_env, start_worker
+from tests.support.processes import (
+    BIN,
+    ServiceProcess,
+    database_connections_cut,
+    flush_test_broker,
+    service_env,
+    start_worker,
+)
 from tests.support.smtp_server import BlockingHandler, free_port
 from tests.support.storefront import post_notification
 from tests.support.waiting import wait_until
@@ -41,9 +48,21 @@ class RedisServer:
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            [shutil.which("redis-server"), "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
-             "--appendonly", "no", "--dir", str(self.tmp_path)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                shutil.which("redis-server"),
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.tmp_path),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         wait_until(self._answers, timeout=10, message="redis-server to start")
 
@@ -85,7 +104,10 @@ def test_orders_paid_while_redis_is_down_are_delivered_after_it_returns(redis_se
         DELIVERY_SWEEP_INTERVAL_SECONDS="1",
     )
     web = ServiceProcess(
-        "web", [str(BIN / "gunicorn"), "kameng.wsgi:application", "--bind", f"127.0.0.1:{port}", "--workers", "2"], env, tmp_path
+        "web",
+        [str(BIN / "gunicorn"), "kameng.wsgi:application", "--bind", f"127.0.0.1:{port}", "--workers", "2"],
+        env,
+        tmp_path,
     )
     worker = start_worker(env, tmp_path, concurrency=2, beat=True)
     try:
@@ -126,7 +148,12 @@ def test_worker_killed_mid_send_sends_the_email_once_after_restart(tmp_path):
     env = service_env(tmp_path, EMAIL_URL=f"smtp://127.0.0.1:{smtp.port}")
     worker = start_worker(env, tmp_path, name="doomed-sender", concurrency=1)
     try:
-        assert post_notification(Client(), sandbox_notification(out_trade_no=payment.out_trade_no, amount=payment.amount)).content == b"success"
+        assert (
+            post_notification(
+                Client(), sandbox_notification(out_trade_no=payment.out_trade_no, amount=payment.amount)
+            ).content
+            == b"success"
+        )
         assert handler.waiting.wait(timeout=60), "the worker never reached the SMTP server"
         worker.kill()  # in the middle of the SMTP conversation
         handler.release.set()
@@ -137,7 +164,9 @@ def test_worker_killed_mid_send_sends_the_email_once_after_restart(tmp_path):
         restarted = {**env, "DELIVERY_SWEEP_AFTER_SECONDS": "1", "DELIVERY_SWEEP_INTERVAL_SECONDS": "1"}
         survivor = start_worker(restarted, tmp_path, name="survivor-sender", concurrency=1, beat=True)
         try:
-            wait_until(lambda: DeliveryMessage.objects.get(order=order).state == "sent", timeout=60, message="the resend")
+            wait_until(
+                lambda: DeliveryMessage.objects.get(order=order).state == "sent", timeout=60, message="the resend"
+            )
         finally:
             survivor.stop()
     finally:
@@ -159,14 +188,26 @@ def test_a_worker_whose_database_connection_was_cut_delivers_the_next_order(tmp_
     flush_test_broker()
     worker = start_worker(service_env(tmp_path), tmp_path, name="reconnecting", concurrency=1)
     try:
-        post_notification(Client(), sandbox_notification(out_trade_no=payments[0].out_trade_no, amount=payments[0].amount))
-        wait_until(lambda: Order.objects.get(pk=orders[0].pk).status == OrderStatus.DELIVERED, timeout=60, message="order 1")
-        wait_until(lambda: DeliveryMessage.objects.filter(order=orders[0], state="sent").exists(), timeout=30, message="its SMS")
+        post_notification(
+            Client(), sandbox_notification(out_trade_no=payments[0].out_trade_no, amount=payments[0].amount)
+        )
+        wait_until(
+            lambda: Order.objects.get(pk=orders[0].pk).status == OrderStatus.DELIVERED, timeout=60, message="order 1"
+        )
+        wait_until(
+            lambda: DeliveryMessage.objects.filter(order=orders[0], state="sent").exists(),
+            timeout=30,
+            message="its SMS",
+        )
         # The worker keeps its connection between tasks; cut it as a database restart would.
         assert database_connections_cut() >= 1
 
-        post_notification(Client(), sandbox_notification(out_trade_no=payments[1].out_trade_no, amount=payments[1].amount))
-        wait_until(lambda: Order.objects.get(pk=orders[1].pk).status == OrderStatus.DELIVERED, timeout=60, message="order 2")
+        post_notification(
+            Client(), sandbox_notification(out_trade_no=payments[1].out_trade_no, amount=payments[1].amount)
+        )
+        wait_until(
+            lambda: Order.objects.get(pk=orders[1].pk).status == OrderStatus.DELIVERED, timeout=60, message="order 2"
+        )
     finally:
         worker.stop()
     assert CardKey.objects.filter(order=orders[1]).count() == 1

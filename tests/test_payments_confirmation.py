@@ -61,10 +61,16 @@ def _written(payment: Payment) -> dict:
     order = Order.objects.get(pk=payment.order_id)
     return {
         "payment": (payment.state, payment.paid_amount, payment.confirmed_at is not None, bool(payment.transaction_id)),
-        "order": (order.status, order.exception_reason, order.exception_note, order.paid_at is not None,
-                  order.exception_at is not None),
+        "order": (
+            order.status,
+            order.exception_reason,
+            order.exception_note,
+            order.paid_at is not None,
+            order.exception_at is not None,
+        ),
         "events": [
-            (e.type, e.message, e.actor, e.dispatched_at is None) for e in OrderEvent.objects.filter(order=order).order_by("id")
+            (e.type, e.message, e.actor, e.dispatched_at is None)
+            for e in OrderEvent.objects.filter(order=order).order_by("id")
         ],
         "ledger": [
             (n.gateway, n.paid, n.verdict, n.times_received, n.out_trade_no == payment.out_trade_no)
@@ -126,5 +132,8 @@ def test_locked_confirmation_follows_the_payment_rule(status, amount):
     # a second payment's note has none.
     waiting = [event_type for event_type, _message, _actor, undispatched in written["events"] if undispatched]
     moved = written["order"][0] != status
-    assert waiting == ([f"shop.order.{'paid' if written['order'][0] == 'paid' else 'exception.' + written['order'][1]}"]
-                       if moved else [])
+    assert waiting == (
+        [f"shop.order.{'paid' if written['order'][0] == 'paid' else 'exception.' + written['order'][1]}"]
+        if moved
+        else []
+    )

@@ -25,7 +25,7 @@ STOREFRONT_DIRECTIVES = {
 def _policy(client, url: str) -> dict[str, str]:
     header = client.get(url)["Content-Security-Policy"]
     directives = (part.strip().split(" ", 1) for part in header.split(";") if part.strip())
-    return {name: value for name, value in directives}
+    return dict(directives)
 
 
 def test_storefront_policy_keeps_every_directive_and_only_self_for_forms_with_the_sandbox_alone(client):
@@ -48,7 +48,9 @@ def test_alipay_page_and_wap_pay_admit_its_gateway_and_cashier_in_form_action(cl
 def test_alipay_sandbox_server_admits_the_sandbox_cashier(client, alipay, settings):
     settings.ALIPAY_SERVER_URL = "https://openapi-sandbox.dl.alipaydev.com/gateway.do"
 
-    assert _policy(client, "/")["form-action"] == "'self' https://openapi-sandbox.dl.alipaydev.com https://*.alipaydev.com"
+    assert (
+        _policy(client, "/")["form-action"] == "'self' https://openapi-sandbox.dl.alipaydev.com https://*.alipaydev.com"
+    )
 
 
 def test_alipay_qr_mode_sends_nobody_away(client, alipay, settings):
@@ -58,7 +60,10 @@ def test_alipay_qr_mode_sends_nobody_away(client, alipay, settings):
 
 
 def test_wechat_pay_admits_the_h5_host(client, wechat, alipay):
-    assert _policy(client, "/")["form-action"] == "'self' https://openapi.alipay.test https://*.alipay.com https://wx.tenpay.com"
+    assert (
+        _policy(client, "/")["form-action"]
+        == "'self' https://openapi.alipay.test https://*.alipay.com https://wx.tenpay.com"
+    )
 
 
 def test_admin_keeps_djangos_own_headers(admin_client, alipay):

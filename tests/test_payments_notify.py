@@ -227,7 +227,8 @@ def test_notify_with_garbage_body_is_refused_cleanly(client):
 
 def test_notify_with_a_form_that_is_not_utf8_is_refused_cleanly(client):
     response = client.post(
-        reverse("payments:notify", args=["sandbox"]), data=b"sign=\xff\xfe&out_trade_no=%FF%FE",
+        reverse("payments:notify", args=["sandbox"]),
+        data=b"sign=\xff\xfe&out_trade_no=%FF%FE",
         content_type="application/x-www-form-urlencoded",
     )
 
@@ -238,13 +239,17 @@ def test_notify_with_a_form_that_is_not_utf8_is_refused_cleanly(client):
 def test_notify_with_thousands_of_form_fields_is_refused_and_not_recorded(client):
     body = "&".join(f"field{n}=x" for n in range(5000))
 
-    response = client.post(reverse("payments:notify", args=["sandbox"]), data=body, content_type="application/x-www-form-urlencoded")
+    response = client.post(
+        reverse("payments:notify", args=["sandbox"]), data=body, content_type="application/x-www-form-urlencoded"
+    )
 
     assert response.status_code == 400
     assert not PaymentNotification.objects.exists()
 
 
-def test_staff_test_mode_buys_with_the_sandbox_in_production_and_is_left_out_of_sales(admin_client, client, on_commit, settings):
+def test_staff_test_mode_buys_with_the_sandbox_in_production_and_is_left_out_of_sales(
+    admin_client, client, on_commit, settings
+):
     settings.PAYMENTS_SANDBOX_ENABLED = False
     settings.PAYMENTS_SANDBOX_SECRET = ""
     product = ProductFactory(price=Decimal("20.00"))
@@ -260,7 +265,9 @@ def test_staff_test_mode_buys_with_the_sandbox_in_production_and_is_left_out_of_
     assert response.content == b"success"
     staff_order.refresh_from_db()
     assert staff_order.is_test and staff_order.status == OrderStatus.DELIVERED
-    assert any(k in admin_client.get(reverse("shop:order", args=[staff_order.access_token])).content.decode() for k in keys)
+    assert any(
+        k in admin_client.get(reverse("shop:order", args=[staff_order.access_token])).content.decode() for k in keys
+    )
     dashboard = admin_client.get(reverse("admin:index")).context["sales_figures"]
     assert dashboard["today"]["orders"] == 0
 
@@ -273,7 +280,9 @@ def test_sandbox_notification_for_a_public_order_is_refused_while_the_sandbox_is
     staff_order = checkout(admin_client, product)
     fields = dict(sandbox_pay_page(admin_client, staff_order).context["fields"])
     public = checkout(client, product)
-    public_payment = Payment.objects.create(order=public, gateway="sandbox", out_trade_no="PUBLIC1", amount=public.total)
+    public_payment = Payment.objects.create(
+        order=public, gateway="sandbox", out_trade_no="PUBLIC1", amount=public.total
+    )
 
     forged = {**fields, "out_trade_no": public_payment.out_trade_no, "trade_no": "SBXOTHER"}
     forged["sign"] = sandbox_signature(forged, sandbox_secret())  # even with the server's own key

@@ -47,13 +47,19 @@ def age(payment, minutes=5):
 
 
 def paid_at_alipay(alipay, payment, trade_no="2026TRADE1"):
-    alipay.trades[payment.out_trade_no] = {"trade_status": "TRADE_SUCCESS", "total_amount": f"{payment.amount:.2f}", "trade_no": trade_no}
+    alipay.trades[payment.out_trade_no] = {
+        "trade_status": "TRADE_SUCCESS",
+        "total_amount": f"{payment.amount:.2f}",
+        "trade_no": trade_no,
+    }
 
 
 def queue_action(admin_client, on_commit, action, order):
     with on_commit():
         return admin_client.post(
-            reverse("admin:shop_exceptionorder_changelist"), {"action": action, "_selected_action": [order.pk]}, follow=True
+            reverse("admin:shop_exceptionorder_changelist"),
+            {"action": action, "_selected_action": [order.pk]},
+            follow=True,
         )
 
 
@@ -91,7 +97,11 @@ def test_notification_after_reconciliation_delivers_nothing_more(client, on_comm
 def test_order_paid_at_the_platform_is_delivered_not_expired(client, on_commit, wechat, product):
     order = checkout(client, product)
     payment = start(client, order, "wechatpay")
-    wechat.trades[payment.out_trade_no] = {"trade_state": "SUCCESS", "transaction_id": "4200X", "amount": {"total": 3000}}
+    wechat.trades[payment.out_trade_no] = {
+        "trade_state": "SUCCESS",
+        "transaction_id": "4200X",
+        "amount": {"total": 3000},
+    }
     Order.objects.filter(pk=order.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
 
     with on_commit():
@@ -124,7 +134,9 @@ def test_expiry_waits_while_the_platform_cannot_answer(client, on_commit, alipay
     Order.objects.filter(pk=order.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
 
     assert orders_expire() == 0
-    Order.objects.filter(pk=order.pk).update(expires_at=timezone.now() - timedelta(minutes=settings.ORDER_EXPIRE_GRACE_MINUTES + 1))
+    Order.objects.filter(pk=order.pk).update(
+        expires_at=timezone.now() - timedelta(minutes=settings.ORDER_EXPIRE_GRACE_MINUTES + 1)
+    )
     assert orders_expire() == 1
 
 
@@ -148,7 +160,8 @@ def test_payment_after_expiry_is_queued_then_refunded_once(admin_client, client,
     assert len(alipay.refunds) == 1 and Refund.objects.get().state == RefundState.SUCCEEDED
     assert second.status_code == 200 and Refund.objects.count() == 1
     assert list(order.events.filter(type__startswith="payments.refund").values_list("type", flat=True)) == [
-        "payments.refund.requested", "payments.refund.succeeded",
+        "payments.refund.requested",
+        "payments.refund.succeeded",
     ]
 
 
@@ -201,10 +214,14 @@ def test_failed_refund_is_retried_with_the_same_refund_number(client, on_commit,
 
 def post_notification_wechat(client, wechat, payment, amount=None):
     headers, body = wechat.notification(out_trade_no=payment.out_trade_no, amount=amount or payment.amount)
-    return client.post(reverse("payments:notify", args=["wechatpay"]), body, content_type="application/json", headers=headers)
+    return client.post(
+        reverse("payments:notify", args=["wechatpay"]), body, content_type="application/json", headers=headers
+    )
 
 
-def test_paid_by_alipay_and_wechat_delivers_once_and_queues_the_second_for_refund(admin_client, client, on_commit, alipay, wechat, product):
+def test_paid_by_alipay_and_wechat_delivers_once_and_queues_the_second_for_refund(
+    admin_client, client, on_commit, alipay, wechat, product
+):
     order = checkout(client, product)
     ali = start(client, order, "alipay")
     wx = start(client, order, "wechatpay")
@@ -232,7 +249,9 @@ def test_staff_query_the_platform_now_confirms_a_paid_order(admin_client, client
     paid_at_alipay(alipay, payment)
 
     with on_commit():
-        admin_client.post(reverse("admin:shop_order_changelist"), {"action": "query_platform", "_selected_action": [order.pk]})
+        admin_client.post(
+            reverse("admin:shop_order_changelist"), {"action": "query_platform", "_selected_action": [order.pk]}
+        )
 
     order.refresh_from_db()
     assert order.status == OrderStatus.DELIVERED
@@ -287,7 +306,9 @@ def test_wechat_notification_racing_the_expiry_task_ends_delivered_or_queued(wec
         notify_url = reverse("payments:notify", args=["wechatpay"])
 
         status, _expired = run_together(
-            lambda: Client().post(notify_url, body, content_type="application/json", headers=headers).status_code,
+            lambda url=notify_url, body=body, headers=headers: (
+                Client().post(url, body, content_type="application/json", headers=headers).status_code
+            ),
             orders_expire,
         )
 
@@ -297,7 +318,11 @@ def test_wechat_notification_racing_the_expiry_task_ends_delivered_or_queued(wec
         if order.status == OrderStatus.DELIVERED:
             assert keys == order.quantity
         else:
-            assert (order.status, order.exception_reason, keys) == (OrderStatus.EXCEPTION, ExceptionReason.PAID_AFTER_EXPIRY, 0)
+            assert (order.status, order.exception_reason, keys) == (
+                OrderStatus.EXCEPTION,
+                ExceptionReason.PAID_AFTER_EXPIRY,
+                0,
+            )
         outcomes.append(order.status)
     assert set(outcomes) <= {OrderStatus.DELIVERED, OrderStatus.EXCEPTION}
 
@@ -307,7 +332,9 @@ def test_buyer_cancels_an_unpaid_order_and_a_late_payment_is_still_kept(client, 
     payment = start(client, order)
     alipay.trades[payment.out_trade_no] = {"trade_status": "WAIT_BUYER_PAY", "total_amount": "30.00", "trade_no": "C1"}
 
-    page = client.post(reverse("shop:order-cancel", args=[order.access_token]), follow=True, headers={"accept-language": "en"})
+    page = client.post(
+        reverse("shop:order-cancel", args=[order.access_token]), follow=True, headers={"accept-language": "en"}
+    )
 
     order.refresh_from_db()
     assert order.status == OrderStatus.CANCELLED and "was cancelled" in page.content.decode()
@@ -338,7 +365,9 @@ def test_payment_landing_while_the_buyer_cancels_is_kept_for_the_exception_queue
 
     with ThreadPoolExecutor(max_workers=1) as pool:
         with transaction.atomic():
-            order_transition(order=order_lock(order.pk), to=OrderStatus.CANCELLED, event_type="shop.order.cancelled", actor="buyer")
+            order_transition(
+                order=order_lock(order.pk), to=OrderStatus.CANCELLED, event_type="shop.order.cancelled", actor="buyer"
+            )
             answer = pool.submit(lambda: _post_and_close(fields))
             wait_until(notification_waits_for_the_order, message="the notification to wait for the cancel")
         assert answer.result(timeout=30) == b"success"

@@ -169,7 +169,12 @@ def test_a_click_while_another_never_finishes_is_told_to_try_again(client, monke
     order = checkout(client, product)
     cache.add(f"kameng:payment-start:{order.pk}", "another request", timeout=30)
 
-    page = client.post(reverse("shop:order-pay", args=[order.access_token]), {"gateway": "sandbox"}, follow=True, HTTP_ACCEPT_LANGUAGE="en")
+    page = client.post(
+        reverse("shop:order-pay", args=[order.access_token]),
+        {"gateway": "sandbox"},
+        follow=True,
+        HTTP_ACCEPT_LANGUAGE="en",
+    )
 
     assert "Your payment is being prepared" in page.content.decode()
     assert not order.payments.exists()

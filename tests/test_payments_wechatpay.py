@@ -32,13 +32,17 @@ def wechat_order(client, wechat):
 
 
 def start(client, order, **headers) -> tuple[Payment, str]:
-    response = client.post(reverse("shop:order-pay", args=[order.access_token]), {"gateway": "wechatpay"}, headers=headers)
+    response = client.post(
+        reverse("shop:order-pay", args=[order.access_token]), {"gateway": "wechatpay"}, headers=headers
+    )
     assert response.status_code == 302, response.content.decode()[:500]
     return Payment.objects.get(order=order, gateway="wechatpay"), response["Location"]
 
 
 def notify(client, headers: dict, body: bytes):
-    return client.post(reverse("payments:notify", args=["wechatpay"]), body, content_type="application/json", headers=headers)
+    return client.post(
+        reverse("payments:notify", args=["wechatpay"]), body, content_type="application/json", headers=headers
+    )
 
 
 def test_desktop_buyer_scans_a_native_pay_qr_code(client, wechat, wechat_order):
@@ -104,23 +108,41 @@ def _drop_header(name):
     def tamper(platform, otn):
         headers, body = platform.notification(out_trade_no=otn, amount="15.00")
         return {k: v for k, v in headers.items() if k != name}, body
+
     return tamper
 
 
 REJECTIONS = {
     "bad-signature": (_forge, "bad signature or undecryptable resource"),
     "tampered-amount": (
-        lambda p, o: (lambda h, b: (h, b.replace(b'"ciphertext": "', b'"ciphertext": "A')))(*p.notification(out_trade_no=o, amount="15.00")),
+        lambda p, o: (lambda h, b: (h, b.replace(b'"ciphertext": "', b'"ciphertext": "A')))(
+            *p.notification(out_trade_no=o, amount="15.00")
+        ),
         "bad signature or undecryptable resource",
     ),
     "wrong-apiv3-key": (_other_key, "bad signature or undecryptable resource"),
     "wrong-mchid": (lambda p, o: p.notification(out_trade_no=o, amount="15.00", mchid="1900009999"), "wrong mchid"),
-    "wrong-appid": (lambda p, o: p.notification(out_trade_no=o, amount="15.00", appid="wx0000000000000000"), "wrong appid"),
+    "wrong-appid": (
+        lambda p, o: p.notification(out_trade_no=o, amount="15.00", appid="wx0000000000000000"),
+        "wrong appid",
+    ),
     "unknown-order": (lambda p, o: p.notification(out_trade_no="NOT-OURS", amount="15.00"), "unknown out_trade_no"),
-    "stale-timestamp": (lambda p, o: p.notification(out_trade_no=o, amount="15.00", timestamp=int(time.time()) - 600), "stale notification"),
-    "future-timestamp": (lambda p, o: p.notification(out_trade_no=o, amount="15.00", timestamp=int(time.time()) + 600), "stale notification"),
-    "unknown-serial": (lambda p, o: p.notification(out_trade_no=o, amount="15.00", serial="5157F09EFDC096DE15EBE81A47057A7232F1B8E1"), "unknown Wechatpay-Serial"),
-    "non-hex-serial": (lambda p, o: p.notification(out_trade_no=o, amount="15.00", serial="ZZZ-not-hex"), "malformed Wechatpay-Serial"),
+    "stale-timestamp": (
+        lambda p, o: p.notification(out_trade_no=o, amount="15.00", timestamp=int(time.time()) - 600),
+        "stale notification",
+    ),
+    "future-timestamp": (
+        lambda p, o: p.notification(out_trade_no=o, amount="15.00", timestamp=int(time.time()) + 600),
+        "stale notification",
+    ),
+    "unknown-serial": (
+        lambda p, o: p.notification(out_trade_no=o, amount="15.00", serial="5157F09EFDC096DE15EBE81A47057A7232F1B8E1"),
+        "unknown Wechatpay-Serial",
+    ),
+    "non-hex-serial": (
+        lambda p, o: p.notification(out_trade_no=o, amount="15.00", serial="ZZZ-not-hex"),
+        "malformed Wechatpay-Serial",
+    ),
     "missing-signature": (_drop_header("Wechatpay-Signature"), "missing headers: Wechatpay-Signature"),
     "missing-serial": (_drop_header("Wechatpay-Serial"), "missing headers: Wechatpay-Serial"),
     "malformed-body": (lambda p, o: (p.signed_headers("{not json"), b"{not json"), "body is not JSON"),
@@ -149,7 +171,9 @@ def test_notify_rejections_answer_4xx_json_and_change_nothing(client, on_commit,
     assert len(wechat.requests) == calls_before  # no certificate download, no platform call
 
 
-def test_unknown_serial_does_not_break_the_next_genuine_notification(client, on_commit, settings, tmp_path, wechat_order):
+def test_unknown_serial_does_not_break_the_next_genuine_notification(
+    client, on_commit, settings, tmp_path, wechat_order
+):
     platform = WechatPayPlatform()
     platform.apply(settings, cert_dir=tmp_path)  # certificate mode, where the SDK would download
     try:
@@ -200,7 +224,9 @@ def test_notify_makes_no_outbound_connection(client, on_commit, wechat, wechat_o
     headers, body = wechat.notification(out_trade_no=payment.out_trade_no, amount="15.00")
     connections = []
     real_connect = socket.socket.connect
-    monkeypatch.setattr(socket.socket, "connect", lambda sock, address: connections.append(address) or real_connect(sock, address))
+    monkeypatch.setattr(
+        socket.socket, "connect", lambda sock, address: connections.append(address) or real_connect(sock, address)
+    )
 
     with on_commit():
         assert notify(client, headers, body).status_code == 204
@@ -211,7 +237,11 @@ def test_notify_makes_no_outbound_connection(client, on_commit, wechat, wechat_o
 def test_query_reports_a_paid_trade_and_an_unknown_one(client, wechat, wechat_order):
     order, _keys = wechat_order
     payment, _ = start(client, order)
-    wechat.trades[payment.out_trade_no] = {"trade_state": "SUCCESS", "transaction_id": "42000X", "amount": {"total": 1500}}
+    wechat.trades[payment.out_trade_no] = {
+        "trade_state": "SUCCESS",
+        "transaction_id": "42000X",
+        "amount": {"total": 1500},
+    }
 
     status = WechatPayGateway().query(out_trade_no=payment.out_trade_no)
 
@@ -227,9 +257,19 @@ def test_query_reports_a_paid_trade_and_an_unknown_one(client, wechat, wechat_or
         ({"WECHATPAY_PRIVATE_KEY": "garbage!"}, "WECHATPAY_PRIVATE_KEY"),
         ({"WECHATPAY_PUBLIC_KEY_ID": ""}, "WECHATPAY_PUBLIC_KEY"),
         ({"WECHATPAY_PUBLIC_KEY": "", "WECHATPAY_PUBLIC_KEY_ID": ""}, "WECHATPAY_CERT_DIR"),
-        ({"WECHATPAY_PUBLIC_KEY": "", "WECHATPAY_PUBLIC_KEY_ID": "", "WECHATPAY_CERT_DIR": "/nonexistent"}, "WECHATPAY_CERT_DIR"),
+        (
+            {"WECHATPAY_PUBLIC_KEY": "", "WECHATPAY_PUBLIC_KEY_ID": "", "WECHATPAY_CERT_DIR": "/nonexistent"},
+            "WECHATPAY_CERT_DIR",
+        ),
     ],
-    ids=["no-apiv3-key", "short-apiv3-key", "malformed-private-key", "public-key-without-id", "no-verifier", "empty-cert-dir"],
+    ids=[
+        "no-apiv3-key",
+        "short-apiv3-key",
+        "malformed-private-key",
+        "public-key-without-id",
+        "no-verifier",
+        "empty-cert-dir",
+    ],
 )
 def test_misconfiguration_names_the_variable(settings, wechat, overrides, variable):
     for name, value in overrides.items():

@@ -43,7 +43,12 @@ def test_buyer_buys_a_key_through_gunicorn_worker_and_beat(production):
     assert product.name in product_page.text and "库存 3" in product_page.text
     checkout = browser.post(
         f"{base}/p/{product.slug}/",
-        data={"csrfmiddlewaretoken": _csrf(product_page.text), "quantity": 1, "contact": "buyer@example.com", "query_password": "pw1234"},
+        data={
+            "csrfmiddlewaretoken": _csrf(product_page.text),
+            "quantity": 1,
+            "contact": "buyer@example.com",
+            "query_password": "pw1234",
+        },
         headers={"Referer": f"{base}/p/{product.slug}/"},
         allow_redirects=False,
     )
@@ -52,12 +57,14 @@ def test_buyer_buys_a_key_through_gunicorn_worker_and_beat(production):
     order_url = pay_url.removesuffix("pay/")
     pay_page = browser.get(pay_url)
     to_gateway = browser.post(
-        pay_url, data={"csrfmiddlewaretoken": _csrf(pay_page.text), "gateway": "sandbox"},
-        headers={"Referer": pay_url}, allow_redirects=False,
+        pay_url,
+        data={"csrfmiddlewaretoken": _csrf(pay_page.text), "gateway": "sandbox"},
+        headers={"Referer": pay_url},
+        allow_redirects=False,
     )
     sandbox_page = browser.get(base + to_gateway.headers["Location"]).text
     fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', sandbox_page))
-    notify = requests.post(f"{base}/payments/sandbox/notify/", data=fields)
+    notify = requests.post(f"{base}/payments/sandbox/notify/", data=fields, timeout=30)
     assert notify.status_code == 200 and notify.text == "success"
 
     shown = wait_until(
@@ -66,7 +73,7 @@ def test_buyer_buys_a_key_through_gunicorn_worker_and_beat(production):
         message="the key on the order page",
     )
     assert product.usage_instructions in browser.get(order_url).text
-    assert requests.get(f"{base}/static/shop/site.css").status_code == 200
+    assert requests.get(f"{base}/static/shop/site.css", timeout=30).status_code == 200
     assert shown not in worker.log()
     token = order_url.rstrip("/").rsplit("/", 1)[-1]
     assert token not in _web.log(), "the order page's token must not land in gunicorn's log"
@@ -106,7 +113,9 @@ def test_the_compose_and_image_gunicorn_commands_redact_their_access_log():
     """Order pages carry their access token in the path: an access log written as it comes would
     keep every buyer's link to their keys (Caddy writes none)."""
     root = Path(__file__).parent.parent
-    compose_web = re.search(r"\n  web:\n(?:    .*\n)*?    command: (\[.*\])", (root / "docker-compose.yml").read_text()).group(1)
+    compose_web = re.search(
+        r"\n  web:\n(?:    .*\n)*?    command: (\[.*\])", (root / "docker-compose.yml").read_text()
+    ).group(1)
     image_cmd = next(line for line in (root / "Dockerfile").read_text().splitlines() if line.startswith("CMD"))
 
     assert "gunicorn" in compose_web and "gunicorn" in image_cmd

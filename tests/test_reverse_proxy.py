@@ -76,7 +76,9 @@ def behind_caddy(tmp_path):
         "UPSTREAM": shop.url.removeprefix("http://"),
         "MEDIA_DIR": str(media),
     }
-    caddy = ServiceProcess("caddy", [CADDY, "run", "--config", str(CADDYFILE), "--adapter", "caddyfile"], caddy_env, tmp_path)
+    caddy = ServiceProcess(
+        "caddy", [CADDY, "run", "--config", str(CADDYFILE), "--adapter", "caddyfile"], caddy_env, tmp_path
+    )
     try:
         proxy_url = f"http://127.0.0.1:{port}"
         wait_until(lambda: _answers(proxy_url), timeout=30, message="caddy to answer")

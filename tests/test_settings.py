@@ -53,7 +53,9 @@ def test_production_settings_with_redis_cache_pass_check_deploy():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("variable", ["SECRET_KEY", "CARDPOOL_KEYS", "CARDPOOL_INDEX_KEY", "ALLOWED_HOSTS", "EMAIL_URL"])
+@pytest.mark.parametrize(
+    "variable", ["SECRET_KEY", "CARDPOOL_KEYS", "CARDPOOL_INDEX_KEY", "ALLOWED_HOSTS", "EMAIL_URL"]
+)
 def test_missing_secret_stops_start_up_naming_the_variable(variable):
     env = production_env()
     env.pop(variable)
@@ -90,7 +92,10 @@ def test_secrets_may_come_from_files(tmp_path):
 @pytest.mark.parametrize(
     "overrides, variable",
     [
-        ({"ALIPAY_APP_ID": "2021000123456789", "ALIPAY_APP_PRIVATE_KEY": "not a key", "ALIPAY_PUBLIC_KEY": "MIIB"}, "ALIPAY_APP_PRIVATE_KEY"),
+        (
+            {"ALIPAY_APP_ID": "2021000123456789", "ALIPAY_APP_PRIVATE_KEY": "not a key", "ALIPAY_PUBLIC_KEY": "MIIB"},
+            "ALIPAY_APP_PRIVATE_KEY",
+        ),
         ({"ALIPAY_APP_ID": "2021000123456789"}, "ALIPAY_APP_PRIVATE_KEY"),
         ({"WECHATPAY_MCHID": "1900000109"}, "WECHATPAY_APPID"),
     ],

@@ -23,7 +23,8 @@ EVENT = "test.outbox.moved"
 @pytest.fixture
 def handlers(monkeypatch):
     monkeypatch.setitem(
-        events._HANDLERS, EVENT,
+        events._HANDLERS,
+        EVENT,
         {"first": "tests.support.outbox_handlers.first", "second": "tests.support.outbox_handlers.second"},
     )
     outbox_handlers.RUNS.clear()

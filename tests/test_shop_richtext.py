@@ -25,14 +25,14 @@ HOSTILE = [
     "![img](data:image/svg+xml,<svg onload=alert('d')>)",
     "![img](x \"title\" onerror=alert('i'))",
     "<img src=x onerror=alert('o')>",
-    "<a href=\"#\" onclick=\"alert('c')\">a</a>",
-    "<p style=\"background:url(javascript:alert('st'))\" id=\"order\" class=\"x\">styled</p>",
+    '<a href="#" onclick="alert(\'c\')">a</a>',
+    '<p style="background:url(javascript:alert(\'st\'))" id="order" class="x">styled</p>',
     "<svg><script>alert('svg')</script></svg>",
-    "<iframe src=\"https://evil.example/\"></iframe>",
-    "<object data=\"evil.swf\"></object><embed src=\"evil.swf\">",
-    "<form action=\"https://evil.example/\"><input name=\"query_password\"><button>go</button></form>",
-    "<meta http-equiv=\"refresh\" content=\"0;url=https://evil.example/\">",
-    "<base href=\"https://evil.example/\">",
+    '<iframe src="https://evil.example/"></iframe>',
+    '<object data="evil.swf"></object><embed src="evil.swf">',
+    '<form action="https://evil.example/"><input name="query_password"><button>go</button></form>',
+    '<meta http-equiv="refresh" content="0;url=https://evil.example/">',
+    '<base href="https://evil.example/">',
     "<style>body{display:none}</style>",
     "<details open ontoggle=alert('t')>x</details>",
     "<math><mtext><table><mglyph><style><img src=x onerror=alert('m')>",
@@ -78,7 +78,9 @@ def test_hostile_description_renders_nothing_executable(client, attack):
 
 
 def test_markdown_formatting_survives_the_sanitiser(client):
-    html = product_html(client, "## 使用说明\n**先登录**，再兑换\n第二行\n\n- 一\n- 二\n\n[官网](https://example.com/redeem) `CODE-1`")
+    html = product_html(
+        client, "## 使用说明\n**先登录**，再兑换\n第二行\n\n- 一\n- 二\n\n[官网](https://example.com/redeem) `CODE-1`"
+    )
 
     assert "<h2>使用说明</h2>" in html and "<strong>先登录</strong>" in html and "<br>" in html
     assert "<li>一</li>" in html and "<code>CODE-1</code>" in html
@@ -88,7 +90,9 @@ def test_markdown_formatting_survives_the_sanitiser(client):
 def test_notice_and_order_note_are_sanitised_too(client):
     from tests.support.storefront import checkout
 
-    ShopSettings.objects.create(notice="**公告** <script>alert(1)</script>", order_note="[x](javascript:alert(2)) 请妥善保管")
+    ShopSettings.objects.create(
+        notice="**公告** <script>alert(1)</script>", order_note="[x](javascript:alert(2)) 请妥善保管"
+    )
     product = ProductFactory()
     stock_product(product, 1)
     order = checkout(client, product)

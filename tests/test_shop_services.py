@@ -25,12 +25,7 @@ pytestmark = pytest.mark.django_db
 
 @pytest.mark.parametrize(
     "start, to",
-    [
-        (start, to)
-        for start in OrderStatus.values
-        for to in OrderStatus.values
-        if to not in ORDER_TRANSITIONS[start]
-    ],
+    [(start, to) for start in OrderStatus.values for to in OrderStatus.values if to not in ORDER_TRANSITIONS[start]],
 )
 def test_order_transition_outside_the_table_raises(start, to):
     order = OrderFactory(status=start)
@@ -66,7 +61,10 @@ def test_order_create_uses_the_current_price_as_decimal():
 def test_order_numbers_and_tokens_do_not_follow_each_other():
     product = ProductFactory()
     stock_product(product, 1)
-    orders = [order_create(product=product, quantity=1, contact="a@b.cn", query_password="pw12", client_ip=None) for _ in range(5)]
+    orders = [
+        order_create(product=product, quantity=1, contact="a@b.cn", query_password="pw12", client_ip=None)
+        for _ in range(5)
+    ]
 
     tails = {int(o.number[8:]) for o in orders}
     assert len(tails) == 5 and max(tails) - min(tails) > 5

@@ -24,14 +24,18 @@ def test_shop_settings_list_goes_straight_to_the_one_form(admin_client):
     form = admin_client.get(listing["Location"], headers={"accept-language": "en"})
     assert form.status_code == 200 and "Support contacts" in form.content.decode()
     assert admin_client.get(reverse("admin:shop_shopsettings_add")).status_code == 403
-    assert admin_client.get(reverse("admin:shop_shopsettings_change", args=[2])).status_code == 302  # no such row: back to admin
+    assert (
+        admin_client.get(reverse("admin:shop_shopsettings_change", args=[2])).status_code == 302
+    )  # no such row: back to admin
 
 
 def test_saving_shop_settings_twice_keeps_one_row_and_the_storefront_sees_it_at_once(admin_client, client):
     url = reverse("admin:shop_shopsettings_change", args=[1])
 
     admin_client.post(url, {"name": "星河卡铺", "support_qq": "10001"})
-    response = admin_client.post(url, {"name": "星河数字卡铺", "support_qq": "10002", "support_email": "help@example.com"})
+    response = admin_client.post(
+        url, {"name": "星河数字卡铺", "support_qq": "10002", "support_email": "help@example.com"}
+    )
 
     assert response.status_code == 302 and ShopSettings.objects.count() == 1
     assert admin_client.get(reverse("admin:shop_shopsettings_delete", args=[1])).status_code == 403
@@ -47,8 +51,12 @@ def test_storefront_shows_the_default_name_and_no_contact_block_when_unset(clien
 
 def test_footer_lists_every_support_contact(client):
     ShopSettings.objects.create(
-        name="卡铺", support_qq="123456", support_wechat="kapu_kefu", support_telegram="https://t.me/kapu_help",
-        support_email="kefu@example.com", footer_text="营业执照 · 客服 9:00–23:00",
+        name="卡铺",
+        support_qq="123456",
+        support_wechat="kapu_kefu",
+        support_telegram="https://t.me/kapu_help",
+        support_email="kefu@example.com",
+        footer_text="营业执照 · 客服 9:00–23:00",
     )
 
     page = client.get("/").content.decode()
@@ -132,7 +140,10 @@ def test_query_password_is_kept_after_a_form_error(client):
     product = ProductFactory()
     stock_product(product, 1)
 
-    response = client.post(reverse("shop:product", args=[product.slug]), {"quantity": 1, "contact": "not a contact", "query_password": "my-secret-pw"})
+    response = client.post(
+        reverse("shop:product", args=[product.slug]),
+        {"quantity": 1, "contact": "not a contact", "query_password": "my-secret-pw"},
+    )
 
     assert response.status_code == 200 and 'value="my-secret-pw"' in response.content.decode()
 
@@ -160,11 +171,23 @@ def test_pay_page_draws_alipay_and_wechat_pay_with_their_own_icons(client, alipa
 
 @pytest.mark.parametrize(
     "language, words, english",
-    [("zh-hans", ["店铺设置", "店铺名称", "客服微信", "公告开始时间", "购买后提示"], ["Shop name", "Support WeChat", "Notice from"]),
-     ("zh-hant", ["商店設定", "商店名稱", "客服微信", "公告開始時間", "購買後提示"], ["Shop name", "Support WeChat", "Notice from"])],
+    [
+        (
+            "zh-hans",
+            ["店铺设置", "店铺名称", "客服微信", "公告开始时间", "购买后提示"],
+            ["Shop name", "Support WeChat", "Notice from"],
+        ),
+        (
+            "zh-hant",
+            ["商店設定", "商店名稱", "客服微信", "公告開始時間", "購買後提示"],
+            ["Shop name", "Support WeChat", "Notice from"],
+        ),
+    ],
 )
 def test_shop_settings_form_reads_in_the_operators_chinese(admin_client, language, words, english):
-    page = admin_client.get(reverse("admin:shop_shopsettings_changelist"), follow=True, HTTP_ACCEPT_LANGUAGE=language).content.decode()
+    page = admin_client.get(
+        reverse("admin:shop_shopsettings_changelist"), follow=True, HTTP_ACCEPT_LANGUAGE=language
+    ).content.decode()
 
     assert all(word in page for word in words), [word for word in words if word not in page]
     assert not any(word in page for word in english)

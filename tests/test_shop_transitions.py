@@ -23,7 +23,11 @@ def test_every_allowed_move_writes_the_order_and_its_event(start, to):
 
     with transaction.atomic():
         moved = order_transition(
-            order=order_lock(order.pk), to=to, event_type=event_type, message="why", actor="staff",
+            order=order_lock(order.pk),
+            to=to,
+            event_type=event_type,
+            message="why",
+            actor="staff",
             reason="out_of_stock" if to == OrderStatus.EXCEPTION else "",
         )
 

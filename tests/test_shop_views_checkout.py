@@ -77,7 +77,9 @@ def test_checkout_without_csrf_token_is_refused():
     stock_product(product, 1)
     client = Client(enforce_csrf_checks=True)
 
-    response = client.post(reverse("shop:product", args=[product.slug]), {"quantity": 1, "contact": "a@b.cn", "query_password": "pass1"})
+    response = client.post(
+        reverse("shop:product", args=[product.slug]), {"quantity": 1, "contact": "a@b.cn", "query_password": "pass1"}
+    )
 
     assert response.status_code == 403
     assert not Order.objects.exists()
@@ -85,7 +87,10 @@ def test_checkout_without_csrf_token_is_refused():
 
 @pytest.mark.parametrize(
     "language, too_short, has_nul",
-    [("zh-hans", "至少需要 4 个字符（当前 2 个）。", "不能包含空字符（NUL）。"), ("zh-hant", "至少需要 4 個字元（目前 2 個）。", "不能包含空字元（NUL）。")],
+    [
+        ("zh-hans", "至少需要 4 个字符（当前 2 个）。", "不能包含空字符（NUL）。"),
+        ("zh-hant", "至少需要 4 個字元（目前 2 個）。", "不能包含空字元（NUL）。"),
+    ],
 )
 def test_checkout_errors_read_as_shop_chinese(client, language, too_short, has_nul):
     product = ProductFactory()

@@ -64,12 +64,15 @@ def test_lookup_is_rate_limited_per_ip(client, settings):
 
 def _orders_for(product, contact, password, count):
     return [
-        order_create(product=product, quantity=1, contact=contact, query_password=password, client_ip=None) for _ in range(count)
+        order_create(product=product, quantity=1, contact=contact, query_password=password, client_ip=None)
+        for _ in range(count)
     ]
 
 
 def _lookup(client, reference, password, **extra):
-    return client.post(reverse("shop:lookup"), {"number": reference, "query_password": password}, HTTP_ACCEPT_LANGUAGE="en", **extra)
+    return client.post(
+        reverse("shop:lookup"), {"number": reference, "query_password": password}, HTTP_ACCEPT_LANGUAGE="en", **extra
+    )
 
 
 def test_lookup_by_email_and_password_lists_that_contacts_orders_newest_first(client):
@@ -84,7 +87,7 @@ def test_lookup_by_email_and_password_lists_that_contacts_orders_newest_first(cl
     assert response.status_code == 302 and response["Location"] == reverse("shop:lookup") + "?page=1"
     page = client.get(response["Location"], HTTP_ACCEPT_LANGUAGE="en").content.decode()
     found = re.findall(r'id="found-orders".*?</ul>', page, re.S)[0]
-    assert [m for m in re.findall(r"<code>(\d+)</code>", found)] == [o.number for o in reversed(mine)]
+    assert re.findall(r"<code>(\d+)</code>", found) == [o.number for o in reversed(mine)]
     assert all(reverse("shop:order", args=[o.access_token]) in found for o in mine)
     assert other_password.number not in page and other_contact.number not in page
     assert "Awaiting payment" in found and "Steam ¥50" in found
@@ -189,7 +192,10 @@ def test_the_order_page_remembers_its_orders_in_this_browser(client):
     assert re.findall(r"<code>(\d+)</code>", remembered) == [second.number, first.number]
     assert reverse("shop:order", args=[first.access_token]) in remembered and "Netflix 月卡" in remembered
     assert "Orders from this browser" in page
-    assert "Orders from this browser" not in Client().get(reverse("shop:lookup"), HTTP_ACCEPT_LANGUAGE="en").content.decode()
+    assert (
+        "Orders from this browser"
+        not in Client().get(reverse("shop:lookup"), HTTP_ACCEPT_LANGUAGE="en").content.decode()
+    )
 
 
 def test_the_browser_orders_cookie_is_signed_http_only_lax_and_long_lived(client, settings):

@@ -86,7 +86,9 @@ def test_pay_page_names_the_sandbox_in_the_buyers_language(client, language, san
     stock_product(product, 1)
     order = checkout(client, product)
 
-    page = client.get(reverse("shop:order-pay", args=[order.access_token]), HTTP_ACCEPT_LANGUAGE=language).content.decode()
+    page = client.get(
+        reverse("shop:order-pay", args=[order.access_token]), HTTP_ACCEPT_LANGUAGE=language
+    ).content.decode()
 
     assert sandbox_name in page
 

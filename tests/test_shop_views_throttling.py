@@ -70,7 +70,9 @@ def test_payment_start_is_throttled_per_ip(client, settings):
     stock_product(product, 3)
     orders = [checkout(client, product, contact=f"b{n}@example.com") for n in range(3)]
     for order in orders[:2]:
-        assert client.post(reverse("shop:order-pay", args=[order.access_token]), {"gateway": "sandbox"}).status_code == 302
+        assert (
+            client.post(reverse("shop:order-pay", args=[order.access_token]), {"gateway": "sandbox"}).status_code == 302
+        )
 
     refused = client.post(reverse("shop:order-pay", args=[orders[2].access_token]), {"gateway": "sandbox"})
 
@@ -87,10 +89,31 @@ def test_behind_a_trusted_proxy_orders_record_and_limits_key_on_the_forwarded_cl
     proxy = {"REMOTE_ADDR": "10.5.0.2"}
 
     for number in range(2):
-        assert _checkout_post(client, product, f"a{number}@example.com", HTTP_X_FORWARDED_FOR="198.51.100.1", **proxy).status_code == 302
-    assert _checkout_post(client, product, "a9@example.com", HTTP_X_FORWARDED_FOR="198.51.100.1", **proxy).status_code == 429
-    assert _checkout_post(client, product, "c@example.com", HTTP_X_FORWARDED_FOR="198.51.100.2", **proxy).status_code == 302
+        assert (
+            _checkout_post(
+                client, product, f"a{number}@example.com", HTTP_X_FORWARDED_FOR="198.51.100.1", **proxy
+            ).status_code
+            == 302
+        )
+    assert (
+        _checkout_post(client, product, "a9@example.com", HTTP_X_FORWARDED_FOR="198.51.100.1", **proxy).status_code
+        == 429
+    )
+    assert (
+        _checkout_post(client, product, "c@example.com", HTTP_X_FORWARDED_FOR="198.51.100.2", **proxy).status_code
+        == 302
+    )
     # A buyer reaching gunicorn directly cannot pick another address with the header.
-    assert _checkout_post(client, product, "d@example.com", HTTP_X_FORWARDED_FOR="198.51.100.9", REMOTE_ADDR="203.0.113.5").status_code == 302
+    assert (
+        _checkout_post(
+            client, product, "d@example.com", HTTP_X_FORWARDED_FOR="198.51.100.9", REMOTE_ADDR="203.0.113.5"
+        ).status_code
+        == 302
+    )
 
-    assert sorted(Order.objects.values_list("client_ip", flat=True)) == ["198.51.100.1", "198.51.100.1", "198.51.100.2", "203.0.113.5"]
+    assert sorted(Order.objects.values_list("client_ip", flat=True)) == [
+        "198.51.100.1",
+        "198.51.100.1",
+        "198.51.100.2",
+        "203.0.113.5",
+    ]

@@ -6,57 +6,126 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('shop', '0001_initial'),
+        ("shop", "0001_initial"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='ImportBatch',
+            name="ImportBatch",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('source_name', models.CharField(blank=True, max_length=255, verbose_name='source')),
-                ('lines_total', models.PositiveIntegerField(default=0, verbose_name='lines')),
-                ('added', models.PositiveIntegerField(default=0, verbose_name='added')),
-                ('duplicates_in_file', models.PositiveIntegerField(default=0, verbose_name='duplicates in file')),
-                ('duplicates_in_pool', models.PositiveIntegerField(default=0, verbose_name='duplicates in pool')),
-                ('invalid', models.PositiveIntegerField(default=0, verbose_name='invalid lines')),
-                ('created_at', models.DateTimeField(auto_now_add=True, verbose_name='imported at')),
-                ('created_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, to=settings.AUTH_USER_MODEL)),
-                ('product', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='import_batches', to='shop.product')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("source_name", models.CharField(blank=True, max_length=255, verbose_name="source")),
+                ("lines_total", models.PositiveIntegerField(default=0, verbose_name="lines")),
+                ("added", models.PositiveIntegerField(default=0, verbose_name="added")),
+                ("duplicates_in_file", models.PositiveIntegerField(default=0, verbose_name="duplicates in file")),
+                ("duplicates_in_pool", models.PositiveIntegerField(default=0, verbose_name="duplicates in pool")),
+                ("invalid", models.PositiveIntegerField(default=0, verbose_name="invalid lines")),
+                ("created_at", models.DateTimeField(auto_now_add=True, verbose_name="imported at")),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, to=settings.AUTH_USER_MODEL
+                    ),
+                ),
+                (
+                    "product",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="import_batches", to="shop.product"
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'import batch',
-                'verbose_name_plural': 'import batches',
-                'ordering': ['-created_at'],
+                "verbose_name": "import batch",
+                "verbose_name_plural": "import batches",
+                "ordering": ["-created_at"],
             },
         ),
         migrations.CreateModel(
-            name='CardKey',
+            name="CardKey",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('ciphertext', models.BinaryField()),
-                ('key_version', models.PositiveSmallIntegerField()),
-                ('blind_index', models.CharField(max_length=64)),
-                ('mask', models.CharField(max_length=32, verbose_name='key (masked)')),
-                ('status', models.CharField(choices=[('available', 'Available'), ('reserved', 'Reserved'), ('sold', 'Sold'), ('void', 'Void')], default='available', max_length=16, verbose_name='status')),
-                ('expires_at', models.DateTimeField(blank=True, null=True, verbose_name='expires at')),
-                ('created_at', models.DateTimeField(auto_now_add=True, verbose_name='added at')),
-                ('sold_at', models.DateTimeField(blank=True, null=True, verbose_name='sold at')),
-                ('order', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='card_keys', to='shop.order')),
-                ('product', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='card_keys', to='shop.product')),
-                ('batch', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='keys', to='cardpool.importbatch')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("ciphertext", models.BinaryField()),
+                ("key_version", models.PositiveSmallIntegerField()),
+                ("blind_index", models.CharField(max_length=64)),
+                ("mask", models.CharField(max_length=32, verbose_name="key (masked)")),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("available", "Available"),
+                            ("reserved", "Reserved"),
+                            ("sold", "Sold"),
+                            ("void", "Void"),
+                        ],
+                        default="available",
+                        max_length=16,
+                        verbose_name="status",
+                    ),
+                ),
+                ("expires_at", models.DateTimeField(blank=True, null=True, verbose_name="expires at")),
+                ("created_at", models.DateTimeField(auto_now_add=True, verbose_name="added at")),
+                ("sold_at", models.DateTimeField(blank=True, null=True, verbose_name="sold at")),
+                (
+                    "order",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="card_keys",
+                        to="shop.order",
+                    ),
+                ),
+                (
+                    "product",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="card_keys", to="shop.product"
+                    ),
+                ),
+                (
+                    "batch",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="keys",
+                        to="cardpool.importbatch",
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'card key',
-                'verbose_name_plural': 'card keys',
-                'ordering': ['id'],
-                'indexes': [models.Index(condition=models.Q(('status', 'available')), fields=['product', 'expires_at', 'id'], name='cardkey_available_idx')],
-                'constraints': [models.UniqueConstraint(fields=('product', 'blind_index'), name='cardkey_unique_per_product'), models.CheckConstraint(condition=models.Q(models.Q(('order__isnull', False), ('status', 'sold')), models.Q(('status', 'sold'), _negated=True), _connector='OR'), name='cardkey_sold_has_order'), models.CheckConstraint(condition=models.Q(models.Q(('order__isnull', True), ('status', 'available')), models.Q(('status', 'available'), _negated=True), _connector='OR'), name='cardkey_available_has_no_order')],
+                "verbose_name": "card key",
+                "verbose_name_plural": "card keys",
+                "ordering": ["id"],
+                "indexes": [
+                    models.Index(
+                        condition=models.Q(("status", "available")),
+                        fields=["product", "expires_at", "id"],
+                        name="cardkey_available_idx",
+                    )
+                ],
+                "constraints": [
+                    models.UniqueConstraint(fields=("product", "blind_index"), name="cardkey_unique_per_product"),
+                    models.CheckConstraint(
+                        condition=models.Q(
+                            models.Q(("order__isnull", False), ("status", "sold")),
+                            models.Q(("status", "sold"), _negated=True),
+                            _connector="OR",
+                        ),
+                        name="cardkey_sold_has_order",
+                    ),
+                    models.CheckConstraint(
+                        condition=models.Q(
+                            models.Q(("order__isnull", True), ("status", "available")),
+                            models.Q(("status", "available"), _negated=True),
+                            _connector="OR",
+                        ),
+                        name="cardkey_available_has_no_order",
+                    ),
+                ],
             },
         ),
     ]

@@ -6,36 +6,75 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('cardpool', '0001_initial'),
-        ('shop', '0007_product_email_templates'),
+        ("cardpool", "0001_initial"),
+        ("shop", "0007_product_email_templates"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.AlterModelOptions(
-            name='cardkey',
-            options={'ordering': ['id'], 'permissions': [('reveal_cardkey', 'Can reveal a card key (audited)'), ('export_cardkey', 'Can export unsold card keys (audited)')], 'verbose_name': 'card key', 'verbose_name_plural': 'card keys'},
+            name="cardkey",
+            options={
+                "ordering": ["id"],
+                "permissions": [
+                    ("reveal_cardkey", "Can reveal a card key (audited)"),
+                    ("export_cardkey", "Can export unsold card keys (audited)"),
+                ],
+                "verbose_name": "card key",
+                "verbose_name_plural": "card keys",
+            },
         ),
         migrations.CreateModel(
-            name='RevealLog',
+            name="RevealLog",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('kind', models.CharField(choices=[('reveal', 'Reveal'), ('export', 'Export')], max_length=16, verbose_name='kind')),
-                ('username', models.CharField(max_length=150, verbose_name='username')),
-                ('ip', models.GenericIPAddressField(blank=True, null=True, verbose_name='IP')),
-                ('key_count', models.PositiveIntegerField(default=1, verbose_name='keys')),
-                ('reason', models.TextField(verbose_name='reason')),
-                ('created_at', models.DateTimeField(auto_now_add=True, verbose_name='time')),
-                ('key', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='reveals', to='cardpool.cardkey', verbose_name='key')),
-                ('product', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, to='shop.product', verbose_name='product')),
-                ('user', models.ForeignKey(null=True, on_delete=django.db.models.deletion.SET_NULL, to=settings.AUTH_USER_MODEL, verbose_name='user')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[("reveal", "Reveal"), ("export", "Export")], max_length=16, verbose_name="kind"
+                    ),
+                ),
+                ("username", models.CharField(max_length=150, verbose_name="username")),
+                ("ip", models.GenericIPAddressField(blank=True, null=True, verbose_name="IP")),
+                ("key_count", models.PositiveIntegerField(default=1, verbose_name="keys")),
+                ("reason", models.TextField(verbose_name="reason")),
+                ("created_at", models.DateTimeField(auto_now_add=True, verbose_name="time")),
+                (
+                    "key",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="reveals",
+                        to="cardpool.cardkey",
+                        verbose_name="key",
+                    ),
+                ),
+                (
+                    "product",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        to="shop.product",
+                        verbose_name="product",
+                    ),
+                ),
+                (
+                    "user",
+                    models.ForeignKey(
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        to=settings.AUTH_USER_MODEL,
+                        verbose_name="user",
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'plaintext access',
-                'verbose_name_plural': 'plaintext access log',
-                'ordering': ['-created_at'],
+                "verbose_name": "plaintext access",
+                "verbose_name_plural": "plaintext access log",
+                "ordering": ["-created_at"],
             },
         ),
     ]

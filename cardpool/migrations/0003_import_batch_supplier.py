@@ -4,15 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('cardpool', '0002_reveal_log'),
+        ("cardpool", "0002_reveal_log"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='importbatch',
-            name='supplier',
-            field=models.CharField(blank=True, max_length=100, verbose_name='supplier'),
+            model_name="importbatch",
+            name="supplier",
+            field=models.CharField(blank=True, max_length=100, verbose_name="supplier"),
         ),
     ]

@@ -4,15 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('cardpool', '0004_cardkey_autovacuum'),
+        ("cardpool", "0004_cardkey_autovacuum"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='importbatch',
-            name='note',
-            field=models.TextField(blank=True, verbose_name='note'),
+            model_name="importbatch",
+            name="note",
+            field=models.TextField(blank=True, verbose_name="note"),
         ),
     ]

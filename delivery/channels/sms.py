@@ -89,30 +89,49 @@ class AliyunSmsProvider:
 
     identifier = "aliyun"
     # Codes that no retry can fix: a bad number, a blacklisted or unsubscribed one, a bad template.
-    PERMANENT = ("isv.MOBILE_NUMBER_ILLEGAL", "isv.BLACK_KEY_CONTROL_LIMIT", "isv.MOBILE_COUNT_OVER_LIMIT",
-                 "isv.SMS_TEMPLATE_ILLEGAL", "isv.SMS_SIGNATURE_ILLEGAL", "isv.TEMPLATE_MISSING_PARAMETERS",
-                 "isv.PARAM_LENGTH_LIMIT", "isv.INVALID_PARAMETERS")
+    PERMANENT = (
+        "isv.MOBILE_NUMBER_ILLEGAL",
+        "isv.BLACK_KEY_CONTROL_LIMIT",
+        "isv.MOBILE_COUNT_OVER_LIMIT",
+        "isv.SMS_TEMPLATE_ILLEGAL",
+        "isv.SMS_SIGNATURE_ILLEGAL",
+        "isv.TEMPLATE_MISSING_PARAMETERS",
+        "isv.PARAM_LENGTH_LIMIT",
+        "isv.INVALID_PARAMETERS",
+    )
 
     def __init__(self) -> None:
         from alibabacloud_dysmsapi20170525.client import Client
         from alibabacloud_tea_openapi.utils_models import Config
 
-        values = _required("ALIYUN_SMS_ACCESS_KEY_ID", "ALIYUN_SMS_ACCESS_KEY_SECRET", "ALIYUN_SMS_SIGN_NAME", "ALIYUN_SMS_TEMPLATE_CODE")
+        values = _required(
+            "ALIYUN_SMS_ACCESS_KEY_ID",
+            "ALIYUN_SMS_ACCESS_KEY_SECRET",
+            "ALIYUN_SMS_SIGN_NAME",
+            "ALIYUN_SMS_TEMPLATE_CODE",
+        )
         endpoint = settings.ALIYUN_SMS_ENDPOINT
         protocol = "http" if endpoint.startswith("http://") else "https"
         self.sign_name = values["ALIYUN_SMS_SIGN_NAME"]
         self.template_code = values["ALIYUN_SMS_TEMPLATE_CODE"]
-        self.client = Client(Config(
-            access_key_id=values["ALIYUN_SMS_ACCESS_KEY_ID"], access_key_secret=values["ALIYUN_SMS_ACCESS_KEY_SECRET"],
-            endpoint=endpoint.split("://", 1)[-1], protocol=protocol,
-            connect_timeout=settings.SMS_TIMEOUT_SECONDS * 1000, read_timeout=settings.SMS_TIMEOUT_SECONDS * 1000,
-        ))
+        self.client = Client(
+            Config(
+                access_key_id=values["ALIYUN_SMS_ACCESS_KEY_ID"],
+                access_key_secret=values["ALIYUN_SMS_ACCESS_KEY_SECRET"],
+                endpoint=endpoint.split("://", 1)[-1],
+                protocol=protocol,
+                connect_timeout=settings.SMS_TIMEOUT_SECONDS * 1000,
+                read_timeout=settings.SMS_TIMEOUT_SECONDS * 1000,
+            )
+        )
 
     def send(self, *, phone: str, order: str, content: str) -> str:
         from alibabacloud_dysmsapi20170525 import models
 
         request = models.SendSmsRequest(
-            phone_numbers=phone, sign_name=self.sign_name, template_code=self.template_code,
+            phone_numbers=phone,
+            sign_name=self.sign_name,
+            template_code=self.template_code,
             template_param=json.dumps({"order": order, "content": content}, ensure_ascii=False),
         )
         try:
@@ -129,9 +148,14 @@ class TencentSmsProvider:
     """Tencent Cloud SMS (2021-01-11) through tencentcloud-sdk-python-sms."""
 
     identifier = "tencent"
-    PERMANENT_PREFIXES = ("FailedOperation.PhoneNumberInBlacklist", "InvalidParameterValue.IncorrectPhoneNumber",
-                          "FailedOperation.TemplateIncorrectOrUnapproved", "FailedOperation.SignatureIncorrectOrUnapproved",
-                          "InvalidParameterValue.TemplateParameterFormatError", "UnsupportedOperation")
+    PERMANENT_PREFIXES = (
+        "FailedOperation.PhoneNumberInBlacklist",
+        "InvalidParameterValue.IncorrectPhoneNumber",
+        "FailedOperation.TemplateIncorrectOrUnapproved",
+        "FailedOperation.SignatureIncorrectOrUnapproved",
+        "InvalidParameterValue.TemplateParameterFormatError",
+        "UnsupportedOperation",
+    )
 
     def __init__(self) -> None:
         from tencentcloud.common import credential
@@ -139,17 +163,24 @@ class TencentSmsProvider:
         from tencentcloud.common.profile.http_profile import HttpProfile
         from tencentcloud.sms.v20210111 import sms_client
 
-        values = _required("TENCENT_SMS_SECRET_ID", "TENCENT_SMS_SECRET_KEY", "TENCENT_SMS_SDK_APP_ID",
-                           "TENCENT_SMS_SIGN_NAME", "TENCENT_SMS_TEMPLATE_ID")
+        values = _required(
+            "TENCENT_SMS_SECRET_ID",
+            "TENCENT_SMS_SECRET_KEY",
+            "TENCENT_SMS_SDK_APP_ID",
+            "TENCENT_SMS_SIGN_NAME",
+            "TENCENT_SMS_TEMPLATE_ID",
+        )
         endpoint = settings.TENCENT_SMS_ENDPOINT
         http = HttpProfile(
             protocol="http" if endpoint.startswith("http://") else "https",
-            endpoint=endpoint.split("://", 1)[-1], reqTimeout=settings.SMS_TIMEOUT_SECONDS,
+            endpoint=endpoint.split("://", 1)[-1],
+            reqTimeout=settings.SMS_TIMEOUT_SECONDS,
         )
         self.values = values
         self.client = sms_client.SmsClient(
             credential.Credential(values["TENCENT_SMS_SECRET_ID"], values["TENCENT_SMS_SECRET_KEY"]),
-            settings.TENCENT_SMS_REGION, ClientProfile(httpProfile=http),
+            settings.TENCENT_SMS_REGION,
+            ClientProfile(httpProfile=http),
         )
 
     def send(self, *, phone: str, order: str, content: str) -> str:
@@ -171,5 +202,8 @@ class TencentSmsProvider:
             raise ChannelError(f"tencent: {type(exc).__name__}", permanent=False) from exc
         status = response.SendStatusSet[0]
         if status.Code != "Ok":
-            raise ChannelError(f"tencent {status.Code}: {status.Message}"[:300], permanent=status.Code.startswith(self.PERMANENT_PREFIXES))
+            raise ChannelError(
+                f"tencent {status.Code}: {status.Message}"[:300],
+                permanent=status.Code.startswith(self.PERMANENT_PREFIXES),
+            )
         return status.SerialNo or ""

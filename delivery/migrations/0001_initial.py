@@ -5,52 +5,82 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('shop', '0001_initial'),
+        ("shop", "0001_initial"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='DeliveryMessage',
+            name="DeliveryMessage",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('channel', models.CharField(default='email', max_length=16, verbose_name='channel')),
-                ('recipient', models.CharField(max_length=254, verbose_name='recipient')),
-                ('state', models.CharField(choices=[('pending', 'Waiting to send'), ('sending', 'Sending'), ('sent', 'Sent'), ('failed', 'Failed')], default='pending', max_length=16, verbose_name='state')),
-                ('tries', models.PositiveSmallIntegerField(default=0, verbose_name='tries')),
-                ('next_try_at', models.DateTimeField(blank=True, null=True, verbose_name='next try at')),
-                ('last_error', models.TextField(blank=True, verbose_name='last error')),
-                ('created_at', models.DateTimeField(auto_now_add=True, verbose_name='created at')),
-                ('updated_at', models.DateTimeField(auto_now=True, verbose_name='updated at')),
-                ('sent_at', models.DateTimeField(blank=True, null=True, verbose_name='sent at')),
-                ('order', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='messages', to='shop.order')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("channel", models.CharField(default="email", max_length=16, verbose_name="channel")),
+                ("recipient", models.CharField(max_length=254, verbose_name="recipient")),
+                (
+                    "state",
+                    models.CharField(
+                        choices=[
+                            ("pending", "Waiting to send"),
+                            ("sending", "Sending"),
+                            ("sent", "Sent"),
+                            ("failed", "Failed"),
+                        ],
+                        default="pending",
+                        max_length=16,
+                        verbose_name="state",
+                    ),
+                ),
+                ("tries", models.PositiveSmallIntegerField(default=0, verbose_name="tries")),
+                ("next_try_at", models.DateTimeField(blank=True, null=True, verbose_name="next try at")),
+                ("last_error", models.TextField(blank=True, verbose_name="last error")),
+                ("created_at", models.DateTimeField(auto_now_add=True, verbose_name="created at")),
+                ("updated_at", models.DateTimeField(auto_now=True, verbose_name="updated at")),
+                ("sent_at", models.DateTimeField(blank=True, null=True, verbose_name="sent at")),
+                (
+                    "order",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="messages", to="shop.order"
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'delivery message',
-                'verbose_name_plural': 'delivery messages',
-                'ordering': ['-created_at'],
-                'indexes': [models.Index(fields=['state', 'next_try_at'], name='message_state_next_try')],
-                'constraints': [models.UniqueConstraint(fields=('order', 'channel'), name='message_one_per_order_channel')],
+                "verbose_name": "delivery message",
+                "verbose_name_plural": "delivery messages",
+                "ordering": ["-created_at"],
+                "indexes": [models.Index(fields=["state", "next_try_at"], name="message_state_next_try")],
+                "constraints": [
+                    models.UniqueConstraint(fields=("order", "channel"), name="message_one_per_order_channel")
+                ],
             },
         ),
         migrations.CreateModel(
-            name='StockAlert',
+            name="StockAlert",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('available', models.PositiveIntegerField(verbose_name='available when raised')),
-                ('threshold', models.PositiveIntegerField(verbose_name='threshold')),
-                ('created_at', models.DateTimeField(auto_now_add=True, verbose_name='raised at')),
-                ('resolved_at', models.DateTimeField(blank=True, null=True, verbose_name='resolved at')),
-                ('product', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='stock_alerts', to='shop.product')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("available", models.PositiveIntegerField(verbose_name="available when raised")),
+                ("threshold", models.PositiveIntegerField(verbose_name="threshold")),
+                ("created_at", models.DateTimeField(auto_now_add=True, verbose_name="raised at")),
+                ("resolved_at", models.DateTimeField(blank=True, null=True, verbose_name="resolved at")),
+                (
+                    "product",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="stock_alerts", to="shop.product"
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'stock alert',
-                'verbose_name_plural': 'stock alerts',
-                'ordering': ['-created_at'],
-                'constraints': [models.UniqueConstraint(condition=models.Q(('resolved_at__isnull', True)), fields=('product',), name='stockalert_one_open')],
+                "verbose_name": "stock alert",
+                "verbose_name_plural": "stock alerts",
+                "ordering": ["-created_at"],
+                "constraints": [
+                    models.UniqueConstraint(
+                        condition=models.Q(("resolved_at__isnull", True)),
+                        fields=("product",),
+                        name="stockalert_one_open",
+                    )
+                ],
             },
         ),
     ]

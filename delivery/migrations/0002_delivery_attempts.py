@@ -5,29 +5,46 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('delivery', '0001_initial'),
+        ("delivery", "0001_initial"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='DeliveryAttempt',
+            name="DeliveryAttempt",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('number', models.PositiveSmallIntegerField(verbose_name='try')),
-                ('state', models.CharField(choices=[('sending', 'Sending'), ('sent', 'Sent'), ('failed', 'Failed')], default='sending', max_length=16, verbose_name='state')),
-                ('provider_message_id', models.CharField(blank=True, max_length=255, verbose_name='provider message id')),
-                ('error', models.TextField(blank=True, verbose_name='error')),
-                ('permanent', models.BooleanField(default=False, verbose_name='permanent failure')),
-                ('started_at', models.DateTimeField(auto_now_add=True, verbose_name='started at')),
-                ('finished_at', models.DateTimeField(blank=True, null=True, verbose_name='finished at')),
-                ('message', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='attempts', to='delivery.deliverymessage')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("number", models.PositiveSmallIntegerField(verbose_name="try")),
+                (
+                    "state",
+                    models.CharField(
+                        choices=[("sending", "Sending"), ("sent", "Sent"), ("failed", "Failed")],
+                        default="sending",
+                        max_length=16,
+                        verbose_name="state",
+                    ),
+                ),
+                (
+                    "provider_message_id",
+                    models.CharField(blank=True, max_length=255, verbose_name="provider message id"),
+                ),
+                ("error", models.TextField(blank=True, verbose_name="error")),
+                ("permanent", models.BooleanField(default=False, verbose_name="permanent failure")),
+                ("started_at", models.DateTimeField(auto_now_add=True, verbose_name="started at")),
+                ("finished_at", models.DateTimeField(blank=True, null=True, verbose_name="finished at")),
+                (
+                    "message",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="attempts",
+                        to="delivery.deliverymessage",
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'delivery attempt',
-                'verbose_name_plural': 'delivery attempts',
-                'ordering': ['message', 'number'],
+                "verbose_name": "delivery attempt",
+                "verbose_name_plural": "delivery attempts",
+                "ordering": ["message", "number"],
             },
         ),
     ]

@@ -4,24 +4,48 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('delivery', '0002_delivery_attempts'),
+        ("delivery", "0002_delivery_attempts"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='DeliveryRules',
+            name="DeliveryRules",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('auto_delivery', models.BooleanField(default=True, help_text='Off: paid orders wait in the exception queue as held for review.', verbose_name='deliver automatically')),
-                ('review_amount', models.DecimalField(blank=True, decimal_places=2, help_text='Orders whose total is at or above this wait for a person. Empty: no limit.', max_digits=12, null=True, verbose_name='hold orders from this total')),
-                ('review_orders_per_hour', models.PositiveIntegerField(blank=True, help_text='Hold an order when its contact or IP placed more paid orders than this in the last hour.', null=True, verbose_name='hold after this many orders an hour')),
-                ('updated_at', models.DateTimeField(auto_now=True, verbose_name='updated at')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "auto_delivery",
+                    models.BooleanField(
+                        default=True,
+                        help_text="Off: paid orders wait in the exception queue as held for review.",
+                        verbose_name="deliver automatically",
+                    ),
+                ),
+                (
+                    "review_amount",
+                    models.DecimalField(
+                        blank=True,
+                        decimal_places=2,
+                        help_text="Orders whose total is at or above this wait for a person. Empty: no limit.",
+                        max_digits=12,
+                        null=True,
+                        verbose_name="hold orders from this total",
+                    ),
+                ),
+                (
+                    "review_orders_per_hour",
+                    models.PositiveIntegerField(
+                        blank=True,
+                        help_text="Hold an order when its contact or IP placed more paid orders than this in the last hour.",
+                        null=True,
+                        verbose_name="hold after this many orders an hour",
+                    ),
+                ),
+                ("updated_at", models.DateTimeField(auto_now=True, verbose_name="updated at")),
             ],
             options={
-                'verbose_name': 'delivery rules',
-                'verbose_name_plural': 'delivery rules',
+                "verbose_name": "delivery rules",
+                "verbose_name_plural": "delivery rules",
             },
         ),
     ]

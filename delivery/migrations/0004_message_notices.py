@@ -4,29 +4,43 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('delivery', '0003_delivery_rules'),
-        ('shop', '0010_shop_settings_and_order_language'),
+        ("delivery", "0003_delivery_rules"),
+        ("shop", "0010_shop_settings_and_order_language"),
     ]
 
     operations = [
         migrations.RemoveConstraint(
-            model_name='deliverymessage',
-            name='message_one_per_order_channel',
+            model_name="deliverymessage",
+            name="message_one_per_order_channel",
         ),
         migrations.AddField(
-            model_name='deliverymessage',
-            name='notice',
-            field=models.CharField(blank=True, help_text='Empty: the message with the keys.', max_length=48, verbose_name='notice'),
+            model_name="deliverymessage",
+            name="notice",
+            field=models.CharField(
+                blank=True, help_text="Empty: the message with the keys.", max_length=48, verbose_name="notice"
+            ),
         ),
         migrations.AlterField(
-            model_name='deliverymessage',
-            name='state',
-            field=models.CharField(choices=[('pending', 'Waiting to send'), ('sending', 'Sending'), ('sent', 'Sent'), ('failed', 'Failed'), ('skipped', 'Not needed any more')], default='pending', max_length=16, verbose_name='state'),
+            model_name="deliverymessage",
+            name="state",
+            field=models.CharField(
+                choices=[
+                    ("pending", "Waiting to send"),
+                    ("sending", "Sending"),
+                    ("sent", "Sent"),
+                    ("failed", "Failed"),
+                    ("skipped", "Not needed any more"),
+                ],
+                default="pending",
+                max_length=16,
+                verbose_name="state",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='deliverymessage',
-            constraint=models.UniqueConstraint(fields=('order', 'channel', 'notice'), name='message_one_per_order_channel_notice'),
+            model_name="deliverymessage",
+            constraint=models.UniqueConstraint(
+                fields=("order", "channel", "notice"), name="message_one_per_order_channel_notice"
+            ),
         ),
     ]

@@ -143,7 +143,9 @@ def _rsa2_verified(spki_body: str, message: bytes, signature: str) -> bool:
     any bad input.
     """
     try:
-        _public_key(spki_body).verify(base64.b64decode(signature, validate=True), message, padding.PKCS1v15(), hashes.SHA256())
+        _public_key(spki_body).verify(
+            base64.b64decode(signature, validate=True), message, padding.PKCS1v15(), hashes.SHA256()
+        )
     except (InvalidSignature, binascii.Error, ValueError):
         return False
     return True
@@ -188,7 +190,9 @@ class AlipayGateway(PaymentGateway):
         if config is None or config.pay_mode == "qr":
             return ()
         server = urlsplit(config.server_url)
-        cashier = "https://*.alipaydev.com" if (server.hostname or "").endswith("alipaydev.com") else "https://*.alipay.com"
+        cashier = (
+            "https://*.alipaydev.com" if (server.hostname or "").endswith("alipaydev.com") else "https://*.alipay.com"
+        )
         return (f"{server.scheme}://{server.hostname}", cashier)
 
     def create_payment(self, request: PaymentRequest) -> PaymentAction:
@@ -197,7 +201,9 @@ class AlipayGateway(PaymentGateway):
         if config.pay_mode == "qr":
             model = AlipayTradePrecreateModel()
             model.out_trade_no, model.total_amount, model.subject = (
-                request.out_trade_no, _yuan(request.amount), request.subject,
+                request.out_trade_no,
+                _yuan(request.amount),
+                request.subject,
             )
             sdk_request = AlipayTradePrecreateRequest(biz_model=model)
             sdk_request.notify_url = request.notify_url
@@ -215,14 +221,18 @@ class AlipayGateway(PaymentGateway):
             model.product_code = "FAST_INSTANT_TRADE_PAY"
             sdk_request_class = AlipayTradePagePayRequest
         model.out_trade_no, model.total_amount, model.subject = (
-            request.out_trade_no, _yuan(request.amount), request.subject,
+            request.out_trade_no,
+            _yuan(request.amount),
+            request.subject,
         )
         sdk_request = sdk_request_class(biz_model=model)
         sdk_request.notify_url = request.notify_url
         sdk_request.return_url = request.return_url
         return PaymentAction(redirect_url=client.page_execute(sdk_request, http_method="GET"))
 
-    def parse_notification(self, *, body: bytes, headers: Mapping[str, str], form: Mapping[str, str]) -> VerifiedNotification:
+    def parse_notification(
+        self, *, body: bytes, headers: Mapping[str, str], form: Mapping[str, str]
+    ) -> VerifiedNotification:
         config = self._configured()
         fields = {name: str(form.get(name, "")) for name in form}
         sign = fields.pop("sign", "")
@@ -296,7 +306,9 @@ class AlipayGateway(PaymentGateway):
         if reply.get("code") != "10000" and reply.get("sub_code") != "ACQ.TRADE_NOT_EXIST":
             raise GatewayError(f"alipay close failed: {reply.get('sub_code') or reply.get('code')}")
 
-    def refund(self, *, out_trade_no: str, out_refund_no: str, amount: Decimal, total: Decimal, reason: str = "") -> RefundResult:
+    def refund(
+        self, *, out_trade_no: str, out_refund_no: str, amount: Decimal, total: Decimal, reason: str = ""
+    ) -> RefundResult:
         model = AlipayTradeRefundModel()
         model.out_trade_no = out_trade_no
         model.out_request_no = out_refund_no

@@ -121,7 +121,9 @@ class PaymentGateway:
         the pay page with a form-action violation. Same-origin pages need nothing."""
         return ()
 
-    def parse_notification(self, *, body: bytes, headers: Mapping[str, str], form: Mapping[str, str]) -> VerifiedNotification:
+    def parse_notification(
+        self, *, body: bytes, headers: Mapping[str, str], form: Mapping[str, str]
+    ) -> VerifiedNotification:
         """Verify a notification or raise NotificationRejected with a reason."""
         raise NotImplementedError
 

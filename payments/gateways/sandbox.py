@@ -66,8 +66,12 @@ class SandboxGateway(PaymentGateway):
         # Like a platform's cashier URL, the pay page's is signed by the shop and carries the
         # return URL (the order page, whose access token it holds): without the signature the
         # page is a 404, so an out_trade_no alone opens nothing.
-        query = urlencode({"return_url": request.return_url, "sign": sandbox_pay_page_signature(
-            out_trade_no=request.out_trade_no, return_url=request.return_url)})
+        query = urlencode(
+            {
+                "return_url": request.return_url,
+                "sign": sandbox_pay_page_signature(out_trade_no=request.out_trade_no, return_url=request.return_url),
+            }
+        )
         return PaymentAction(redirect_url=f"{reverse('payments:sandbox-pay', args=[request.out_trade_no])}?{query}")
 
     def notification_fields(self, *, out_trade_no: str, amount: Decimal) -> dict[str, str]:
@@ -83,7 +87,9 @@ class SandboxGateway(PaymentGateway):
         fields["sign"] = sandbox_signature(fields, sandbox_secret())
         return fields
 
-    def parse_notification(self, *, body: bytes, headers: Mapping[str, str], form: Mapping[str, str]) -> VerifiedNotification:
+    def parse_notification(
+        self, *, body: bytes, headers: Mapping[str, str], form: Mapping[str, str]
+    ) -> VerifiedNotification:
         missing = [name for name in (*SIGNED_FIELDS, "sign") if not form.get(name)]
         if missing:
             raise NotificationRejected(f"missing fields: {', '.join(missing)}")
@@ -116,5 +122,7 @@ class SandboxGateway(PaymentGateway):
     def close(self, *, out_trade_no: str) -> None:
         return None
 
-    def refund(self, *, out_trade_no: str, out_refund_no: str, amount: Decimal, total: Decimal, reason: str = "") -> RefundResult:
+    def refund(
+        self, *, out_trade_no: str, out_refund_no: str, amount: Decimal, total: Decimal, reason: str = ""
+    ) -> RefundResult:
         return RefundResult(refund_id=f"SBX-{out_refund_no}")

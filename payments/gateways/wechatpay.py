@@ -45,11 +45,24 @@ logger = logging.getLogger(__name__)
 H5_ORIGIN = "https://wx.tenpay.com"
 HEX_SERIAL = re.compile(r"^[0-9A-Fa-f]{1,64}$")
 SETTING_NAMES = (
-    "WECHATPAY_MCHID", "WECHATPAY_APPID", "WECHATPAY_APIV3_KEY", "WECHATPAY_PRIVATE_KEY", "WECHATPAY_CERT_SERIAL_NO",
-    "WECHATPAY_PUBLIC_KEY", "WECHATPAY_PUBLIC_KEY_ID", "WECHATPAY_CERT_DIR", "WECHATPAY_API_URL",
+    "WECHATPAY_MCHID",
+    "WECHATPAY_APPID",
+    "WECHATPAY_APIV3_KEY",
+    "WECHATPAY_PRIVATE_KEY",
+    "WECHATPAY_CERT_SERIAL_NO",
+    "WECHATPAY_PUBLIC_KEY",
+    "WECHATPAY_PUBLIC_KEY_ID",
+    "WECHATPAY_CERT_DIR",
+    "WECHATPAY_API_URL",
     "WECHATPAY_NOTIFY_MAX_AGE_SECONDS",
 )
-HEADERS = ("Wechatpay-Signature", "Wechatpay-Timestamp", "Wechatpay-Nonce", "Wechatpay-Serial", "Wechatpay-Signature-Type")
+HEADERS = (
+    "Wechatpay-Signature",
+    "Wechatpay-Timestamp",
+    "Wechatpay-Nonce",
+    "Wechatpay-Serial",
+    "Wechatpay-Signature-Type",
+)
 
 
 @dataclass(frozen=True)
@@ -109,7 +122,9 @@ def wechatpay_settings_load() -> WechatPaySettings | None:
         mchid=settings.WECHATPAY_MCHID,
         appid=settings.WECHATPAY_APPID,
         apiv3_key=settings.WECHATPAY_APIV3_KEY,
-        private_key_pem=private_key_pkcs8_pem(private_key_load(settings.WECHATPAY_PRIVATE_KEY, "WECHATPAY_PRIVATE_KEY")),
+        private_key_pem=private_key_pkcs8_pem(
+            private_key_load(settings.WECHATPAY_PRIVATE_KEY, "WECHATPAY_PRIVATE_KEY")
+        ),
         cert_serial_no=settings.WECHATPAY_CERT_SERIAL_NO,
         public_key_pem=public_key_pem,
         public_key_id=settings.WECHATPAY_PUBLIC_KEY_ID if public_key_pem else "",
@@ -181,15 +196,21 @@ class WechatPayGateway(PaymentGateway):
         amount = {"total": _fen(request.amount), "currency": "CNY"}
         if request.mobile:
             code, message = client.pay(
-                description=request.subject[:127], out_trade_no=request.out_trade_no, amount=amount,
-                notify_url=request.notify_url, pay_type=WeChatPayType.H5,
+                description=request.subject[:127],
+                out_trade_no=request.out_trade_no,
+                amount=amount,
+                notify_url=request.notify_url,
+                pay_type=WeChatPayType.H5,
                 scene_info={"payer_client_ip": request.client_ip or "127.0.0.1", "h5_info": {"type": "Wap"}},
             )
             reply = self._reply(code, message, "h5_url")
             return PaymentAction(redirect_url=reply["h5_url"])
         code, message = client.pay(
-            description=request.subject[:127], out_trade_no=request.out_trade_no, amount=amount,
-            notify_url=request.notify_url, pay_type=WeChatPayType.NATIVE,
+            description=request.subject[:127],
+            out_trade_no=request.out_trade_no,
+            amount=amount,
+            notify_url=request.notify_url,
+            pay_type=WeChatPayType.NATIVE,
         )
         return PaymentAction(qr_content=self._reply(code, message, "code_url")["code_url"])
 
@@ -203,7 +224,9 @@ class WechatPayGateway(PaymentGateway):
             raise GatewayError(f"wechatpay refused: {code} {reply.get('code', '')}")
         return reply
 
-    def parse_notification(self, *, body: bytes, headers: Mapping[str, str], form: Mapping[str, str]) -> VerifiedNotification:
+    def parse_notification(
+        self, *, body: bytes, headers: Mapping[str, str], form: Mapping[str, str]
+    ) -> VerifiedNotification:
         config = self._configured()
         values = {name: headers.get(name, "") for name in HEADERS}
         missing = [name for name in HEADERS if not values[name]]
@@ -241,7 +264,12 @@ class WechatPayGateway(PaymentGateway):
         if resource.get("appid") != config.appid:
             raise NotificationRejected("wrong appid")
         out_trade_no, transaction_id = resource.get("out_trade_no"), resource.get("transaction_id")
-        if not isinstance(out_trade_no, str) or not isinstance(transaction_id, str) or not out_trade_no or not transaction_id:
+        if (
+            not isinstance(out_trade_no, str)
+            or not isinstance(transaction_id, str)
+            or not out_trade_no
+            or not transaction_id
+        ):
             raise NotificationRejected("missing out_trade_no or transaction_id")
         if len(out_trade_no) > 64 or len(transaction_id) > 64:
             raise NotificationRejected("identifier too long")
@@ -289,7 +317,9 @@ class WechatPayGateway(PaymentGateway):
         if code not in (200, 204):
             raise GatewayError(f"wechatpay close refused: {code}")
 
-    def refund(self, *, out_trade_no: str, out_refund_no: str, amount: Decimal, total: Decimal, reason: str = "") -> RefundResult:
+    def refund(
+        self, *, out_trade_no: str, out_refund_no: str, amount: Decimal, total: Decimal, reason: str = ""
+    ) -> RefundResult:
         try:
             code, message = _client(self._configured()).refund(
                 out_refund_no=out_refund_no,

@@ -5,54 +5,98 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('shop', '0001_initial'),
+        ("shop", "0001_initial"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Payment',
+            name="Payment",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('gateway', models.CharField(max_length=32, verbose_name='gateway')),
-                ('out_trade_no', models.CharField(max_length=64, unique=True, verbose_name='out trade no')),
-                ('amount', models.DecimalField(decimal_places=2, max_digits=12, verbose_name='amount')),
-                ('paid_amount', models.DecimalField(blank=True, decimal_places=2, max_digits=12, null=True, verbose_name='paid amount')),
-                ('state', models.CharField(choices=[('created', 'Created'), ('succeeded', 'Succeeded'), ('mismatched', 'Paid a different amount')], default='created', max_length=16, verbose_name='state')),
-                ('transaction_id', models.CharField(blank=True, max_length=64, verbose_name='gateway transaction id')),
-                ('created_at', models.DateTimeField(auto_now_add=True, verbose_name='created at')),
-                ('confirmed_at', models.DateTimeField(blank=True, null=True, verbose_name='confirmed at')),
-                ('order', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='payments', to='shop.order')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("gateway", models.CharField(max_length=32, verbose_name="gateway")),
+                ("out_trade_no", models.CharField(max_length=64, unique=True, verbose_name="out trade no")),
+                ("amount", models.DecimalField(decimal_places=2, max_digits=12, verbose_name="amount")),
+                (
+                    "paid_amount",
+                    models.DecimalField(
+                        blank=True, decimal_places=2, max_digits=12, null=True, verbose_name="paid amount"
+                    ),
+                ),
+                (
+                    "state",
+                    models.CharField(
+                        choices=[
+                            ("created", "Created"),
+                            ("succeeded", "Succeeded"),
+                            ("mismatched", "Paid a different amount"),
+                        ],
+                        default="created",
+                        max_length=16,
+                        verbose_name="state",
+                    ),
+                ),
+                ("transaction_id", models.CharField(blank=True, max_length=64, verbose_name="gateway transaction id")),
+                ("created_at", models.DateTimeField(auto_now_add=True, verbose_name="created at")),
+                ("confirmed_at", models.DateTimeField(blank=True, null=True, verbose_name="confirmed at")),
+                (
+                    "order",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="payments", to="shop.order"
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'payment',
-                'verbose_name_plural': 'payments',
-                'ordering': ['-created_at'],
+                "verbose_name": "payment",
+                "verbose_name_plural": "payments",
+                "ordering": ["-created_at"],
             },
         ),
         migrations.CreateModel(
-            name='PaymentNotification',
+            name="PaymentNotification",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('gateway', models.CharField(max_length=32, verbose_name='gateway')),
-                ('transaction_id', models.CharField(blank=True, max_length=64, null=True, verbose_name='gateway transaction id')),
-                ('out_trade_no', models.CharField(blank=True, max_length=64, verbose_name='out trade no')),
-                ('raw_payload', models.TextField(verbose_name='raw payload')),
-                ('verdict', models.CharField(choices=[('accepted', 'Accepted'), ('duplicate', 'Duplicate'), ('rejected', 'Rejected')], max_length=16, verbose_name='verdict')),
-                ('reason', models.CharField(blank=True, max_length=255, verbose_name='reason')),
-                ('times_received', models.PositiveIntegerField(default=1, verbose_name='times received')),
-                ('received_at', models.DateTimeField(auto_now_add=True, verbose_name='first received')),
-                ('last_received_at', models.DateTimeField(auto_now=True, verbose_name='last received')),
-                ('payment', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='notifications', to='payments.payment')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("gateway", models.CharField(max_length=32, verbose_name="gateway")),
+                (
+                    "transaction_id",
+                    models.CharField(blank=True, max_length=64, null=True, verbose_name="gateway transaction id"),
+                ),
+                ("out_trade_no", models.CharField(blank=True, max_length=64, verbose_name="out trade no")),
+                ("raw_payload", models.TextField(verbose_name="raw payload")),
+                (
+                    "verdict",
+                    models.CharField(
+                        choices=[("accepted", "Accepted"), ("duplicate", "Duplicate"), ("rejected", "Rejected")],
+                        max_length=16,
+                        verbose_name="verdict",
+                    ),
+                ),
+                ("reason", models.CharField(blank=True, max_length=255, verbose_name="reason")),
+                ("times_received", models.PositiveIntegerField(default=1, verbose_name="times received")),
+                ("received_at", models.DateTimeField(auto_now_add=True, verbose_name="first received")),
+                ("last_received_at", models.DateTimeField(auto_now=True, verbose_name="last received")),
+                (
+                    "payment",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="notifications",
+                        to="payments.payment",
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'payment notification',
-                'verbose_name_plural': 'payment notifications',
-                'ordering': ['-received_at'],
-                'constraints': [models.UniqueConstraint(fields=('gateway', 'transaction_id'), name='notification_unique_transaction')],
+                "verbose_name": "payment notification",
+                "verbose_name_plural": "payment notifications",
+                "ordering": ["-received_at"],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("gateway", "transaction_id"), name="notification_unique_transaction"
+                    )
+                ],
             },
         ),
     ]

@@ -5,37 +5,67 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('payments', '0002_payment_qr_content'),
+        ("payments", "0002_payment_qr_content"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='payment',
-            name='state',
-            field=models.CharField(choices=[('created', 'Created'), ('succeeded', 'Succeeded'), ('mismatched', 'Paid a different amount'), ('duplicate', 'Paid twice'), ('closed', 'Closed unpaid'), ('refunded', 'Refunded')], default='created', max_length=16, verbose_name='state'),
+            model_name="payment",
+            name="state",
+            field=models.CharField(
+                choices=[
+                    ("created", "Created"),
+                    ("succeeded", "Succeeded"),
+                    ("mismatched", "Paid a different amount"),
+                    ("duplicate", "Paid twice"),
+                    ("closed", "Closed unpaid"),
+                    ("refunded", "Refunded"),
+                ],
+                default="created",
+                max_length=16,
+                verbose_name="state",
+            ),
         ),
         migrations.CreateModel(
-            name='Refund',
+            name="Refund",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('out_refund_no', models.CharField(max_length=64, verbose_name='refund request no')),
-                ('amount', models.DecimalField(decimal_places=2, max_digits=12, verbose_name='amount')),
-                ('state', models.CharField(choices=[('requested', 'Requested'), ('succeeded', 'Succeeded'), ('failed', 'Failed')], default='requested', max_length=16, verbose_name='state')),
-                ('reason', models.CharField(blank=True, max_length=255, verbose_name='reason')),
-                ('requested_by', models.CharField(blank=True, max_length=150, verbose_name='requested by')),
-                ('platform_refund_id', models.CharField(blank=True, max_length=64, verbose_name='platform refund id')),
-                ('error', models.TextField(blank=True, verbose_name='error')),
-                ('created_at', models.DateTimeField(auto_now_add=True, verbose_name='created at')),
-                ('completed_at', models.DateTimeField(blank=True, null=True, verbose_name='completed at')),
-                ('payment', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='refunds', to='payments.payment')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("out_refund_no", models.CharField(max_length=64, verbose_name="refund request no")),
+                ("amount", models.DecimalField(decimal_places=2, max_digits=12, verbose_name="amount")),
+                (
+                    "state",
+                    models.CharField(
+                        choices=[("requested", "Requested"), ("succeeded", "Succeeded"), ("failed", "Failed")],
+                        default="requested",
+                        max_length=16,
+                        verbose_name="state",
+                    ),
+                ),
+                ("reason", models.CharField(blank=True, max_length=255, verbose_name="reason")),
+                ("requested_by", models.CharField(blank=True, max_length=150, verbose_name="requested by")),
+                ("platform_refund_id", models.CharField(blank=True, max_length=64, verbose_name="platform refund id")),
+                ("error", models.TextField(blank=True, verbose_name="error")),
+                ("created_at", models.DateTimeField(auto_now_add=True, verbose_name="created at")),
+                ("completed_at", models.DateTimeField(blank=True, null=True, verbose_name="completed at")),
+                (
+                    "payment",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="refunds", to="payments.payment"
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'refund',
-                'verbose_name_plural': 'refunds',
-                'ordering': ['-created_at'],
-                'constraints': [models.UniqueConstraint(condition=models.Q(('state', 'failed'), _negated=True), fields=('payment',), name='refund_one_live_per_payment')],
+                "verbose_name": "refund",
+                "verbose_name_plural": "refunds",
+                "ordering": ["-created_at"],
+                "constraints": [
+                    models.UniqueConstraint(
+                        condition=models.Q(("state", "failed"), _negated=True),
+                        fields=("payment",),
+                        name="refund_one_live_per_payment",
+                    )
+                ],
             },
         ),
     ]

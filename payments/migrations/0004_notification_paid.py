@@ -22,24 +22,25 @@ def unpaid_notices_mark(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('payments', '0003_refunds_and_duplicate_payments'),
+        ("payments", "0003_refunds_and_duplicate_payments"),
     ]
 
     operations = [
         migrations.RemoveConstraint(
-            model_name='paymentnotification',
-            name='notification_unique_transaction',
+            model_name="paymentnotification",
+            name="notification_unique_transaction",
         ),
         migrations.AddField(
-            model_name='paymentnotification',
-            name='paid',
-            field=models.BooleanField(default=True, verbose_name='says paid'),
+            model_name="paymentnotification",
+            name="paid",
+            field=models.BooleanField(default=True, verbose_name="says paid"),
         ),
         migrations.RunPython(unpaid_notices_mark, migrations.RunPython.noop),
         migrations.AddConstraint(
-            model_name='paymentnotification',
-            constraint=models.UniqueConstraint(fields=('gateway', 'transaction_id', 'paid'), name='notification_unique_transaction'),
+            model_name="paymentnotification",
+            constraint=models.UniqueConstraint(
+                fields=("gateway", "transaction_id", "paid"), name="notification_unique_transaction"
+            ),
         ),
     ]

@@ -4,20 +4,19 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('payments', '0004_notification_paid'),
-        ('shop', '0008_unused_indexes'),
+        ("payments", "0004_notification_paid"),
+        ("shop", "0008_unused_indexes"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='payment',
-            name='out_trade_no',
-            field=models.CharField(max_length=64, verbose_name='out trade no'),
+            model_name="payment",
+            name="out_trade_no",
+            field=models.CharField(max_length=64, verbose_name="out trade no"),
         ),
         migrations.AddConstraint(
-            model_name='payment',
-            constraint=models.UniqueConstraint(fields=('out_trade_no',), name='payment_out_trade_no_unique'),
+            model_name="payment",
+            constraint=models.UniqueConstraint(fields=("out_trade_no",), name="payment_out_trade_no_unique"),
         ),
     ]

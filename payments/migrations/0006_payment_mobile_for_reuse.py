@@ -4,15 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('payments', '0005_unused_indexes'),
+        ("payments", "0005_unused_indexes"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='payment',
-            name='mobile',
+            model_name="payment",
+            name="mobile",
             field=models.BooleanField(default=False),
         ),
     ]

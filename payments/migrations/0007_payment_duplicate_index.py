@@ -4,15 +4,16 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('payments', '0006_payment_mobile_for_reuse'),
-        ('shop', '0015_order_event_outbox'),
+        ("payments", "0006_payment_mobile_for_reuse"),
+        ("shop", "0015_order_event_outbox"),
     ]
 
     operations = [
         migrations.AddIndex(
-            model_name='payment',
-            index=models.Index(condition=models.Q(('state', 'duplicate')), fields=['order'], name='payment_duplicate_order'),
+            model_name="payment",
+            index=models.Index(
+                condition=models.Q(("state", "duplicate")), fields=["order"], name="payment_duplicate_order"
+            ),
         ),
     ]

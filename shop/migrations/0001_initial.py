@@ -8,136 +8,218 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='Category',
+            name="Category",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=100, verbose_name='name')),
-                ('slug', models.SlugField(unique=True, verbose_name='slug')),
-                ('sort_order', models.PositiveIntegerField(default=0, verbose_name='sort order')),
-                ('is_active', models.BooleanField(default=True, verbose_name='active')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("name", models.CharField(max_length=100, verbose_name="name")),
+                ("slug", models.SlugField(unique=True, verbose_name="slug")),
+                ("sort_order", models.PositiveIntegerField(default=0, verbose_name="sort order")),
+                ("is_active", models.BooleanField(default=True, verbose_name="active")),
             ],
             options={
-                'verbose_name': 'category',
-                'verbose_name_plural': 'categories',
-                'ordering': ['sort_order', 'id'],
+                "verbose_name": "category",
+                "verbose_name_plural": "categories",
+                "ordering": ["sort_order", "id"],
             },
         ),
         migrations.CreateModel(
-            name='Order',
+            name="Order",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('number', models.CharField(editable=False, max_length=32, unique=True, verbose_name='order number')),
-                ('access_token', models.CharField(editable=False, max_length=64, unique=True)),
-                ('quantity', models.PositiveIntegerField(validators=[django.core.validators.MinValueValidator(1)], verbose_name='quantity')),
-                ('unit_price', models.DecimalField(decimal_places=2, max_digits=10, verbose_name='unit price')),
-                ('total', models.DecimalField(decimal_places=2, max_digits=12, verbose_name='total')),
-                ('contact', models.CharField(max_length=254, verbose_name='contact')),
-                ('contact_kind', models.CharField(choices=[('email', 'Email'), ('mobile', 'Mobile')], max_length=10, verbose_name='contact kind')),
-                ('query_password_hash', models.CharField(editable=False, max_length=200)),
-                ('client_ip', models.GenericIPAddressField(blank=True, null=True, verbose_name='client IP')),
-                ('status', models.CharField(choices=[('pending', 'Awaiting payment'), ('paid', 'Paid, delivering'), ('delivered', 'Delivered'), ('expired', 'Expired'), ('cancelled', 'Cancelled'), ('exception', 'Needs attention'), ('refunded', 'Refunded')], db_index=True, default='pending', max_length=16, verbose_name='status')),
-                ('exception_reason', models.CharField(blank=True, choices=[('out_of_stock', 'Out of stock'), ('amount_mismatch', 'Amount mismatch'), ('paid_after_expiry', 'Paid after expiry'), ('delivery_failed', 'Delivery failed')], max_length=32, verbose_name='exception reason')),
-                ('exception_note', models.TextField(blank=True, verbose_name='exception note')),
-                ('created_at', models.DateTimeField(auto_now_add=True, verbose_name='created at')),
-                ('expires_at', models.DateTimeField(verbose_name='expires at')),
-                ('paid_at', models.DateTimeField(blank=True, null=True, verbose_name='paid at')),
-                ('delivered_at', models.DateTimeField(blank=True, null=True, verbose_name='delivered at')),
-                ('exception_at', models.DateTimeField(blank=True, null=True, verbose_name='exception since')),
-                ('updated_at', models.DateTimeField(auto_now=True, verbose_name='updated at')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("number", models.CharField(editable=False, max_length=32, unique=True, verbose_name="order number")),
+                ("access_token", models.CharField(editable=False, max_length=64, unique=True)),
+                (
+                    "quantity",
+                    models.PositiveIntegerField(
+                        validators=[django.core.validators.MinValueValidator(1)], verbose_name="quantity"
+                    ),
+                ),
+                ("unit_price", models.DecimalField(decimal_places=2, max_digits=10, verbose_name="unit price")),
+                ("total", models.DecimalField(decimal_places=2, max_digits=12, verbose_name="total")),
+                ("contact", models.CharField(max_length=254, verbose_name="contact")),
+                (
+                    "contact_kind",
+                    models.CharField(
+                        choices=[("email", "Email"), ("mobile", "Mobile")], max_length=10, verbose_name="contact kind"
+                    ),
+                ),
+                ("query_password_hash", models.CharField(editable=False, max_length=200)),
+                ("client_ip", models.GenericIPAddressField(blank=True, null=True, verbose_name="client IP")),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("pending", "Awaiting payment"),
+                            ("paid", "Paid, delivering"),
+                            ("delivered", "Delivered"),
+                            ("expired", "Expired"),
+                            ("cancelled", "Cancelled"),
+                            ("exception", "Needs attention"),
+                            ("refunded", "Refunded"),
+                        ],
+                        db_index=True,
+                        default="pending",
+                        max_length=16,
+                        verbose_name="status",
+                    ),
+                ),
+                (
+                    "exception_reason",
+                    models.CharField(
+                        blank=True,
+                        choices=[
+                            ("out_of_stock", "Out of stock"),
+                            ("amount_mismatch", "Amount mismatch"),
+                            ("paid_after_expiry", "Paid after expiry"),
+                            ("delivery_failed", "Delivery failed"),
+                        ],
+                        max_length=32,
+                        verbose_name="exception reason",
+                    ),
+                ),
+                ("exception_note", models.TextField(blank=True, verbose_name="exception note")),
+                ("created_at", models.DateTimeField(auto_now_add=True, verbose_name="created at")),
+                ("expires_at", models.DateTimeField(verbose_name="expires at")),
+                ("paid_at", models.DateTimeField(blank=True, null=True, verbose_name="paid at")),
+                ("delivered_at", models.DateTimeField(blank=True, null=True, verbose_name="delivered at")),
+                ("exception_at", models.DateTimeField(blank=True, null=True, verbose_name="exception since")),
+                ("updated_at", models.DateTimeField(auto_now=True, verbose_name="updated at")),
             ],
             options={
-                'verbose_name': 'order',
-                'verbose_name_plural': 'orders',
-                'ordering': ['-created_at'],
+                "verbose_name": "order",
+                "verbose_name_plural": "orders",
+                "ordering": ["-created_at"],
             },
         ),
         migrations.CreateModel(
-            name='ExceptionOrder',
-            fields=[
-            ],
+            name="ExceptionOrder",
+            fields=[],
             options={
-                'verbose_name': 'exception queue entry',
-                'verbose_name_plural': 'exception queue',
-                'proxy': True,
-                'indexes': [],
-                'constraints': [],
+                "verbose_name": "exception queue entry",
+                "verbose_name_plural": "exception queue",
+                "proxy": True,
+                "indexes": [],
+                "constraints": [],
             },
-            bases=('shop.order',),
+            bases=("shop.order",),
         ),
         migrations.CreateModel(
-            name='OrderEvent',
+            name="OrderEvent",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('type', models.CharField(max_length=64, verbose_name='type')),
-                ('message', models.TextField(blank=True, verbose_name='message')),
-                ('actor', models.CharField(blank=True, max_length=150, verbose_name='actor')),
-                ('created_at', models.DateTimeField(auto_now_add=True, verbose_name='time')),
-                ('order', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='events', to='shop.order')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("type", models.CharField(max_length=64, verbose_name="type")),
+                ("message", models.TextField(blank=True, verbose_name="message")),
+                ("actor", models.CharField(blank=True, max_length=150, verbose_name="actor")),
+                ("created_at", models.DateTimeField(auto_now_add=True, verbose_name="time")),
+                (
+                    "order",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="events", to="shop.order"
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'order event',
-                'verbose_name_plural': 'order events',
-                'ordering': ['created_at', 'id'],
+                "verbose_name": "order event",
+                "verbose_name_plural": "order events",
+                "ordering": ["created_at", "id"],
             },
         ),
         migrations.CreateModel(
-            name='Product',
+            name="Product",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=200, verbose_name='name')),
-                ('slug', models.SlugField(unique=True, verbose_name='slug')),
-                ('description', models.TextField(blank=True, verbose_name='description')),
-                ('price', models.DecimalField(decimal_places=2, max_digits=10, validators=[django.core.validators.MinValueValidator(Decimal('0.01'))], verbose_name='price')),
-                ('is_active', models.BooleanField(default=True, verbose_name='active')),
-                ('min_quantity', models.PositiveIntegerField(default=1, validators=[django.core.validators.MinValueValidator(1)], verbose_name='minimum per order')),
-                ('max_quantity', models.PositiveIntegerField(default=10, validators=[django.core.validators.MinValueValidator(1)], verbose_name='maximum per order')),
-                ('low_stock_threshold', models.PositiveIntegerField(default=5, verbose_name='low-stock threshold')),
-                ('usage_instructions', models.TextField(blank=True, help_text='Shown with the keys.', verbose_name='usage instructions')),
-                ('sort_order', models.PositiveIntegerField(default=0, verbose_name='sort order')),
-                ('created_at', models.DateTimeField(auto_now_add=True, verbose_name='created at')),
-                ('category', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='products', to='shop.category', verbose_name='category')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("name", models.CharField(max_length=200, verbose_name="name")),
+                ("slug", models.SlugField(unique=True, verbose_name="slug")),
+                ("description", models.TextField(blank=True, verbose_name="description")),
+                (
+                    "price",
+                    models.DecimalField(
+                        decimal_places=2,
+                        max_digits=10,
+                        validators=[django.core.validators.MinValueValidator(Decimal("0.01"))],
+                        verbose_name="price",
+                    ),
+                ),
+                ("is_active", models.BooleanField(default=True, verbose_name="active")),
+                (
+                    "min_quantity",
+                    models.PositiveIntegerField(
+                        default=1,
+                        validators=[django.core.validators.MinValueValidator(1)],
+                        verbose_name="minimum per order",
+                    ),
+                ),
+                (
+                    "max_quantity",
+                    models.PositiveIntegerField(
+                        default=10,
+                        validators=[django.core.validators.MinValueValidator(1)],
+                        verbose_name="maximum per order",
+                    ),
+                ),
+                ("low_stock_threshold", models.PositiveIntegerField(default=5, verbose_name="low-stock threshold")),
+                (
+                    "usage_instructions",
+                    models.TextField(blank=True, help_text="Shown with the keys.", verbose_name="usage instructions"),
+                ),
+                ("sort_order", models.PositiveIntegerField(default=0, verbose_name="sort order")),
+                ("created_at", models.DateTimeField(auto_now_add=True, verbose_name="created at")),
+                (
+                    "category",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="products",
+                        to="shop.category",
+                        verbose_name="category",
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'product',
-                'verbose_name_plural': 'products',
-                'ordering': ['sort_order', 'id'],
+                "verbose_name": "product",
+                "verbose_name_plural": "products",
+                "ordering": ["sort_order", "id"],
             },
         ),
         migrations.AddField(
-            model_name='order',
-            name='product',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='orders', to='shop.product', verbose_name='product'),
+            model_name="order",
+            name="product",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.PROTECT,
+                related_name="orders",
+                to="shop.product",
+                verbose_name="product",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='product',
-            constraint=models.CheckConstraint(condition=models.Q(('price__gt', 0)), name='product_price_positive'),
+            model_name="product",
+            constraint=models.CheckConstraint(condition=models.Q(("price__gt", 0)), name="product_price_positive"),
         ),
         migrations.AddConstraint(
-            model_name='product',
-            constraint=models.CheckConstraint(condition=models.Q(('max_quantity__gte', models.F('min_quantity'))), name='product_quantity_range'),
+            model_name="product",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("max_quantity__gte", models.F("min_quantity"))), name="product_quantity_range"
+            ),
         ),
         migrations.AddIndex(
-            model_name='order',
-            index=models.Index(fields=['status', 'paid_at'], name='order_status_paid_at'),
+            model_name="order",
+            index=models.Index(fields=["status", "paid_at"], name="order_status_paid_at"),
         ),
         migrations.AddIndex(
-            model_name='order',
-            index=models.Index(fields=['status', 'expires_at'], name='order_status_expires_at'),
+            model_name="order",
+            index=models.Index(fields=["status", "expires_at"], name="order_status_expires_at"),
         ),
         migrations.AddIndex(
-            model_name='order',
-            index=models.Index(fields=['contact'], name='order_contact'),
+            model_name="order",
+            index=models.Index(fields=["contact"], name="order_contact"),
         ),
         migrations.AddConstraint(
-            model_name='order',
-            constraint=models.CheckConstraint(condition=models.Q(('quantity__gte', 1)), name='order_quantity_positive'),
+            model_name="order",
+            constraint=models.CheckConstraint(condition=models.Q(("quantity__gte", 1)), name="order_quantity_positive"),
         ),
     ]

@@ -6,21 +6,27 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('shop', '0002_refunds_and_duplicate_payments'),
+        ("shop", "0002_refunds_and_duplicate_payments"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='order',
-            name='assignee',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL, verbose_name='assignee'),
+            model_name="order",
+            name="assignee",
+            field=models.ForeignKey(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.SET_NULL,
+                related_name="+",
+                to=settings.AUTH_USER_MODEL,
+                verbose_name="assignee",
+            ),
         ),
         migrations.AddField(
-            model_name='order',
-            name='staff_note',
-            field=models.TextField(blank=True, verbose_name='staff notes'),
+            model_name="order",
+            name="staff_note",
+            field=models.TextField(blank=True, verbose_name="staff notes"),
         ),
     ]

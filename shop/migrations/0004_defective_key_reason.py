@@ -4,15 +4,26 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('shop', '0003_exception_queue_assignee'),
+        ("shop", "0003_exception_queue_assignee"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='order',
-            name='exception_reason',
-            field=models.CharField(blank=True, choices=[('out_of_stock', 'Out of stock'), ('amount_mismatch', 'Amount mismatch'), ('paid_after_expiry', 'Paid after expiry'), ('delivery_failed', 'Delivery failed'), ('duplicate_payment', 'Paid twice'), ('defective_key', 'Defective key, no replacement in stock')], max_length=32, verbose_name='exception reason'),
+            model_name="order",
+            name="exception_reason",
+            field=models.CharField(
+                blank=True,
+                choices=[
+                    ("out_of_stock", "Out of stock"),
+                    ("amount_mismatch", "Amount mismatch"),
+                    ("paid_after_expiry", "Paid after expiry"),
+                    ("delivery_failed", "Delivery failed"),
+                    ("duplicate_payment", "Paid twice"),
+                    ("defective_key", "Defective key, no replacement in stock"),
+                ],
+                max_length=32,
+                verbose_name="exception reason",
+            ),
         ),
     ]

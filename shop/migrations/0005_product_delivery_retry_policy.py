@@ -4,20 +4,29 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('shop', '0004_defective_key_reason'),
+        ("shop", "0004_defective_key_reason"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='product',
-            name='delivery_max_tries',
-            field=models.PositiveSmallIntegerField(blank=True, help_text="Email/SMS tries before the exception queue; empty: the shop's default.", null=True, verbose_name='delivery tries'),
+            model_name="product",
+            name="delivery_max_tries",
+            field=models.PositiveSmallIntegerField(
+                blank=True,
+                help_text="Email/SMS tries before the exception queue; empty: the shop's default.",
+                null=True,
+                verbose_name="delivery tries",
+            ),
         ),
         migrations.AddField(
-            model_name='product',
-            name='delivery_retry_base_seconds',
-            field=models.PositiveIntegerField(blank=True, help_text="Doubles each try; empty: the shop's default.", null=True, verbose_name='first retry after (seconds)'),
+            model_name="product",
+            name="delivery_retry_base_seconds",
+            field=models.PositiveIntegerField(
+                blank=True,
+                help_text="Doubles each try; empty: the shop's default.",
+                null=True,
+                verbose_name="first retry after (seconds)",
+            ),
         ),
     ]

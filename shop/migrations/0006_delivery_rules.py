@@ -4,25 +4,39 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('shop', '0005_product_delivery_retry_policy'),
+        ("shop", "0005_product_delivery_retry_policy"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='order',
-            name='is_test',
-            field=models.BooleanField(default=False, verbose_name='test order'),
+            model_name="order",
+            name="is_test",
+            field=models.BooleanField(default=False, verbose_name="test order"),
         ),
         migrations.AddField(
-            model_name='product',
-            name='delivery_delay_minutes',
-            field=models.PositiveIntegerField(default=0, help_text='Delay delivery this long after payment.', verbose_name='deliver after (minutes)'),
+            model_name="product",
+            name="delivery_delay_minutes",
+            field=models.PositiveIntegerField(
+                default=0, help_text="Delay delivery this long after payment.", verbose_name="deliver after (minutes)"
+            ),
         ),
         migrations.AlterField(
-            model_name='order',
-            name='exception_reason',
-            field=models.CharField(blank=True, choices=[('out_of_stock', 'Out of stock'), ('amount_mismatch', 'Amount mismatch'), ('paid_after_expiry', 'Paid after expiry'), ('delivery_failed', 'Delivery failed'), ('duplicate_payment', 'Paid twice'), ('defective_key', 'Defective key, no replacement in stock'), ('held_for_review', 'Held for review')], max_length=32, verbose_name='exception reason'),
+            model_name="order",
+            name="exception_reason",
+            field=models.CharField(
+                blank=True,
+                choices=[
+                    ("out_of_stock", "Out of stock"),
+                    ("amount_mismatch", "Amount mismatch"),
+                    ("paid_after_expiry", "Paid after expiry"),
+                    ("delivery_failed", "Delivery failed"),
+                    ("duplicate_payment", "Paid twice"),
+                    ("defective_key", "Defective key, no replacement in stock"),
+                    ("held_for_review", "Held for review"),
+                ],
+                max_length=32,
+                verbose_name="exception reason",
+            ),
         ),
     ]

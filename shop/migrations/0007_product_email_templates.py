@@ -4,25 +4,24 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('shop', '0006_delivery_rules'),
+        ("shop", "0006_delivery_rules"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='product',
-            name='email_html',
-            field=models.TextField(blank=True, verbose_name='email HTML template'),
+            model_name="product",
+            name="email_html",
+            field=models.TextField(blank=True, verbose_name="email HTML template"),
         ),
         migrations.AddField(
-            model_name='product',
-            name='email_subject',
-            field=models.CharField(blank=True, max_length=200, verbose_name='email subject template'),
+            model_name="product",
+            name="email_subject",
+            field=models.CharField(blank=True, max_length=200, verbose_name="email subject template"),
         ),
         migrations.AddField(
-            model_name='product',
-            name='email_text',
-            field=models.TextField(blank=True, verbose_name='email text template'),
+            model_name="product",
+            name="email_text",
+            field=models.TextField(blank=True, verbose_name="email text template"),
         ),
     ]

@@ -5,34 +5,46 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('shop', '0007_product_email_templates'),
+        ("shop", "0007_product_email_templates"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='order',
-            name='access_token',
+            model_name="order",
+            name="access_token",
             field=models.CharField(editable=False, max_length=64),
         ),
         migrations.AlterField(
-            model_name='order',
-            name='number',
-            field=models.CharField(editable=False, max_length=32, verbose_name='order number'),
+            model_name="order",
+            name="number",
+            field=models.CharField(editable=False, max_length=32, verbose_name="order number"),
         ),
         migrations.AlterField(
-            model_name='order',
-            name='status',
-            field=models.CharField(choices=[('pending', 'Awaiting payment'), ('paid', 'Paid, delivering'), ('delivered', 'Delivered'), ('expired', 'Expired'), ('cancelled', 'Cancelled'), ('exception', 'Needs attention'), ('refunded', 'Refunded')], default='pending', max_length=16, verbose_name='status'),
+            model_name="order",
+            name="status",
+            field=models.CharField(
+                choices=[
+                    ("pending", "Awaiting payment"),
+                    ("paid", "Paid, delivering"),
+                    ("delivered", "Delivered"),
+                    ("expired", "Expired"),
+                    ("cancelled", "Cancelled"),
+                    ("exception", "Needs attention"),
+                    ("refunded", "Refunded"),
+                ],
+                default="pending",
+                max_length=16,
+                verbose_name="status",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='order',
-            constraint=models.UniqueConstraint(fields=('number',), name='order_number_unique'),
+            model_name="order",
+            constraint=models.UniqueConstraint(fields=("number",), name="order_number_unique"),
         ),
         migrations.AddConstraint(
-            model_name='order',
-            constraint=models.UniqueConstraint(fields=('access_token',), name='order_access_token_unique'),
+            model_name="order",
+            constraint=models.UniqueConstraint(fields=("access_token",), name="order_access_token_unique"),
         ),
     ]

@@ -6,40 +6,53 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('shop', '0008_unused_indexes'),
+        ("shop", "0008_unused_indexes"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.RemoveIndex(
-            model_name='order',
-            name='order_status_paid_at',
+            model_name="order",
+            name="order_status_paid_at",
         ),
         migrations.RemoveIndex(
-            model_name='order',
-            name='order_status_expires_at',
+            model_name="order",
+            name="order_status_expires_at",
         ),
         migrations.AlterField(
-            model_name='order',
-            name='assignee',
-            field=models.ForeignKey(blank=True, db_index=False, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL, verbose_name='assignee'),
+            model_name="order",
+            name="assignee",
+            field=models.ForeignKey(
+                blank=True,
+                db_index=False,
+                null=True,
+                on_delete=django.db.models.deletion.SET_NULL,
+                related_name="+",
+                to=settings.AUTH_USER_MODEL,
+                verbose_name="assignee",
+            ),
         ),
         migrations.AddIndex(
-            model_name='order',
-            index=models.Index(condition=models.Q(('status', 'pending')), fields=['expires_at'], name='order_pending_expires_at'),
+            model_name="order",
+            index=models.Index(
+                condition=models.Q(("status", "pending")), fields=["expires_at"], name="order_pending_expires_at"
+            ),
         ),
         migrations.AddIndex(
-            model_name='order',
-            index=models.Index(condition=models.Q(('status', 'paid')), fields=['paid_at'], name='order_paid_paid_at'),
+            model_name="order",
+            index=models.Index(condition=models.Q(("status", "paid")), fields=["paid_at"], name="order_paid_paid_at"),
         ),
         migrations.AddIndex(
-            model_name='order',
-            index=models.Index(condition=models.Q(('status', 'exception')), fields=['exception_at'], name='order_exception_at'),
+            model_name="order",
+            index=models.Index(
+                condition=models.Q(("status", "exception")), fields=["exception_at"], name="order_exception_at"
+            ),
         ),
         migrations.AddIndex(
-            model_name='order',
-            index=models.Index(condition=models.Q(('assignee__isnull', False)), fields=['assignee'], name='order_assignee'),
+            model_name="order",
+            index=models.Index(
+                condition=models.Q(("assignee__isnull", False)), fields=["assignee"], name="order_assignee"
+            ),
         ),
     ]

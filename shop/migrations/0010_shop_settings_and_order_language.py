@@ -4,38 +4,56 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('shop', '0009_order_work_queue_indexes'),
+        ("shop", "0009_order_work_queue_indexes"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='ShopSettings',
+            name="ShopSettings",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(blank=True, help_text='Empty: “Kameng card shop”.', max_length=60, verbose_name='shop name')),
-                ('logo', models.ImageField(blank=True, upload_to='shop/', verbose_name='logo')),
-                ('favicon', models.ImageField(blank=True, upload_to='shop/', verbose_name='favicon')),
-                ('footer_text', models.CharField(blank=True, max_length=300, verbose_name='footer text')),
-                ('support_qq', models.CharField(blank=True, max_length=20, verbose_name='support QQ')),
-                ('support_wechat', models.CharField(blank=True, max_length=40, verbose_name='support WeChat')),
-                ('support_telegram', models.CharField(blank=True, max_length=40, verbose_name='support Telegram')),
-                ('support_email', models.EmailField(blank=True, max_length=254, verbose_name='support email')),
-                ('notice', models.TextField(blank=True, help_text='Markdown; shown on every storefront page.', verbose_name='notice banner (公告)')),
-                ('notice_starts_at', models.DateTimeField(blank=True, null=True, verbose_name='notice from')),
-                ('notice_ends_at', models.DateTimeField(blank=True, null=True, verbose_name='notice until')),
-                ('order_note', models.TextField(blank=True, help_text='Markdown; shown on the order page with the keys.', verbose_name='note after purchase')),
-                ('updated_at', models.DateTimeField(auto_now=True, verbose_name='updated at')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "name",
+                    models.CharField(
+                        blank=True, help_text="Empty: “Kameng card shop”.", max_length=60, verbose_name="shop name"
+                    ),
+                ),
+                ("logo", models.ImageField(blank=True, upload_to="shop/", verbose_name="logo")),
+                ("favicon", models.ImageField(blank=True, upload_to="shop/", verbose_name="favicon")),
+                ("footer_text", models.CharField(blank=True, max_length=300, verbose_name="footer text")),
+                ("support_qq", models.CharField(blank=True, max_length=20, verbose_name="support QQ")),
+                ("support_wechat", models.CharField(blank=True, max_length=40, verbose_name="support WeChat")),
+                ("support_telegram", models.CharField(blank=True, max_length=40, verbose_name="support Telegram")),
+                ("support_email", models.EmailField(blank=True, max_length=254, verbose_name="support email")),
+                (
+                    "notice",
+                    models.TextField(
+                        blank=True,
+                        help_text="Markdown; shown on every storefront page.",
+                        verbose_name="notice banner (公告)",
+                    ),
+                ),
+                ("notice_starts_at", models.DateTimeField(blank=True, null=True, verbose_name="notice from")),
+                ("notice_ends_at", models.DateTimeField(blank=True, null=True, verbose_name="notice until")),
+                (
+                    "order_note",
+                    models.TextField(
+                        blank=True,
+                        help_text="Markdown; shown on the order page with the keys.",
+                        verbose_name="note after purchase",
+                    ),
+                ),
+                ("updated_at", models.DateTimeField(auto_now=True, verbose_name="updated at")),
             ],
             options={
-                'verbose_name': 'shop settings',
-                'verbose_name_plural': 'shop settings',
+                "verbose_name": "shop settings",
+                "verbose_name_plural": "shop settings",
             },
         ),
         migrations.AddField(
-            model_name='order',
-            name='language',
-            field=models.CharField(blank=True, max_length=16, verbose_name='language'),
+            model_name="order",
+            name="language",
+            field=models.CharField(blank=True, max_length=16, verbose_name="language"),
         ),
     ]

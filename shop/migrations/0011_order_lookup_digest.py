@@ -5,20 +5,19 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('shop', '0010_shop_settings_and_order_language'),
+        ("shop", "0010_shop_settings_and_order_language"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='order',
-            name='lookup_digest',
+            model_name="order",
+            name="lookup_digest",
             field=models.CharField(blank=True, editable=False, max_length=64),
         ),
         migrations.AddIndex(
-            model_name='order',
-            index=models.Index(fields=['lookup_digest'], name='order_lookup_digest'),
+            model_name="order",
+            index=models.Index(fields=["lookup_digest"], name="order_lookup_digest"),
         ),
     ]

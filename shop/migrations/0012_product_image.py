@@ -4,20 +4,24 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('shop', '0011_order_lookup_digest'),
+        ("shop", "0011_order_lookup_digest"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='product',
-            name='image',
-            field=models.ImageField(blank=True, help_text='PNG, JPEG or WebP; shown on the catalog card and the product page.', upload_to='products/', verbose_name='image'),
+            model_name="product",
+            name="image",
+            field=models.ImageField(
+                blank=True,
+                help_text="PNG, JPEG or WebP; shown on the catalog card and the product page.",
+                upload_to="products/",
+                verbose_name="image",
+            ),
         ),
         migrations.AddField(
-            model_name='product',
-            name='image_thumbnail',
-            field=models.ImageField(blank=True, editable=False, upload_to='products/'),
+            model_name="product",
+            name="image_thumbnail",
+            field=models.ImageField(blank=True, editable=False, upload_to="products/"),
         ),
     ]

@@ -15,8 +15,13 @@ def tokens_hash(apps, schema_editor):
     rows = Order.objects.order_by("pk").values_list("pk", "number", "access_token")
     batch = []
     for pk, number, token in rows.iterator(chunk_size=BATCH):
-        batch.append(Order(pk=pk, access_token_hash=order_access_token_hash(number=number),
-                           previous_token_hash=access_token_hash(token)))
+        batch.append(
+            Order(
+                pk=pk,
+                access_token_hash=order_access_token_hash(number=number),
+                previous_token_hash=access_token_hash(token),
+            )
+        )
         if len(batch) == BATCH:
             Order.objects.bulk_update(batch, ["access_token_hash", "previous_token_hash"])
             batch = []
@@ -25,7 +30,6 @@ def tokens_hash(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
         ("shop", "0012_product_image"),
     ]

@@ -17,7 +17,6 @@ def tokens_restore(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
         ("shop", "0013_order_access_token_hash"),
     ]

@@ -6,44 +6,53 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('shop', '0014_order_drop_plaintext_access_token'),
+        ("shop", "0014_order_drop_plaintext_access_token"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='EventReceipt',
+            name="EventReceipt",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('handler', models.CharField(max_length=100, verbose_name='handler')),
-                ('ran_at', models.DateTimeField(default=django.utils.timezone.now, verbose_name='ran at')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("handler", models.CharField(max_length=100, verbose_name="handler")),
+                ("ran_at", models.DateTimeField(default=django.utils.timezone.now, verbose_name="ran at")),
             ],
             options={
-                'verbose_name': 'event receipt',
-                'verbose_name_plural': 'event receipts',
+                "verbose_name": "event receipt",
+                "verbose_name_plural": "event receipts",
             },
         ),
         migrations.AddField(
-            model_name='orderevent',
-            name='dispatched_at',
-            field=models.DateTimeField(blank=True, default=django.utils.timezone.now, null=True, verbose_name='handled'),
+            model_name="orderevent",
+            name="dispatched_at",
+            field=models.DateTimeField(
+                blank=True, default=django.utils.timezone.now, null=True, verbose_name="handled"
+            ),
         ),
         migrations.AddIndex(
-            model_name='orderevent',
-            index=models.Index(condition=models.Q(('dispatched_at__isnull', True)), fields=['order'], name='orderevent_undispatched'),
+            model_name="orderevent",
+            index=models.Index(
+                condition=models.Q(("dispatched_at__isnull", True)), fields=["order"], name="orderevent_undispatched"
+            ),
         ),
         migrations.AddIndex(
-            model_name='orderevent',
-            index=models.Index(condition=models.Q(('dispatched_at__isnull', True)), fields=['created_at'], name='orderevent_undispatched_age'),
+            model_name="orderevent",
+            index=models.Index(
+                condition=models.Q(("dispatched_at__isnull", True)),
+                fields=["created_at"],
+                name="orderevent_undispatched_age",
+            ),
         ),
         migrations.AddField(
-            model_name='eventreceipt',
-            name='event',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='receipts', to='shop.orderevent'),
+            model_name="eventreceipt",
+            name="event",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE, related_name="receipts", to="shop.orderevent"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='eventreceipt',
-            constraint=models.UniqueConstraint(fields=('event', 'handler'), name='eventreceipt_once'),
+            model_name="eventreceipt",
+            constraint=models.UniqueConstraint(fields=("event", "handler"), name="eventreceipt_once"),
         ),
     ]

@@ -5,28 +5,35 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('shop', '0015_order_event_outbox'),
+        ("shop", "0015_order_event_outbox"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.AddIndex(
-            model_name='order',
-            index=models.Index(fields=['contact', 'paid_at'], name='order_contact_paid_at'),
+            model_name="order",
+            index=models.Index(fields=["contact", "paid_at"], name="order_contact_paid_at"),
         ),
         migrations.AddIndex(
-            model_name='order',
-            index=models.Index(condition=models.Q(('client_ip__isnull', False), ('paid_at__isnull', False)), fields=['client_ip', 'paid_at'], name='order_paid_client_ip_paid_at'),
+            model_name="order",
+            index=models.Index(
+                condition=models.Q(("client_ip__isnull", False), ("paid_at__isnull", False)),
+                fields=["client_ip", "paid_at"],
+                name="order_paid_client_ip_paid_at",
+            ),
         ),
         migrations.AddIndex(
-            model_name='orderevent',
-            index=models.Index(condition=models.Q(('type', 'delivery.resend')), fields=['created_at'], name='orderevent_resend_created_at'),
+            model_name="orderevent",
+            index=models.Index(
+                condition=models.Q(("type", "delivery.resend")),
+                fields=["created_at"],
+                name="orderevent_resend_created_at",
+            ),
         ),
         # (contact, paid_at) serves every lookup that (contact) served, so it replaces it.
         migrations.RemoveIndex(
-            model_name='order',
-            name='order_contact',
+            model_name="order",
+            name="order_contact",
         ),
     ]

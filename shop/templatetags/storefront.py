@@ -6,7 +6,11 @@ from django.templatetags.static import static
 register = template.Library()
 
 # Our own drawings (static/shop/pay-*.svg); a gateway without one gets the generic card.
-GATEWAY_ICONS = {"alipay": "shop/pay-alipay.svg", "wechatpay": "shop/pay-wechatpay.svg", "sandbox": "shop/pay-sandbox.svg"}
+GATEWAY_ICONS = {
+    "alipay": "shop/pay-alipay.svg",
+    "wechatpay": "shop/pay-wechatpay.svg",
+    "sandbox": "shop/pay-sandbox.svg",
+}
 PLACEHOLDER_TONES = 6
 
 
@@ -27,5 +31,5 @@ def telegram_handle(value: str) -> str:
     value = (value or "").strip()
     for prefix in ("https://", "http://", "t.me/", "telegram.me/", "@"):
         if value.lower().startswith(prefix):
-            value = value[len(prefix):]
+            value = value[len(prefix) :]
     return value.strip("/")

@@ -15,7 +15,9 @@ from pathlib import Path
 
 CHROMIUM = os.environ.get("KAMENG_CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("KAMENG_CHROMEDRIVER", "/usr/bin/chromedriver")
-SCREENSHOT_DIR = Path(os.environ.get("KAMENG_SCREENSHOT_DIR", Path(__file__).parent.parent.parent / "var" / "screenshots"))
+SCREENSHOT_DIR = Path(
+    os.environ.get("KAMENG_SCREENSHOT_DIR", Path(__file__).parent.parent.parent / "var" / "screenshots")
+)
 
 
 @dataclass(frozen=True)
@@ -58,10 +60,21 @@ def chromium_start(viewport: Viewport, *, language: str = "zh-CN", flags: tuple[
     # The flags this machine needs: no sandbox as root, and no background traffic to the closed
     # network (each refused connection slows start-up).
     for flag in (
-        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
-        "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--disable-extensions", "--disable-default-apps", f"--user-data-dir={profile}",
-        f"--window-size={viewport.width},{viewport.height}", f"--lang={language}", *flags,
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-extensions",
+        "--disable-default-apps",
+        f"--user-data-dir={profile}",
+        f"--window-size={viewport.width},{viewport.height}",
+        f"--lang={language}",
+        *flags,
     ):
         options.add_argument(flag)
     options.add_experimental_option("prefs", {"intl.accept_languages": language})

@@ -10,7 +10,9 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from PIL import Image
 
 
-def jpeg_upload(name: str = "photo.jpg", *, size=(800, 400), orientation: int | None = None, gps: bool = False) -> SimpleUploadedFile:
+def jpeg_upload(
+    name: str = "photo.jpg", *, size=(800, 400), orientation: int | None = None, gps: bool = False
+) -> SimpleUploadedFile:
     """A JPEG; ``orientation`` 6 means "rotate 90° clockwise to show", as phones write it."""
     image = Image.new("RGB", size, (200, 30, 30))
     image.paste((30, 30, 200), (0, 0, size[0] // 2, size[1]))  # left half blue: shows the rotation
@@ -35,6 +37,7 @@ def png_upload(name: str = "logo.png", *, size=(300, 100), mode: str = "RGBA") -
 def png_header_only(width: int, height: int, name: str = "bomb.png") -> SimpleUploadedFile:
     """A PNG of a few hundred bytes that claims ``width`` × ``height`` pixels (a decompression
     bomb's shape: decoding it would allocate gigabytes)."""
+
     def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
 
@@ -50,7 +53,9 @@ SVG_WITH_SCRIPT = (
 )
 
 
-def card_art_upload(label: str, top: tuple[int, int, int], bottom: tuple[int, int, int], *, name: str = "card.png") -> SimpleUploadedFile:
+def card_art_upload(
+    label: str, top: tuple[int, int, int], bottom: tuple[int, int, int], *, name: str = "card.png"
+) -> SimpleUploadedFile:
     """A gift-card-like picture (gradient, rounded card, a label) for browser screenshots."""
     from PIL import ImageDraw, ImageFont
 
@@ -59,7 +64,7 @@ def card_art_upload(label: str, top: tuple[int, int, int], bottom: tuple[int, in
     draw = ImageDraw.Draw(image)
     for y in range(height):
         t = y / height
-        draw.line([(0, y), (width, y)], fill=tuple(int(a + (b - a) * t) for a, b in zip(top, bottom)))
+        draw.line([(0, y), (width, y)], fill=tuple(int(a + (b - a) * t) for a, b in zip(top, bottom, strict=True)))
     draw.rounded_rectangle((180, 170, 1020, 630), radius=40, outline=(255, 255, 255), width=10)
     try:
         font = ImageFont.truetype("/usr/share/fonts/opentype/noto/NotoSansCJK-Bold.ttc", 120)

@@ -39,10 +39,18 @@ def admin_import(admin_client, on_commit, data: dict):
 def product_admin_fields(product, **changes) -> dict:
     """The product's change form as admin posts it, with ``changes``."""
     fields = {
-        "category": product.category_id, "name": product.name, "slug": product.slug, "price": str(product.price),
-        "sort_order": product.sort_order, "min_quantity": product.min_quantity, "max_quantity": product.max_quantity,
-        "low_stock_threshold": product.low_stock_threshold, "delivery_delay_minutes": 0, "description": product.description,
-        "usage_instructions": product.usage_instructions, "is_active": "on",
+        "category": product.category_id,
+        "name": product.name,
+        "slug": product.slug,
+        "price": str(product.price),
+        "sort_order": product.sort_order,
+        "min_quantity": product.min_quantity,
+        "max_quantity": product.max_quantity,
+        "low_stock_threshold": product.low_stock_threshold,
+        "delivery_delay_minutes": 0,
+        "description": product.description,
+        "usage_instructions": product.usage_instructions,
+        "is_active": "on",
     }
     fields.update(changes)
     return fields
@@ -50,7 +58,9 @@ def product_admin_fields(product, **changes) -> dict:
 
 def product_image_upload(admin_client, product, upload) -> None:
     """Upload ``upload`` as the product's image in admin."""
-    response = admin_client.post(reverse("admin:shop_product_change", args=[product.pk]), product_admin_fields(product, image=upload))
+    response = admin_client.post(
+        reverse("admin:shop_product_change", args=[product.pk]), product_admin_fields(product, image=upload)
+    )
     assert response.status_code == 302, response.content.decode()[:3000]
     product.refresh_from_db()
 
@@ -65,6 +75,7 @@ def retry_from_the_queue(admin_client, on_commit, order):
     """Run the exception queue's "retry delivery" action on the order; the delivery runs on commit."""
     with on_commit():
         admin_client.post(
-            reverse("admin:shop_exceptionorder_changelist"), {"action": "retry_delivery", "_selected_action": [order.pk]}
+            reverse("admin:shop_exceptionorder_changelist"),
+            {"action": "retry_delivery", "_selected_action": [order.pk]},
         )
     order.refresh_from_db()

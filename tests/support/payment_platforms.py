@@ -31,7 +31,7 @@ from cryptography.x509.oid import NameOID
 CHINA = ZoneInfo("Asia/Shanghai")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _new_key(role: str) -> rsa.RSAPrivateKey:
     """A fresh RSA key per role, generated once per test run (2048-bit generation is slow)."""
     return rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -42,9 +42,11 @@ def _pem_private(key, fmt=serialization.PrivateFormat.PKCS8) -> str:
 
 
 def _pem_public(key) -> str:
-    return key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    ).decode()
+    return (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
 
 
 def _bare(pem: str) -> str:
@@ -81,10 +83,10 @@ class _Server:
                 self.end_headers()
                 self.wfile.write(payload)
 
-            def do_GET(self):  # noqa: N802
+            def do_GET(self):
                 self._serve("GET")
 
-            def do_POST(self):  # noqa: N802
+            def do_POST(self):
                 self._serve("POST")
 
             def log_message(self, *args):
@@ -124,7 +126,9 @@ class AlipayPlatform:
         if self.down:
             raise RequestException("post connect failed. [Errno 111] Connection refused")
         query = dict(parse_qsl(query_string or ""))
-        _status, _headers, payload = self._handle("POST", urlsplit(url).path, query, urlencode(params or {}).encode(), {})
+        _status, _headers, payload = self._handle(
+            "POST", urlsplit(url).path, query, urlencode(params or {}).encode(), {}
+        )
         return payload
 
     def apply(self, settings, **overrides) -> None:
@@ -147,7 +151,9 @@ class AlipayPlatform:
         content = "&".join(f"{k}={v}" for k, v in sorted(fields.items()) if k not in ("sign", "sign_type") and v != "")
         return {**fields, "sign_type": "RSA2", "sign": _rsa_sha256(self.platform_key, content.encode())}
 
-    def notification(self, *, out_trade_no: str, amount, trade_no: str | None = None, sign: bool = True, **overrides) -> dict:
+    def notification(
+        self, *, out_trade_no: str, amount, trade_no: str | None = None, sign: bool = True, **overrides
+    ) -> dict:
         now = dt.datetime.now(CHINA).strftime("%Y-%m-%d %H:%M:%S")
         fields = {
             "gmt_create": now,
@@ -166,7 +172,7 @@ class AlipayPlatform:
             "total_amount": f"{Decimal(amount):.2f}",
             "receipt_amount": f"{Decimal(amount):.2f}",
             "subject": "卡密",
-            "fund_bill_list": '[{"amount":"%s","fundChannel":"ALIPAYACCOUNT"}]' % f"{Decimal(amount):.2f}",
+            "fund_bill_list": f'[{{"amount":"{Decimal(amount):.2f}","fundChannel":"ALIPAYACCOUNT"}}]',
         }
         fields.update({k: v for k, v in overrides.items() if v is not None})
         for name in [k for k, v in overrides.items() if v is None]:
@@ -189,8 +195,12 @@ class AlipayPlatform:
         if not request["signature_ok"]:
             reply = {"code": "40002", "msg": "Invalid Arguments", "sub_code": "isv.invalid-signature"}
         elif params.get("method") == "alipay.trade.precreate":
-            reply = {"code": "10000", "msg": "Success", "out_trade_no": request["biz"]["out_trade_no"],
-                     "qr_code": "https://qr.alipay.com/bax0" + secrets.token_hex(8)}
+            reply = {
+                "code": "10000",
+                "msg": "Success",
+                "out_trade_no": request["biz"]["out_trade_no"],
+                "qr_code": "https://qr.alipay.com/bax0" + secrets.token_hex(8),
+            }
         elif params.get("method") == "alipay.trade.query":
             trade = self.trades.get(request["biz"].get("out_trade_no"))
             if trade is None:
@@ -210,9 +220,17 @@ class AlipayPlatform:
             if trade is None:
                 reply = {"code": "40004", "msg": "Business Failed", "sub_code": "ACQ.TRADE_NOT_EXIST"}
             else:
-                self.refunds.setdefault(biz["out_request_no"], {"out_trade_no": biz["out_trade_no"], "amount": biz["refund_amount"]})
-                reply = {"code": "10000", "msg": "Success", "trade_no": trade.get("trade_no", ""), "fund_change": "Y",
-                         "refund_fee": biz["refund_amount"], "out_trade_no": biz["out_trade_no"]}
+                self.refunds.setdefault(
+                    biz["out_request_no"], {"out_trade_no": biz["out_trade_no"], "amount": biz["refund_amount"]}
+                )
+                reply = {
+                    "code": "10000",
+                    "msg": "Success",
+                    "trade_no": trade.get("trade_no", ""),
+                    "fund_change": "Y",
+                    "refund_fee": biz["refund_amount"],
+                    "out_trade_no": biz["out_trade_no"],
+                }
         else:
             reply = {"code": "40004", "msg": "Business Failed", "sub_code": "ACQ.UNKNOWN_METHOD"}
         content_json = json.dumps(reply, ensure_ascii=False, separators=(",", ":"))
@@ -244,7 +262,9 @@ class WechatPayPlatform:
             "WECHATPAY_APPID": self.APPID,
             "WECHATPAY_APIV3_KEY": self.apiv3_key,
             # PKCS#1 without header lines; wechatpayv3 needs PKCS#8 PEM.
-            "WECHATPAY_PRIVATE_KEY": _bare(_pem_private(self.merchant_key, serialization.PrivateFormat.TraditionalOpenSSL)),
+            "WECHATPAY_PRIVATE_KEY": _bare(
+                _pem_private(self.merchant_key, serialization.PrivateFormat.TraditionalOpenSSL)
+            ),
             "WECHATPAY_CERT_SERIAL_NO": self.merchant_serial,
             "WECHATPAY_PUBLIC_KEY": _pem_public(self.platform_key),
             "WECHATPAY_PUBLIC_KEY_ID": self.PUBLIC_KEY_ID,
@@ -252,7 +272,9 @@ class WechatPayPlatform:
             "WECHATPAY_API_URL": self.server.url,
         }
         if cert_dir is not None:
-            values.update({"WECHATPAY_PUBLIC_KEY": "", "WECHATPAY_PUBLIC_KEY_ID": "", "WECHATPAY_CERT_DIR": str(cert_dir)})
+            values.update(
+                {"WECHATPAY_PUBLIC_KEY": "", "WECHATPAY_PUBLIC_KEY_ID": "", "WECHATPAY_CERT_DIR": str(cert_dir)}
+            )
             self._write_certificate(cert_dir)
         values.update(overrides)
         for name, value in values.items():
@@ -261,10 +283,15 @@ class WechatPayPlatform:
     def _write_certificate(self, cert_dir) -> None:
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Tenpay.com Root CA")])
         serial = x509.random_serial_number()
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         certificate = (
-            x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(self.platform_key.public_key())
-            .serial_number(serial).not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=365))
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(self.platform_key.public_key())
+            .serial_number(serial)
+            .not_valid_before(now - dt.timedelta(days=1))
+            .not_valid_after(now + dt.timedelta(days=365))
             .sign(self.platform_key, hashes.SHA256())
         )
         self.certificate_serial = f"{serial:X}"
@@ -286,8 +313,17 @@ class WechatPayPlatform:
             "Wechatpay-Signature-Type": "WECHATPAY2-SHA256-RSA2048",
         }
 
-    def notification(self, *, out_trade_no: str, amount, transaction_id: str | None = None, apiv3_key: str | None = None,
-                     timestamp: int | None = None, serial: str | None = None, **resource_overrides) -> tuple[dict, bytes]:
+    def notification(
+        self,
+        *,
+        out_trade_no: str,
+        amount,
+        transaction_id: str | None = None,
+        apiv3_key: str | None = None,
+        timestamp: int | None = None,
+        serial: str | None = None,
+        **resource_overrides,
+    ) -> tuple[dict, bytes]:
         fen = int(Decimal(amount) * 100)
         resource = {
             "mchid": self.MCHID,
@@ -328,14 +364,25 @@ class WechatPayPlatform:
 
     # --- the API ------------------------------------------------------------------------------
     def _handle(self, method, path, query, body, headers):
-        request = {"method": method, "path": path, "query": query, "json": json.loads(body or b"{}"),
-                   "authorization": headers.get("Authorization", "")}
+        request = {
+            "method": method,
+            "path": path,
+            "query": query,
+            "json": json.loads(body or b"{}"),
+            "authorization": headers.get("Authorization", ""),
+        }
         self.requests.append(request)
         if path in ("/v3/pay/transactions/native", "/v3/pay/transactions/h5"):
             if path.endswith("native"):
                 reply, status = {"code_url": "weixin://wxpay/bizpayurl?pr=" + secrets.token_hex(5)}, 200
             else:
-                reply, status = {"h5_url": "https://wx.tenpay.com/cgi-bin/mmpayweb-bin/checkmweb?prepay_id=wx" + secrets.token_hex(8)}, 200
+                reply, status = (
+                    {
+                        "h5_url": "https://wx.tenpay.com/cgi-bin/mmpayweb-bin/checkmweb?prepay_id=wx"
+                        + secrets.token_hex(8)
+                    },
+                    200,
+                )
         elif path.startswith("/v3/pay/transactions/out-trade-no/") and path.endswith("/close"):
             self.closed.add(path.split("/")[-2])
             reply, status = None, 204
@@ -343,10 +390,21 @@ class WechatPayPlatform:
             body_json = request["json"]
             refund = self.refunds.setdefault(
                 body_json["out_refund_no"],
-                {"refund_id": "50300" + secrets.token_hex(8), "out_trade_no": body_json.get("out_trade_no"), "amount": body_json["amount"]},
+                {
+                    "refund_id": "50300" + secrets.token_hex(8),
+                    "out_trade_no": body_json.get("out_trade_no"),
+                    "amount": body_json["amount"],
+                },
             )
-            reply, status = {"refund_id": refund["refund_id"], "out_refund_no": body_json["out_refund_no"], "status": "SUCCESS",
-                             "amount": body_json["amount"]}, 200
+            reply, status = (
+                {
+                    "refund_id": refund["refund_id"],
+                    "out_refund_no": body_json["out_refund_no"],
+                    "status": "SUCCESS",
+                    "amount": body_json["amount"],
+                },
+                200,
+            )
         elif path.startswith("/v3/pay/transactions/out-trade-no/"):
             out_trade_no = path.rsplit("/", 1)[-1]
             trade = self.trades.get(out_trade_no)

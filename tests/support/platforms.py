@@ -16,8 +16,14 @@ SANDBOX_SECRET = "test-sandbox-secret"
 
 
 def sandbox_notification(
-    *, out_trade_no: str, amount: Decimal | str, trade_no: str | None = None, secret: str = SANDBOX_SECRET,
-    timestamp: int | None = None, trade_status: str = "TRADE_SUCCESS", merchant_id: str = "kameng-sandbox",
+    *,
+    out_trade_no: str,
+    amount: Decimal | str,
+    trade_no: str | None = None,
+    secret: str = SANDBOX_SECRET,
+    timestamp: int | None = None,
+    trade_status: str = "TRADE_SUCCESS",
+    merchant_id: str = "kameng-sandbox",
 ) -> dict[str, str]:
     fields = {
         "merchant_id": merchant_id,

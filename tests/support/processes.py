@@ -86,7 +86,12 @@ class ServiceProcess:
         self.log_path = log_dir / f"{name}.log"
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            args, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True, cwd=Path(__file__).parent.parent.parent
+            args,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=Path(__file__).parent.parent.parent,
         )
 
     def log(self) -> str:
@@ -117,10 +122,20 @@ class ServiceProcess:
         self._log.close()
 
 
-def start_worker(env: dict[str, str], log_dir: Path, *, name: str = "worker", concurrency: int = 4, beat: bool = False) -> ServiceProcess:
+def start_worker(
+    env: dict[str, str], log_dir: Path, *, name: str = "worker", concurrency: int = 4, beat: bool = False
+) -> ServiceProcess:
     args = [
-        str(BIN / "celery"), "-A", "kameng", "worker", "--loglevel=INFO", f"--concurrency={concurrency}",
-        "--without-mingle", "--without-gossip", "-n", f"{name}-{os.getpid()}@%h",
+        str(BIN / "celery"),
+        "-A",
+        "kameng",
+        "worker",
+        "--loglevel=INFO",
+        f"--concurrency={concurrency}",
+        "--without-mingle",
+        "--without-gossip",
+        "-n",
+        f"{name}-{os.getpid()}@%h",
     ]
     if beat:
         args.append("--beat")
@@ -154,7 +169,9 @@ class Shop:
     """The compose services' own commands (gunicorn, a Celery worker, optionally beat) serving the
     test database over real HTTP on loopback."""
 
-    def __init__(self, *, url: str, env: dict[str, str], web: ServiceProcess, worker: ServiceProcess, beat: ServiceProcess | None):
+    def __init__(
+        self, *, url: str, env: dict[str, str], web: ServiceProcess, worker: ServiceProcess, beat: ServiceProcess | None
+    ):
         self.url = url
         self.env = env
         self.web = web
@@ -195,15 +212,29 @@ def shop_start(tmp_path: Path, *, beat: bool = True, web_workers: int = 2, **ove
     )
     env.update(overrides)
     collect = subprocess.run(
-        [sys.executable, "manage.py", "collectstatic", "--noinput"], env=env, capture_output=True, text=True, timeout=120,
+        [sys.executable, "manage.py", "collectstatic", "--noinput"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
         cwd=Path(__file__).parent.parent.parent,
     )
     if collect.returncode != 0:
         raise RuntimeError(collect.stderr)
     web = ServiceProcess(
         "web",
-        [str(BIN / "gunicorn"), "kameng.wsgi:application", "--bind", f"127.0.0.1:{port}", "--workers", str(web_workers),
-         "--access-logfile", "-", "--logger-class", "kameng.log_redaction.GunicornLogger"],
+        [
+            str(BIN / "gunicorn"),
+            "kameng.wsgi:application",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            str(web_workers),
+            "--access-logfile",
+            "-",
+            "--logger-class",
+            "kameng.log_redaction.GunicornLogger",
+        ],
         env,
         tmp_path,
     )
@@ -213,7 +244,9 @@ def shop_start(tmp_path: Path, *, beat: bool = True, web_workers: int = 2, **ove
         started.append(worker)
         beat_process = None
         if beat:
-            beat_process = ServiceProcess("beat", [str(BIN / "celery"), "-A", "kameng", "beat", "--loglevel=INFO"], env, tmp_path)
+            beat_process = ServiceProcess(
+                "beat", [str(BIN / "celery"), "-A", "kameng", "beat", "--loglevel=INFO"], env, tmp_path
+            )
             started.append(beat_process)
         web.wait_for_log("Booting worker")
         deadline = time.monotonic() + 30

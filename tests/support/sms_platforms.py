@@ -22,7 +22,7 @@ class SmsProviderServer:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802
+            def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 outer.sent.append(outer._request(self.path, body))
                 payload = json.dumps(outer._reply()).encode()
@@ -49,11 +49,27 @@ class SmsProviderServer:
 
     def _reply(self) -> dict:
         if self.flavour == "aliyun":
-            return {"Code": self.reply_code, "Message": "OK" if self.reply_code == "OK" else "refused",
-                    "BizId": secrets.token_hex(8), "RequestId": secrets.token_hex(8)}
-        return {"Response": {"RequestId": secrets.token_hex(8), "SendStatusSet": [
-            {"SerialNo": "2433:" + secrets.token_hex(6), "PhoneNumber": "+8613800138000", "Fee": 1,
-             "Code": self.reply_code, "Message": "send success" if self.reply_code == "Ok" else "refused", "IsoCode": "CN"}]}}
+            return {
+                "Code": self.reply_code,
+                "Message": "OK" if self.reply_code == "OK" else "refused",
+                "BizId": secrets.token_hex(8),
+                "RequestId": secrets.token_hex(8),
+            }
+        return {
+            "Response": {
+                "RequestId": secrets.token_hex(8),
+                "SendStatusSet": [
+                    {
+                        "SerialNo": "2433:" + secrets.token_hex(6),
+                        "PhoneNumber": "+8613800138000",
+                        "Fee": 1,
+                        "Code": self.reply_code,
+                        "Message": "send success" if self.reply_code == "Ok" else "refused",
+                        "IsoCode": "CN",
+                    }
+                ],
+            }
+        }
 
     def close(self) -> None:
         self.httpd.shutdown()
@@ -87,10 +103,19 @@ class SilentServer:
 
 
 PROVIDER_SETTINGS = {
-    "aliyun": {"ALIYUN_SMS_ACCESS_KEY_ID": "LTAI5tTest", "ALIYUN_SMS_ACCESS_KEY_SECRET": "secret", "ALIYUN_SMS_SIGN_NAME": "卡盟",
-               "ALIYUN_SMS_TEMPLATE_CODE": "SMS_123456789"},
-    "tencent": {"TENCENT_SMS_SECRET_ID": "AKIDtest", "TENCENT_SMS_SECRET_KEY": "secret", "TENCENT_SMS_SDK_APP_ID": "1400000000",
-                "TENCENT_SMS_SIGN_NAME": "卡盟", "TENCENT_SMS_TEMPLATE_ID": "1234567"},
+    "aliyun": {
+        "ALIYUN_SMS_ACCESS_KEY_ID": "LTAI5tTest",
+        "ALIYUN_SMS_ACCESS_KEY_SECRET": "secret",
+        "ALIYUN_SMS_SIGN_NAME": "卡盟",
+        "ALIYUN_SMS_TEMPLATE_CODE": "SMS_123456789",
+    },
+    "tencent": {
+        "TENCENT_SMS_SECRET_ID": "AKIDtest",
+        "TENCENT_SMS_SECRET_KEY": "secret",
+        "TENCENT_SMS_SDK_APP_ID": "1400000000",
+        "TENCENT_SMS_SIGN_NAME": "卡盟",
+        "TENCENT_SMS_TEMPLATE_ID": "1234567",
+    },
 }
 
 

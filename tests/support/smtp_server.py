@@ -17,13 +17,13 @@ class ScriptedHandler:
         self.received: list[dict] = []
         self.attempts = 0
 
-    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: N802
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         if address in self.refuse_recipients:
             return "550 5.1.1 mailbox unavailable"
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
-    async def handle_DATA(self, server, session, envelope):  # noqa: N802
+    async def handle_DATA(self, server, session, envelope):
         self.attempts += 1
         if self.data_replies:
             return self.data_replies.pop(0)
@@ -54,7 +54,7 @@ class BlockingHandler(ScriptedHandler):
         self.release = threading.Event()
         self.waiting = threading.Event()
 
-    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: N802
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         import asyncio
 
         if not self.release.is_set():

@@ -13,7 +13,9 @@ from shop.selectors import order_by_access_token
 from tests.support.platforms import sandbox_notification
 
 
-def checkout(client: Client, product, *, quantity: int = 1, contact: str = "buyer@example.com", password: str = "secret-pw") -> Order:
+def checkout(
+    client: Client, product, *, quantity: int = 1, contact: str = "buyer@example.com", password: str = "secret-pw"
+) -> Order:
     response = client.post(
         reverse("shop:product", args=[product.slug]),
         {"quantity": quantity, "contact": contact, "query_password": password},
@@ -44,7 +46,9 @@ def sandbox_pay_page(client: Client, order: Order):
 def post_notification(client: Client, fields: dict, gateway: str = "sandbox"):
     """POST a notification form as the platforms send it (urlencoded, UTF-8)."""
     return client.post(
-        reverse("payments:notify", args=[gateway]), urlencode(fields), content_type="application/x-www-form-urlencoded; charset=utf-8"
+        reverse("payments:notify", args=[gateway]),
+        urlencode(fields),
+        content_type="application/x-www-form-urlencoded; charset=utf-8",
     )
 
 
@@ -62,7 +66,9 @@ def pay(client, on_commit, product, quantity=1, contact="buyer@example.com"):
     order = checkout(client, product, quantity=quantity, contact=contact)
     payment = start_sandbox_payment(client, order)
     with on_commit():
-        response = post_notification(client, sandbox_notification(out_trade_no=payment.out_trade_no, amount=order.total))
+        response = post_notification(
+            client, sandbox_notification(out_trade_no=payment.out_trade_no, amount=order.total)
+        )
     assert response.content == b"success"
     order.refresh_from_db()
     return order

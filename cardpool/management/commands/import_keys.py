@@ -22,10 +22,14 @@ class Command(BaseCommand):
         parser.add_argument("file", type=Path)
         parser.add_argument("--product", required=True, help="product slug")
         parser.add_argument("--separator", choices=sorted(SEPARATORS), help="TXT: card number / password separator")
-        parser.add_argument("--key-column", default="1", help="CSV/XLSX: the key (or card number) column, by header or number")
+        parser.add_argument(
+            "--key-column", default="1", help="CSV/XLSX: the key (or card number) column, by header or number"
+        )
         parser.add_argument("--password-column", default="", help="CSV/XLSX: the password column, if any")
         parser.add_argument("--expiry-column", default="", help="CSV/XLSX: the expiry date column, if any")
-        parser.add_argument("--no-header", action="store_true", help="CSV/XLSX: the first row is a key, not column names")
+        parser.add_argument(
+            "--no-header", action="store_true", help="CSV/XLSX: the first row is a key, not column names"
+        )
         parser.add_argument("--expires", default="", help="expiry date for keys without their own (2027-12-31)")
         parser.add_argument("--uses", default="1", help="deliveries per key: 1 (unique, default), N, or 'unlimited'")
         parser.add_argument("--supplier", default="")
@@ -40,7 +44,9 @@ class Command(BaseCommand):
         if not file.is_file():
             raise CommandError(f"{file} is not a file")
         if file.stat().st_size > settings.CARDPOOL_IMPORT_MAX_BYTES:
-            raise CommandError(f"{file} is larger than CARDPOOL_IMPORT_MAX_BYTES ({settings.CARDPOOL_IMPORT_MAX_BYTES} bytes)")
+            raise CommandError(
+                f"{file} is larger than CARDPOOL_IMPORT_MAX_BYTES ({settings.CARDPOOL_IMPORT_MAX_BYTES} bytes)"
+            )
         uses = options["uses"].strip().lower()
         if uses != "unlimited" and not uses.isdigit():
             raise CommandError("--uses takes a number or 'unlimited'")
@@ -50,14 +56,24 @@ class Command(BaseCommand):
             raise CommandError("--unit-cost takes an amount in yuan, like 8.50") from None
         try:
             layout = layout_for_filename(
-                file.name, separator=options["separator"], secret_column=options["key_column"],
-                password_column=options["password_column"], expiry_column=options["expiry_column"],
-                header=not options["no_header"], expires_at=options["expires"],
+                file.name,
+                separator=options["separator"],
+                secret_column=options["key_column"],
+                password_column=options["password_column"],
+                expiry_column=options["expiry_column"],
+                header=not options["no_header"],
+                expires_at=options["expires"],
                 max_uses=None if uses == "unlimited" else int(uses),
             )
             report = cardkeys_import(
-                product=target, raw=file.read_bytes(), layout=layout, source_name=file.name, supplier=options["supplier"],
-                unit_cost=unit_cost, note=options["note"], dry_run=dry_run,
+                product=target,
+                raw=file.read_bytes(),
+                layout=layout,
+                source_name=file.name,
+                supplier=options["supplier"],
+                unit_cost=unit_cost,
+                note=options["note"],
+                dry_run=dry_run,
                 progress=None if dry_run else lambda done: self.stderr.write(f"\r{done} rows", ending=""),
             )
         except ImportRefused as exc:

@@ -14,14 +14,22 @@ from cardpool.importing import cardkeys_import_text
 from shop.models import Category, Product
 
 DEMO = [
-    ("game-cards", "游戏点卡 Game cards", [
-        ("steam-50", "Steam 钱包充值卡 ¥50", Decimal("48.00"), "在 Steam 客户端 → 账户 → 充值钱包 中输入卡密。"),
-        ("netease-100", "网易一卡通 100 点", Decimal("9.50"), "登录 pay.163.com，选择一卡通充值并输入卡号和密码。"),
-    ]),
-    ("memberships", "会员卡 Memberships", [
-        ("video-vip-month", "视频会员月卡", Decimal("15.00"), "打开 App → 我的 → 兑换码，粘贴卡密即可开通。"),
-        ("music-vip-year", "音乐会员年卡", Decimal("88.00"), "在 App 设置中选择“兑换会员”，输入卡密。"),
-    ]),
+    (
+        "game-cards",
+        "游戏点卡 Game cards",
+        [
+            ("steam-50", "Steam 钱包充值卡 ¥50", Decimal("48.00"), "在 Steam 客户端 → 账户 → 充值钱包 中输入卡密。"),
+            ("netease-100", "网易一卡通 100 点", Decimal("9.50"), "登录 pay.163.com，选择一卡通充值并输入卡号和密码。"),
+        ],
+    ),
+    (
+        "memberships",
+        "会员卡 Memberships",
+        [
+            ("video-vip-month", "视频会员月卡", Decimal("15.00"), "打开 App → 我的 → 兑换码，粘贴卡密即可开通。"),
+            ("music-vip-year", "音乐会员年卡", Decimal("88.00"), "在 App 设置中选择“兑换会员”，输入卡密。"),
+        ],
+    ),
 ]
 
 
