@@ -23,7 +23,6 @@ from django.utils.crypto import salted_hmac
 from django.utils.translation import gettext as _
 
 from kameng.sql import row_source, statements_run
-from shop.events import order_exception_event
 from shop.fulfilment import fulfilment
 from shop.lock_objects import order_lock
 from shop.models import ContactKind, Order, OrderEvent, OrderStatus, Product
@@ -34,6 +33,7 @@ from shop.transitions import (  # noqa: F401 - ORDER_TRANSITIONS, InvalidTransit
     InvalidTransition,
     OrderMove,
     order_duplicate_payment_move,
+    order_exception_move,
     order_move,
 )
 
@@ -55,9 +55,13 @@ def order_transition(
     passes here). ``reason``: for a move to the exception queue (``message`` is its note).
     Callers lock the row (``order_lock``) and re-check state first; the move itself
     (``shop.transitions.order_move``) enforces the table. Raises InvalidTransition."""
-    move = order_move(
-        order=order, to=to, event_type=event_type, message=message, actor=actor, reason=reason, at=timezone.now()
+    at = timezone.now()
+    return _order_move_run(
+        order, order_move(order=order, to=to, event_type=event_type, message=message, actor=actor, reason=reason, at=at)
     )
+
+
+def _order_move_run(order: Order, move: OrderMove) -> Order:
     statements_run([row_source("target", order_id=order.pk), *move.writes])
     return order_moves_applied(order=order, moves=[move])
 
@@ -74,8 +78,8 @@ def order_moves_applied(*, order: Order, moves: list[OrderMove] | tuple[OrderMov
 
 def order_exception_enter(*, order: Order, reason: str, note: str = "", actor: str = "system") -> Order:
     """Put a locked order in the exception queue with a reason. Keys and money do not move."""
-    return order_transition(
-        order=order, to=S.EXCEPTION, event_type=order_exception_event(reason), message=note, actor=actor, reason=reason
+    return _order_move_run(
+        order, order_exception_move(order=order, reason=reason, note=note, actor=actor, at=timezone.now())
     )
 
 
@@ -168,9 +172,7 @@ def order_duplicate_payment_queue(*, order: Order, note: str) -> bool:
     """
     if order.status != S.DELIVERED:
         return False
-    move = order_duplicate_payment_move(order=order, note=note, at=timezone.now())
-    statements_run([row_source("target", order_id=order.pk), *move.writes])
-    order_moves_applied(order=order, moves=[move])
+    _order_move_run(order, order_duplicate_payment_move(order=order, note=note, at=timezone.now()))
     return True
 
 

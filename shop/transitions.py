@@ -212,21 +212,15 @@ def order_payment(*, order: OrderState, amount: Decimal, gateway: str, actor: st
         return PaymentOutcome(
             duplicate=True, paid=False, writes=(event, *(st for move in moves for st in move.writes)), moves=moves
         )
-    move = order_move(
-        order=order,
-        to=S.EXCEPTION,
-        event_type=order_exception_event(reason),
-        message=message,
-        actor=actor,
-        at=at,
-        reason=reason,
-    )
+    move = order_exception_move(order=order, reason=reason, note=message, actor=actor, at=at)
     return PaymentOutcome(duplicate=False, paid=False, writes=move.writes, moves=(move,))
 
 
-def order_duplicate_payment_move(*, order: OrderState, note: str, at: datetime, actor: str = "system") -> OrderMove:
-    """A delivered order paid twice enters the exception queue, so staff refund the extra."""
-    reason = ExceptionReason.DUPLICATE_PAYMENT
+def order_exception_move(
+    *, order: OrderState, reason: str, note: str, at: datetime, actor: str = "system"
+) -> OrderMove:
+    """The order enters the exception queue for ``reason`` (``note`` says what staff need to
+    know); its event is ``shop.order.exception.<reason>``. Keys and money do not move."""
     return order_move(
         order=order,
         to=S.EXCEPTION,
@@ -236,3 +230,8 @@ def order_duplicate_payment_move(*, order: OrderState, note: str, at: datetime, 
         at=at,
         reason=reason,
     )
+
+
+def order_duplicate_payment_move(*, order: OrderState, note: str, at: datetime, actor: str = "system") -> OrderMove:
+    """A delivered order paid twice enters the exception queue, so staff refund the extra."""
+    return order_exception_move(order=order, reason=ExceptionReason.DUPLICATE_PAYMENT, note=note, actor=actor, at=at)
