@@ -12,7 +12,7 @@ from cardpool.models import CardKey
 from delivery.models import DeliveryMessage, MessageState
 from delivery.sweeper import delivery_sweep
 from shop.models import Order, OrderStatus
-from tests.support.factories import ProductFactory, stock_product
+from tests.support.factories import OrderFactory, ProductFactory, stock_product
 from tests.support.platforms import sandbox_notification
 from tests.support.storefront import checkout, order_page, pay, post_notification, start_sandbox_payment
 
@@ -67,3 +67,46 @@ def test_delayed_delivery_waits_for_the_product_delay(client, on_commit):
         delivery_sweep()
     order.refresh_from_db()
     assert order.status == OrderStatus.DELIVERED
+
+
+def test_sweeper_finds_a_due_order_behind_thousands_of_newer_ones_waiting_out_a_longer_delay(client, on_commit):
+    # Delays beyond DELIVERY_MAX_COUNTDOWN_SECONDS: no delayed task carries them, only the sweeper.
+    slow, quick = ProductFactory(delivery_delay_minutes=90), ProductFactory(delivery_delay_minutes=15)
+    stock_product(quick, 1)
+    order = pay(client, on_commit, quick)
+    Order.objects.filter(pk=order.pk).update(paid_at=timezone.now() - timedelta(minutes=20))
+    paid = timezone.now() - timedelta(minutes=5)
+    Order.objects.bulk_create(
+        [
+            OrderFactory.build(product=slow, query_password_hash="-", status=OrderStatus.PAID, paid_at=paid)
+            for _ in range(5001)
+        ],
+        batch_size=1000,
+    )  # a flash sale of the slow product since, still waiting
+
+    with on_commit():
+        report = delivery_sweep()
+
+    assert report.orders == 1
+    order.refresh_from_db()
+    assert order.status == OrderStatus.DELIVERED
+
+
+def test_paid_orders_due_come_oldest_payment_first_across_product_delays():
+    from shop.selectors import orders_paid_due_ids
+
+    undelayed, delayed = ProductFactory(), ProductFactory(delivery_delay_minutes=10)
+    now = timezone.now()
+    minutes_ago = {
+        "due 20": (delayed, 20),
+        "due 12": (undelayed, 12),
+        "waiting 5": (delayed, 5),
+        "due 3": (undelayed, 3),
+    }
+    ids = {
+        name: OrderFactory(product=product, status=OrderStatus.PAID, paid_at=now - timedelta(minutes=age)).pk
+        for name, (product, age) in minutes_ago.items()
+    }
+
+    assert orders_paid_due_ids(cutoff=now - timedelta(minutes=1)) == [ids["due 20"], ids["due 12"], ids["due 3"]]
+    assert orders_paid_due_ids(cutoff=now - timedelta(minutes=1), limit=2) == [ids["due 20"], ids["due 12"]]
