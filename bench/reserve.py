@@ -49,7 +49,8 @@ RAW_SQL = [
     # cardpool.services.cardkeys_sell_to_order
     """UPDATE cardpool_cardkey SET status = 'sold', order_id = %(order)s, sold_at = now()
         WHERE id IN (SELECT id FROM cardpool_cardkey
-                      WHERE product_id = %(product)s AND status = 'available' AND (expires_at IS NULL OR expires_at > now())
+                      WHERE product_id = %(product)s AND status = 'available'
+                        AND (expires_at IS NULL OR expires_at > now())
                       ORDER BY expires_at ASC NULLS LAST, id ASC LIMIT 1 FOR UPDATE SKIP LOCKED)""",
     # shop.services.order_transition
     """UPDATE shop_order SET status = 'delivered', updated_at = now(), delivered_at = now(), exception_reason = ''
@@ -57,7 +58,8 @@ RAW_SQL = [
     """INSERT INTO shop_orderevent (order_id, type, message, actor, created_at, dispatched_at)
         VALUES (%(order)s, 'shop.order.delivered', '1 key(s)', 'system', now(), now())""",
     # delivery.services._order_messages_send (the SMS row; the task sends it after commit)
-    """INSERT INTO delivery_deliverymessage (order_id, channel, recipient, notice, state, tries, last_error, created_at, updated_at)
+    """INSERT INTO delivery_deliverymessage
+         (order_id, channel, recipient, notice, state, tries, last_error, created_at, updated_at)
         VALUES (%(order)s, 'sms', '13800138000', '', 'pending', 0, '', now(), now())
         ON CONFLICT (order_id, channel, notice) DO NOTHING RETURNING id""",
     # cardpool.selectors.product_has_stock (the low-stock check, threshold 0)
@@ -75,7 +77,7 @@ RAW_RULES_SQL = [
                                       LIMIT {HOURLY_LIMIT}) by_contact),
                (SELECT count(*) FROM (SELECT 1 FROM shop_order WHERE client_ip = %(ip)s
                                         AND paid_at >= now() - interval '1 hour' AND id <> %(order)s
-                                      LIMIT {HOURLY_LIMIT}) by_client_ip)""",
+                                      LIMIT {HOURLY_LIMIT}) by_client_ip)""",  # noqa: S608 - HOURLY_LIMIT is a constant of ours
 ]
 ORDERS_PER_BUYER = 3
 
