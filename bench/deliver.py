@@ -228,12 +228,12 @@ def _raw_reservation_rate(database_url: str, count: int) -> float:
     spec = importlib.util.spec_from_file_location("reserve", ROOT / "bench" / "reserve.py")
     reserve = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(reserve)
-    product_id, order_ids = reserve._prepare(count, "raw1")
+    product_id, orders = reserve._prepare(count, "raw1", slot=1)
     from django.db import connections
 
     connections.close_all()
     started = time.perf_counter()
-    done = reserve._raw_worker((database_url, product_id, order_ids))
+    done, _times = reserve._raw_worker((database_url, product_id, orders, False))
     return done / (time.perf_counter() - started)
 
 

@@ -26,6 +26,7 @@ from django.db import connection
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
+from kameng.sql import Statement, sql_execute, sql_in, statements_run
 from shop import tasks
 from shop.events import DispatchedEvent, event_handlers
 from shop.models import EventReceipt, OrderEvent
@@ -57,42 +58,72 @@ def order_events_announce(*, order_id: int, event_types: list[str] | tuple[str, 
 
 def order_events_dispatch(*, order_ids: list[int]) -> int:
     """Hand the undispatched events of these orders, oldest first, to each of their handlers
-    that has not run for them yet, recording each run; an event is dispatched once all its
-    handlers ran. A handler that raises is logged and tried again by the sweeper. Returns how
-    many events were completed."""
-    events = list(
-        OrderEvent.objects.filter(order_id__in=order_ids, dispatched_at__isnull=True)
-        .order_by("id")
-        .values_list("pk", "order_id", "type")
-    )
+    that has not run for them yet; then record the runs and mark the events whose handlers all
+    ran dispatched, in one transaction for the batch (a crash before it only means a handler
+    runs again: handlers are idempotent). A handler that raises is logged and tried again by
+    the sweeper. Returns how many events were completed."""
+    ids, id_params = sql_in("orders", order_ids)
+    with connection.cursor() as cursor:
+        sql_execute(
+            cursor,
+            f"SELECT id, order_id, type FROM {OrderEvent._meta.db_table}"
+            f" WHERE order_id {ids} AND dispatched_at IS NULL ORDER BY id",
+            id_params,
+        )
+        events = cursor.fetchall()
     if not events:
         return 0
-    ran = set(
-        EventReceipt.objects.filter(event_id__in=[pk for pk, _o, _t in events]).values_list("event_id", "handler")
-    )
-    completed = 0
+    # Receipts of an undispatched event exist only where one of several handlers failed (the
+    # runs and the dispatch are recorded together): events with one handler need no lookup.
+    shared = [pk for pk, _o, event_type in events if len(event_handlers(event_type)) > 1]
+    ran = set(EventReceipt.objects.filter(event_id__in=shared).values_list("event_id", "handler")) if shared else set()
+    receipts: list[tuple[int, str]] = []
+    completed: list[int] = []
     for pk, order_id, event_type in events:
         event = DispatchedEvent(id=pk, order_id=order_id, type=event_type)
-        if _event_handle(event, done={name for event_id, name in ran if event_id == pk}):
-            completed += 1
-    return completed
+        all_ran = True
+        for name, path in event_handlers(event_type).items():
+            if (pk, name) in ran:
+                continue
+            try:
+                import_string(path)(event)
+            except Exception:  # one handler's failure must not stop the others
+                logger.exception("outbox handler %s failed for event %s (%s)", name, pk, event_type)
+                all_ran = False
+                continue
+            receipts.append((pk, name))
+        if all_ran:
+            completed.append(pk)
+    _runs_record(receipts=receipts, completed=completed)
+    return len(completed)
 
 
-def _event_handle(event: DispatchedEvent, *, done: set[str]) -> bool:
-    all_ran = True
-    for name, path in event_handlers(event.type).items():
-        if name in done:
-            continue
-        try:
-            import_string(path)(event)
-        except Exception:  # one handler's failure must not stop the others
-            logger.exception("outbox handler %s failed for event %s (%s)", name, event.id, event.type)
-            all_ran = False
-            continue
-        EventReceipt.objects.bulk_create([EventReceipt(event_id=event.id, handler=name)], ignore_conflicts=True)
-    if all_ran:
-        OrderEvent.objects.filter(pk=event.id, dispatched_at__isnull=True).update(dispatched_at=timezone.now())
-    return all_ran
+def _runs_record(*, receipts: list[tuple[int, str]], completed: list[int]) -> None:
+    """The handlers' runs and the completed events, as one batch (one round trip)."""
+    at = timezone.now()
+    statements = []
+    if receipts:
+        rows = ", ".join(f"(%(event{n})s, %(handler{n})s, %(at)s)" for n in range(len(receipts)))
+        params: dict[str, object] = {"at": at}
+        for n, (event_id, handler) in enumerate(receipts):
+            params[f"event{n}"], params[f"handler{n}"] = event_id, handler
+        statements.append(
+            Statement(
+                f"INSERT INTO {EventReceipt._meta.db_table} (event_id, handler, ran_at) VALUES {rows}"
+                " ON CONFLICT (event_id, handler) DO NOTHING",
+                params,
+            )
+        )
+    if completed:
+        ids, id_params = sql_in("completed", completed)
+        statements.append(
+            Statement(
+                f"UPDATE {OrderEvent._meta.db_table} SET dispatched_at = %(at)s"
+                f" WHERE id {ids} AND dispatched_at IS NULL",
+                {**id_params, "at": at},
+            )
+        )
+    statements_run(statements)
 
 
 def orders_with_undispatched_events(*, cutoff: datetime, limit: int = 1000) -> list[int]:
