@@ -52,9 +52,10 @@ def order_notice_send(event: DispatchedEvent) -> None:
 
 
 def delivery_failed_alert(event: DispatchedEvent) -> None:
-    """A delivered order's message failed after every retry: tell ALERT_EMAILS."""
+    """A delivered order's message failed after every retry: tell ALERT_EMAILS. A broker that
+    is down leaves the event undispatched, so the outbox sweeper sends the alert later."""
     if settings.ALERT_EMAILS:
-        tasks.staff_alert_email.send_quietly(event.order_id)
+        tasks.staff_alert_email.apply_async((event.order_id,))
 
 
 def handlers_register() -> None:

@@ -27,6 +27,7 @@ from delivery.messages import ClaimedSend, message_channel, message_first_try, o
 from delivery.models import DeliveryRules
 from delivery.stock_alerts import stock_alert_check
 from kameng.sql import row_source, statements_run
+from shop.events import ORDER_DELIVERED
 from shop.lock_objects import order_lock
 from shop.models import ExceptionReason, Order, OrderEvent, OrderStatus
 from shop.selectors import orders_paid_since_count
@@ -62,7 +63,7 @@ def _order_fulfil(*, order: Order, actor: str, claim_messages: bool = False) -> 
     move = order_move(
         order=order,
         to=OrderStatus.DELIVERED,
-        event_type="shop.order.delivered",
+        event_type=ORDER_DELIVERED,
         message=f"{order.quantity} key(s)",
         actor=actor,
         at=at,
@@ -293,7 +294,7 @@ def cardkey_replace_defective(*, key_id: int, reason: str, actor: str) -> str:
             cardkeys_sell_to_order(order=order, quantity=1)
             OrderEvent.objects.create(order=order, type="cardpool.key.replaced", message=key.mask, actor=actor)
             if order.status == OrderStatus.EXCEPTION and order.exception_reason == ExceptionReason.DEFECTIVE_KEY:
-                order_transition(order=order, to=OrderStatus.DELIVERED, event_type="shop.order.delivered", actor=actor)
+                order_transition(order=order, to=OrderStatus.DELIVERED, event_type=ORDER_DELIVERED, actor=actor)
             order_messages_send(order=order)
     except StockShortfall:
         with transaction.atomic(durable=True):

@@ -238,14 +238,6 @@ def _columns_listed(model, alias: str, prefix: str, _vendor: str) -> str:
     )
 
 
-def model_from_sql(model, sql: str, params: list):
-    """One ``model`` instance from a hand-written SELECT (all its columns, in any order, plus any
-    extra ones set as attributes), or None: ``Model.objects.raw`` without its per-call column
-    mapping, and prepared on PostgreSQL."""
-    found = models_from_sql(sql, params, (model, ""))
-    return None if found is None else found[0]
-
-
 def models_from_sql(sql: str, params: list, *models: tuple[type[Model], str]) -> tuple | None:
     """Instances of several models from one row of a hand-written SELECT, or None. ``models``
     holds (model, prefix) pairs: each model's columns are selected as prefix+column

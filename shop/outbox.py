@@ -62,6 +62,8 @@ def order_events_dispatch(*, order_ids: list[int]) -> int:
     ran dispatched, in one transaction for the batch (a crash before it only means a handler
     runs again: handlers are idempotent). A handler that raises is logged and tried again by
     the sweeper. Returns how many events were completed."""
+    if not order_ids:
+        return 0
     ids, id_params = sql_in("orders", order_ids)
     with connection.cursor() as cursor:
         sql_execute(

@@ -23,6 +23,7 @@ from django.utils.crypto import salted_hmac
 from django.utils.translation import gettext as _
 
 from kameng.sql import row_source, statements_run
+from shop.events import ORDER_REFUNDED
 from shop.fulfilment import fulfilment
 from shop.lock_objects import order_lock
 from shop.models import ContactKind, Order, OrderEvent, OrderStatus, Product
@@ -179,7 +180,7 @@ def order_duplicate_payment_queue(*, order: Order, note: str) -> bool:
 def order_refunded(*, order_id: int, note: str, actor: str) -> Order:
     """After the platform confirmed a refund of the order's payment: exception → refunded."""
     order = order_lock(order_id)
-    order_transition(order=order, to=S.REFUNDED, event_type="shop.order.refunded", message=note, actor=actor)
+    order_transition(order=order, to=S.REFUNDED, event_type=ORDER_REFUNDED, message=note, actor=actor)
     return order
 
 

@@ -167,7 +167,6 @@ class PaymentOutcome:
     an order still being delivered (``duplicate``: its payment is kept for a refund)."""
 
     duplicate: bool
-    paid: bool
     writes: tuple[Statement, ...]
     moves: tuple[OrderMove, ...] = field(default=())
 
@@ -190,7 +189,7 @@ def order_payment(*, order: OrderState, amount: Decimal, gateway: str, actor: st
     note = order_paid_note(gateway=gateway, amount=amount)
     if order.status == S.PENDING and amount == order.total:
         move = order_move(order=order, to=S.PAID, event_type=ORDER_PAID, message=note, actor=actor, at=at)
-        return PaymentOutcome(duplicate=False, paid=True, writes=move.writes, moves=(move,))
+        return PaymentOutcome(duplicate=False, writes=move.writes, moves=(move,))
     if order.status == S.PENDING:
         reason, message = ExceptionReason.AMOUNT_MISMATCH, f"paid {amount}, expected {order.total} ({gateway})"
     elif order.status in (S.EXPIRED, S.CANCELLED):
@@ -210,10 +209,10 @@ def order_payment(*, order: OrderState, amount: Decimal, gateway: str, actor: st
         if order.status == S.DELIVERED:
             moves = (order_duplicate_payment_move(order=order, note=f"second payment of {note}", at=at),)
         return PaymentOutcome(
-            duplicate=True, paid=False, writes=(event, *(st for move in moves for st in move.writes)), moves=moves
+            duplicate=True, writes=(event, *(st for move in moves for st in move.writes)), moves=moves
         )
     move = order_exception_move(order=order, reason=reason, note=message, actor=actor, at=at)
-    return PaymentOutcome(duplicate=False, paid=False, writes=move.writes, moves=(move,))
+    return PaymentOutcome(duplicate=False, writes=move.writes, moves=(move,))
 
 
 def order_exception_move(
